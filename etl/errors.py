@@ -1,0 +1,56 @@
+"""The error hierarchy, ordered by what the caller should do, and the CLI exit codes."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Documented process exit codes (README: "Exit codes")."""
+
+    OK = 0
+    FAILURE = 1  # an unexpected bug: report it
+    CONFIG = 2  # bad configuration or command line: fix it and run again
+    AUTH = 3  # the API refused our credentials: fix the token/scope/allowlist
+    UPSTREAM = 4  # the API or the network kept failing after all retries: run again later
+    DATA = 5  # the export sent data we cannot load: report it to the vendor / inspect the window
+    LOCKED = 6  # another run holds the lock for this warehouse and state key
+    DATABASE = 7  # the warehouse refused or went away: check the database
+    INTERRUPTED = 130  # SIGINT/SIGTERM: the current window was rolled back
+
+
+class EtlError(Exception):
+    """Base of every error this project raises on purpose; `str()` is safe to print."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+    retryable: bool = False
+
+
+class ConfigError(EtlError):
+    """Bad configuration or command line: the user must fix it."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class DataError(EtlError):
+    """Valid transport, wrong content: retrying will not help."""
+
+    exit_code = ExitCode.DATA
+
+
+class LockedError(EtlError):
+    """Another run holds the lock for this warehouse and state key."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class DatabaseError(EtlError):
+    """The warehouse failed; retryable when the connection was lost."""
+
+    exit_code = ExitCode.DATABASE
+
+
+class Interrupted(EtlError):
+    """The run was asked to stop (SIGINT/SIGTERM)."""
+
+    exit_code = ExitCode.INTERRUPTED
