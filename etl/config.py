@@ -1,0 +1,356 @@
+"""One typed configuration, resolved once: defaults, then the TOML file, then env, then flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from etl.errors import ConfigError
+from etl.secrets import Secret, register
+from etl.windows import parse_duration, parse_instant, parse_zone
+
+DEFAULT_DATABASE_URL = "sqlite:///warehouse.db"
+EXPORT_PATH = "/api/export/v3"
+SCOPE = "export:v3"
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    token_url: str
+    client_id: str
+    client_secret: Secret
+    scope: str = SCOPE
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    url: str | None = None
+    token: Secret | None = None
+    oauth: OAuthSettings | None = None
+    filters: Mapping[str, Any] = field(default_factory=dict)
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    max_decompressed_bytes: int = 4 * 1024**3
+    ca_bundle: Path | None = None
+
+    @property
+    def export_url(self) -> str:
+        assert self.url is not None
+        return self.url.rstrip("/") + EXPORT_PATH
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    max_attempts: int = 5
+    max_total_wait: timedelta = timedelta(minutes=10)
+    initial_wait: float = 1.0
+    max_wait: float = 120.0
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    url: str = DEFAULT_DATABASE_URL
+    schema: str | None = None
+    batch_size: int = 1000
+    keep_raw: bool = False
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password masked, safe to print."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    start: datetime | None = None
+    window: timedelta = timedelta(days=1)
+    lag: timedelta = timedelta(hours=2)
+    timezone: tzinfo = field(default_factory=lambda: parse_zone("UTC"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    api: ApiSettings = field(default_factory=ApiSettings)
+    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    source: str = "defaults"  # where the file part came from, for error messages
+
+    def require_api(self) -> ApiSettings:
+        """The API settings, checked complete enough to make a request."""
+        where = self.source
+        if not self.api.url:
+            raise ConfigError(f"api.url is not set ({where}): set it in the file or ETL_API_URL")
+        if self.api.token is None and self.api.oauth is None:
+            raise ConfigError(
+                "no API credentials: set ETL_API_TOKEN or ETL_API_TOKEN_FILE (static token), or "
+                "ETL_OAUTH_TOKEN_URL, ETL_OAUTH_CLIENT_ID and ETL_OAUTH_CLIENT_SECRET[_FILE] (OAuth)"
+            )
+        return self.api
+
+
+_KNOWN: dict[str, set[str]] = {
+    "api": {"url", "token_file", "connect_timeout", "read_timeout", "max_decompressed_bytes",
+            "ca_bundle", "oauth", "filters", "verify"},
+    "api.oauth": {"token_url", "client_id", "client_secret_file", "scope"},
+    "warehouse": {"url", "schema", "batch_size", "keep_raw"},
+    "pipeline": {"start", "window", "lag", "timezone"},
+    "retry": {"max_attempts", "max_total_wait", "initial_wait", "max_wait"},
+}
+_SECRET_KEYS = {"token", "client_secret", "password", "api_token"}
+
+
+def load_settings(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve the settings once. `overrides` are dotted keys from flags (`pipeline.window`)."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        raw = _read_toml(path)
+    _check_keys(raw, source)
+    merged = _merge_env(raw, env)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(merged, dotted, value)
+    return _build(merged, env, source)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: check --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _check_keys(raw: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key in _SECRET_KEYS:
+            raise ConfigError(
+                f"{dotted} in {source}: secrets are never read from config files; use the "
+                "environment (ETL_API_TOKEN, ETL_OAUTH_CLIENT_SECRET) or a *_file key"
+            )
+        if prefix == "api.filters.":
+            continue  # filter keys pass through unchanged, known or not
+        allowed = _KNOWN.get(prefix.rstrip(".")) if prefix else set(_KNOWN) - {"api.oauth"}
+        if allowed is None or key not in allowed:
+            raise ConfigError(f"unknown key {dotted!r} in {source}: see config/etl.toml for the keys")
+        if isinstance(value, dict):
+            _check_keys(value, source, f"{dotted}.")
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _merge_env(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    api = merged.setdefault("api", {})
+    api["oauth"] = dict(api.get("oauth", {}))
+    mapping = {
+        "ETL_DATABASE_URL": ("warehouse", "url"),
+        "ETL_DATABASE_SCHEMA": ("warehouse", "schema"),
+        "ETL_API_URL": ("api", "url"),
+        "ETL_API_TOKEN_FILE": ("api", "token_file"),
+    }
+    for name, (section, key) in mapping.items():
+        if env.get(name):
+            merged.setdefault(section, {})[key] = env[name]
+    for name, key in (
+        ("ETL_OAUTH_TOKEN_URL", "token_url"),
+        ("ETL_OAUTH_CLIENT_ID", "client_id"),
+        ("ETL_OAUTH_CLIENT_SECRET_FILE", "client_secret_file"),
+    ):
+        if env.get(name):
+            api["oauth"][key] = env[name]
+    return merged
+
+
+def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Settings:
+    api_raw = tree.get("api", {})
+    wh_raw = tree.get("warehouse", {})
+    pl_raw = tree.get("pipeline", {})
+    rt_raw = tree.get("retry", {})
+    if api_raw.get("verify") is False:
+        raise ConfigError(
+            f"api.verify = false in {source}: TLS verification cannot be turned off; "
+            "set api.ca_bundle to your CA's PEM file instead"
+        )
+    zone = _convert(source, "pipeline.timezone", pl_raw.get("timezone", "UTC"), parse_zone)
+    pipeline = PipelineSettings(
+        start=_convert(source, "pipeline.start", pl_raw.get("start"), lambda v: parse_instant(v, zone))
+        if pl_raw.get("start") is not None
+        else None,
+        window=_positive(source, "pipeline.window", pl_raw.get("window", "1d")),
+        lag=_convert(source, "pipeline.lag", pl_raw.get("lag", "2h"), parse_duration),
+        timezone=zone,
+    )
+    retry = RetrySettings(
+        max_attempts=_int(source, "retry.max_attempts", rt_raw.get("max_attempts", 5), minimum=1),
+        max_total_wait=_convert(source, "retry.max_total_wait", rt_raw.get("max_total_wait", "10m"), parse_duration),
+        initial_wait=_float(source, "retry.initial_wait", rt_raw.get("initial_wait", 1.0)),
+        max_wait=_float(source, "retry.max_wait", rt_raw.get("max_wait", 120.0)),
+    )
+    warehouse = WarehouseSettings(
+        url=_database_url(source, str(wh_raw.get("url", DEFAULT_DATABASE_URL))),
+        schema=wh_raw.get("schema") or None,
+        batch_size=_int(source, "warehouse.batch_size", wh_raw.get("batch_size", 1000), minimum=1),
+        keep_raw=bool(wh_raw.get("keep_raw", False)),
+    )
+    api = ApiSettings(
+        url=_api_url(source, api_raw.get("url")),
+        token=_token(source, api_raw, env),
+        oauth=_oauth(source, api_raw.get("oauth", {}), env),
+        filters=dict(api_raw.get("filters", {})),
+        connect_timeout=_float(source, "api.connect_timeout", api_raw.get("connect_timeout", 10.0)),
+        read_timeout=_float(source, "api.read_timeout", api_raw.get("read_timeout", 300.0)),
+        max_decompressed_bytes=_int(
+            source, "api.max_decompressed_bytes", api_raw.get("max_decompressed_bytes", 4 * 1024**3), minimum=1
+        ),
+        ca_bundle=_ca_bundle(source, api_raw.get("ca_bundle")),
+    )
+    return Settings(api=api, warehouse=warehouse, pipeline=pipeline, retry=retry, source=source)
+
+
+def _convert(source: str, key: str, value: Any, fn: Any) -> Any:
+    try:
+        return fn(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{key} in {source}: {exc}") from None
+
+
+def _positive(source: str, key: str, value: Any) -> timedelta:
+    result: timedelta = _convert(source, key, value, parse_duration)
+    if result <= timedelta(0):
+        raise ConfigError(f"{key} in {source}: must be longer than zero")
+    return result
+
+
+def _int(source: str, key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(f"{key} in {source}: {value!r} is not a whole number")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{key} in {source}: {value!r} is not a whole number") from None
+    if number < minimum:
+        raise ConfigError(f"{key} in {source}: must be at least {minimum}, got {number}")
+    return number
+
+
+def _float(source: str, key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} in {source}: {value!r} is not a number") from None
+    if number <= 0:
+        raise ConfigError(f"{key} in {source}: must be greater than zero, got {number}")
+    return number
+
+
+def _api_url(source: str, value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"api.url in {source} (or ETL_API_URL): {value!r} is not an http(s) URL; "
+            "give the site's base URL, e.g. https://yoursite.example.com"
+        )
+    if parts.username or parts.password:
+        raise ConfigError(f"api.url in {source}: credentials in the URL are not allowed; use ETL_API_TOKEN")
+    return str(value).rstrip("/")
+
+
+def _database_url(source: str, value: str) -> str:
+    try:
+        url: URL = make_url(value)
+    except ArgumentError:
+        raise ConfigError(
+            f"warehouse.url in {source} (or ETL_DATABASE_URL) is not a SQLAlchemy URL: write "
+            "sqlite:///warehouse.db or postgresql+psycopg://user@host/db"
+        ) from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(f"warehouse.url in {source}: only sqlite and postgresql are supported")
+    if url.password:
+        register(str(url.password))
+    if url.get_backend_name() == "postgresql" and url.drivername != "postgresql+psycopg":
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def _ca_bundle(source: str, value: Any) -> Path | None:
+    if not value:
+        return None
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"api.ca_bundle in {source}: {path} is not a file")
+    return path
+
+
+def _read_secret_file(what: str, path_text: str) -> Secret:
+    path = Path(path_text).expanduser()
+    try:
+        return Secret.from_file(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{what}: the secret file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what}: cannot read a secret from {path}: {type(exc).__name__}") from None
+
+
+def _token(source: str, api_raw: Mapping[str, Any], env: Mapping[str, str]) -> Secret | None:
+    if env.get("ETL_API_TOKEN"):
+        return Secret(env["ETL_API_TOKEN"].strip())
+    if api_raw.get("token_file"):
+        return _read_secret_file("api.token_file (or ETL_API_TOKEN_FILE)", str(api_raw["token_file"]))
+    return None
+
+
+def _oauth(source: str, raw: Mapping[str, Any], env: Mapping[str, str]) -> OAuthSettings | None:
+    if not raw.get("token_url") and not raw.get("client_id"):
+        return None
+    missing = [k for k in ("token_url", "client_id") if not raw.get(k)]
+    if missing:
+        raise ConfigError(f"api.oauth in {source}: {', '.join(missing)} missing (or ETL_OAUTH_*)")
+    if env.get("ETL_OAUTH_CLIENT_SECRET"):
+        secret = Secret(env["ETL_OAUTH_CLIENT_SECRET"].strip())
+    elif raw.get("client_secret_file"):
+        secret = _read_secret_file("api.oauth.client_secret_file", str(raw["client_secret_file"]))
+    else:
+        raise ConfigError(
+            "OAuth is configured but has no client secret: set ETL_OAUTH_CLIENT_SECRET or "
+            "ETL_OAUTH_CLIENT_SECRET_FILE"
+        )
+    _api_url(source, raw["token_url"])
+    return OAuthSettings(
+        token_url=str(raw["token_url"]),
+        client_id=str(raw["client_id"]),
+        client_secret=secret,
+        scope=str(raw.get("scope", SCOPE)),
+    )
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    """A copy with top-level sections replaced (tests, bench)."""
+    return replace(settings, **changes)

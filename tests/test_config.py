@@ -1,0 +1,107 @@
+"""Config resolution: precedence, validation messages naming the key and the file, secrets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from etl.config import load_settings
+from etl.errors import ConfigError
+from etl.secrets import Secret, scrub
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "etl.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file() -> None:
+    s = load_settings(None, env={})
+    assert s.warehouse.url == "sqlite:///warehouse.db"
+    assert s.pipeline.window == timedelta(days=1)
+    assert s.pipeline.lag == timedelta(hours=2)
+    assert s.api.token is None
+
+
+def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[warehouse]\nurl = "sqlite:///file.db"\n[pipeline]\nwindow = "6h"\n')
+    assert load_settings(path, env={}).warehouse.url == "sqlite:///file.db"
+    env = {"ETL_DATABASE_URL": "sqlite:///env.db"}
+    assert load_settings(path, env=env).warehouse.url == "sqlite:///env.db"
+    flags = {"warehouse.url": "sqlite:///flag.db", "pipeline.window": "1h"}
+    s = load_settings(path, env=env, overrides=flags)
+    assert s.warehouse.url == "sqlite:///flag.db"
+    assert s.pipeline.window == timedelta(hours=1)
+
+
+def test_shipped_config_files_are_valid() -> None:
+    root = Path(__file__).parents[1] / "config"
+    load_settings(root / "etl.toml", env={})
+    s = load_settings(root / "example.toml", env={"ETL_OAUTH_CLIENT_SECRET": "s3cr3t-value"})
+    assert s.api.oauth is not None and s.api.oauth.scope == "export:v3"
+    assert s.pipeline.start == datetime(2024, 1, 1, tzinfo=s.pipeline.timezone)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[pipeline]\nwindoww = '1d'\n", "unknown key 'pipeline.windoww'"),
+        ("[pipline]\nwindow = '1d'\n", "unknown key 'pipline'"),
+        ("[pipeline]\nstart = 'yesterday'\n", "pipeline.start"),
+        ("[pipeline]\nwindow = '0h'\n", "pipeline.window"),
+        ("[pipeline]\ntimezone = 'Mars/Base'\n", "pipeline.timezone"),
+        ("[api]\nurl = 'ftp://x'\n", "api.url"),
+        ("[api]\ntoken = 'abc'\n", "secrets are never read from config files"),
+        ("[api]\nverify = false\n", "cannot be turned off"),
+        ("[warehouse]\nurl = 'mysql://x/y'\n", "only sqlite and postgresql"),
+        ("[retry]\nmax_attempts = 0\n", "retry.max_attempts"),
+        ("not toml [", "not valid TOML"),
+    ],
+)
+def test_invalid_config_names_key_and_file(tmp_path: Path, text: str, needle: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert needle in str(info.value)
+    if "TOML" not in needle and "unknown" not in needle and "secrets" not in needle:
+        assert str(path) in str(info.value)
+
+
+def test_missing_token_is_a_config_error() -> None:
+    s = load_settings(None, env={"ETL_API_URL": "http://127.0.0.1:1"})
+    with pytest.raises(ConfigError, match="ETL_API_TOKEN"):
+        s.require_api()
+
+
+def test_token_from_env_and_file_is_redacted(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("file-token-123456\n")
+    s = load_settings(None, env={"ETL_API_URL": "http://h", "ETL_API_TOKEN_FILE": str(token_file)})
+    assert s.api.token is not None and s.api.token.reveal() == "file-token-123456"
+    assert "file-token-123456" not in repr(s)
+    s2 = load_settings(None, env={"ETL_API_URL": "http://h", "ETL_API_TOKEN": "env-token-abcdef"})
+    assert s2.api.token == Secret("env-token-abcdef")
+    assert "env-token-abcdef" not in repr(s2) and "env-token-abcdef" not in str(s2)
+    assert scrub("Bearer env-token-abcdef") == "Bearer **********"
+
+
+def test_database_password_is_hidden_in_display_url() -> None:
+    s = load_settings(None, env={"ETL_DATABASE_URL": "postgresql://u:hunter2pw@db/x"})
+    assert "hunter2pw" not in s.warehouse.display_url
+    assert s.warehouse.url.startswith("postgresql+psycopg://")
+    assert scrub("password is hunter2pw") == "password is **********"
+
+
+def test_missing_secret_file_names_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(None, env={"ETL_API_TOKEN_FILE": str(tmp_path / "nope")})
+
+
+def test_start_in_timezone(tmp_path: Path) -> None:
+    path = write(tmp_path, "[pipeline]\nstart = '2024-03-31'\ntimezone = 'Europe/Oslo'\n")
+    s = load_settings(path, env={})
+    assert s.pipeline.start is not None
+    assert s.pipeline.start.astimezone(UTC) == datetime(2024, 3, 30, 23, 0, tzinfo=UTC)
