@@ -1,0 +1,362 @@
+"""The Export API v3 client: one POST per window, parsed while it downloads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from collections.abc import Iterator, Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any
+
+import ijson
+import requests
+import urllib3.exceptions
+
+from etl import __version__
+from etl.config import ApiSettings
+from etl.extract.auth import TokenProvider, make_token_provider
+from etl.extract.decode import DecodedReader
+from etl.extract.errors import (
+    AuthError,
+    BrokenStreamError,
+    ExportDataError,
+    FatalAPIError,
+    RequestRejected,
+    RetriableAPIError,
+)
+from etl.windows import Window
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+_warned_backend = False
+
+
+def _ijson_backend() -> Any:
+    global _warned_backend
+    try:
+        return ijson.get_backend("yajl2_c")
+    except ImportError:
+        if not _warned_backend:
+            _warned_backend = True
+            log.warning("ijson's C backend (yajl2_c) is not available: parsing will be several times slower")
+        return ijson
+
+
+def request_body(window: Window, filters: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON body: explicit-offset bounds, then the filters passed through unchanged."""
+    body: dict[str, Any] = {k: v for k, v in filters.items() if k not in ("from", "to")}
+    body["from"] = window.start.astimezone(UTC).isoformat()
+    body["to"] = window.end.astimezone(UTC).isoformat()
+    return body
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """`Retry-After` as seconds, from delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    from datetime import datetime
+
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _server_message(response: requests.Response) -> str:
+    try:
+        body = json.loads(response.content[:65536] or b"null")
+    except ValueError:
+        return response.text[:200].strip()
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error") or "")[:500]
+    return ""
+
+
+def validate_response(response: requests.Response, window: Window) -> None:
+    """Map an HTTP status to the error that says what to do; return quietly on 200."""
+    status = response.status_code
+    if status == 200:
+        return
+    message = _server_message(response)
+    detail = f": {message}" if message else ""
+    if status in (401, 403):
+        raise AuthError(status, message, window)
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        raise RetriableAPIError(
+            f"the API is rate limiting (HTTP 429, Retry-After {response.headers.get('Retry-After', 'absent')}){detail}",
+            window,
+            retry_after=retry_after,
+        )
+    if status >= 500 or status == 408:
+        raise RetriableAPIError(
+            f"the API failed with HTTP {status}{detail}; will retry",
+            window,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    if status in (400, 404, 405, 422):
+        raise RequestRejected(
+            f"the API rejected the request with HTTP {status}{detail}; check api.url and the "
+            "request filters in the config",
+            window,
+        )
+    raise FatalAPIError(f"unexpected HTTP {status} from the export endpoint{detail}", window)
+
+
+class ExportStream:
+    """One export body: `query_info` up front, conversations as iterated, then `post_query_info`.
+
+    Iterating to the end checks the stream is complete; any gap raises BrokenStreamError.
+    """
+
+    def __init__(
+        self,
+        reader: Any,
+        window: Window | None,
+        *,
+        on_close: Any = None,
+        source: str | None = None,
+    ) -> None:
+        # Errors name the window, or the file for saved exports.
+        self.window: Window | str | None = window if window is not None else source
+        self._reader = reader
+        self._on_close = on_close
+        self._items = _ijson_backend().items(reader, "item", use_float=True)
+        self.query_info: dict[str, Any] = {}
+        self.post_query_info: dict[str, Any] | None = None
+        self.received = 0
+        self.complete = False
+        self._read_query_info()
+
+    @classmethod
+    def from_response(cls, response: requests.Response, window: Window, max_bytes: int) -> ExportStream:
+        chunks = response.raw.stream(_CHUNK, decode_content=False)
+        reader = DecodedReader(
+            _guard(chunks, window), response.headers.get("Content-Encoding", ""), max_bytes, window
+        )
+        return cls(reader, window, on_close=response.close)
+
+    @property
+    def expected(self) -> int | None:
+        count = self.query_info.get("conversations")
+        return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+    @property
+    def bytes_received(self) -> int:
+        return int(getattr(self._reader, "bytes_in", 0))
+
+    def _next(self) -> Any:
+        try:
+            return next(self._items)
+        except StopIteration:
+            raise
+        except ijson.IncompleteJSONError as exc:
+            raise BrokenStreamError(
+                f"the export stream ended before its JSON array was closed ({_short(exc)}); "
+                "the window is incomplete and will be retried",
+                self.window,
+            ) from None
+        except ijson.JSONError as exc:
+            raise BrokenStreamError(
+                f"the export body is not valid JSON ({_short(exc)}); the window is incomplete and will be retried",
+                self.window,
+            ) from None
+
+    def _read_query_info(self) -> None:
+        try:
+            first = self._next()
+        except StopIteration:
+            raise BrokenStreamError(
+                "the export body is not a JSON array beginning with query_info", self.window
+            ) from None
+        if not isinstance(first, dict) or first.get("type") != "query_info":
+            if isinstance(first, dict) and first.get("type") == "error":
+                raise BrokenStreamError(f"the API reported an error: {first.get('message', '')}", self.window)
+            raise ExportDataError("the export's first element is not query_info", self.window)
+        self.query_info = first
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            try:
+                element = self._next()
+            except StopIteration:
+                break
+            if not isinstance(element, dict):
+                raise ExportDataError(
+                    f"element {self.received + 1} of the export is a {type(element).__name__}, not an object",
+                    self.window,
+                )
+            kind = element.get("type")
+            if kind == "conversation" or (kind is None and "messages" in element):
+                if self.post_query_info is not None:
+                    raise ExportDataError("a conversation came after post_query_info", self.window)
+                if not isinstance(element.get("id"), int) or isinstance(element.get("id"), bool):
+                    raise ExportDataError(
+                        f"conversation #{self.received + 1} in the stream has no integer id "
+                        f"(got {element.get('id')!r}); report this export to the vendor",
+                        self.window,
+                    )
+                self.received += 1
+                yield element
+            elif kind == "post_query_info":
+                self.post_query_info = element
+            elif kind == "error":
+                raise BrokenStreamError(
+                    f"the API reported an error mid-stream after {self.received} conversations: "
+                    f"{element.get('message', '')!s}; the window is incomplete and will be retried",
+                    self.window,
+                )
+            else:
+                log.warning("window %s: skipping an export element of unknown type %r", self.window, kind)
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        if self.post_query_info is None:
+            raise BrokenStreamError(
+                f"the export stream ended without post_query_info after {self.received} "
+                "conversations; the window is incomplete and will be retried",
+                self.window,
+            )
+        if self.expected is not None and self.received != self.expected:
+            raise BrokenStreamError(
+                f"query_info announced {self.expected} conversations but the stream carried "
+                f"{self.received}; the window is incomplete and will be retried",
+                self.window,
+            )
+        self.complete = True
+
+    def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
+
+    def __enter__(self) -> ExportStream:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def _guard(chunks: Iterator[bytes], window: Window) -> Iterator[bytes]:
+    """Turn transport failures in the middle of the body into BrokenStreamError."""
+    try:
+        yield from chunks
+    except (urllib3.exceptions.ReadTimeoutError, requests.exceptions.ReadTimeout):
+        raise BrokenStreamError(
+            "the API stopped sending data (read timeout, api.read_timeout) mid-stream; "
+            "the window is incomplete and will be retried",
+            window,
+        ) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise BrokenStreamError(
+            f"the connection broke mid-stream ({type(exc).__name__}); the window is incomplete "
+            "and will be retried",
+            window,
+        ) from None
+
+
+class ExportClient:
+    """Opens export streams for windows, with auth, timeouts and TLS verification."""
+
+    def __init__(self, api: ApiSettings, session: requests.Session | None = None) -> None:
+        self._api = api
+        self._session = session or requests.Session()
+        self._session.headers["User-Agent"] = f"convo-etl/{__version__}"
+        # Never honour an environment setting that would switch verification off.
+        self._session.trust_env = False
+        self._verify: bool | str = str(api.ca_bundle) if api.ca_bundle else True
+        self._session.verify = self._verify
+        self.tokens: TokenProvider = make_token_provider(api, self._session)
+
+    def __repr__(self) -> str:
+        return f"ExportClient(url={self._api.url!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def open(self, window: Window, filters: Mapping[str, Any] | None = None) -> ExportStream:
+        """POST the window's query and return the stream positioned after query_info."""
+        body = request_body(window, self._api.filters if filters is None else filters)
+        response = self._post(window, body)
+        if response.status_code == 401:
+            # An OAuth token can be revoked or expire early: renew it once and try again.
+            response.close()
+            self.tokens.invalidate()
+            response = self._post(window, body)
+        try:
+            validate_response(response, window)
+            return ExportStream.from_response(response, window, self._api.max_decompressed_bytes)
+        except BaseException:
+            response.close()
+            raise
+
+    def _post(self, window: Window, body: dict[str, Any]) -> requests.Response:
+        headers = {
+            "Authorization": f"Bearer {self.tokens.bearer()}",
+            "Accept-Encoding": "gzip, deflate",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        try:
+            return self._session.post(
+                self._api.export_url,
+                data=json.dumps(body),
+                headers=headers,
+                stream=True,
+                timeout=(self._api.connect_timeout, self._api.read_timeout),
+                verify=self._verify,
+            )
+        except requests.exceptions.SSLError as exc:
+            cause = "certificate verification failed" if _is_cert_error(exc) else "TLS handshake failed"
+            raise FatalAPIError(
+                f"{cause} for {self._api.url}; certificates are always verified: if the site uses "
+                "a private CA, set api.ca_bundle to its PEM file",
+                window,
+            ) from None
+        except requests.exceptions.ConnectTimeout:
+            raise RetriableAPIError(
+                f"connecting to {self._api.url} timed out (api.connect_timeout={self._api.connect_timeout}s)",
+                window,
+            ) from None
+        except requests.exceptions.ReadTimeout:
+            raise RetriableAPIError(
+                f"{self._api.url} accepted the request but sent no response within "
+                f"api.read_timeout={self._api.read_timeout}s",
+                window,
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise RetriableAPIError(
+                f"could not connect to {self._api.url} ({_short_conn(exc)})", window
+            ) from None
+        except requests.RequestException as exc:
+            raise RetriableAPIError(f"request to {self._api.url} failed ({type(exc).__name__})", window) from None
+
+
+def _is_cert_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__ or (seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None)
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _short_conn(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "Connection reset", "timed out"):
+        if marker in text:
+            return marker
+    return type(exc).__name__
