@@ -1,0 +1,1 @@
+"""Load: the warehouse schema, migrations, the window writer, state and locks."""

@@ -1,0 +1,87 @@
+"""One run at a time per warehouse and state key: a PostgreSQL advisory lock or a file lock."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.engine import make_url
+
+from etl.errors import LockedError
+
+_MESSAGE = (
+    "another etl run or backfill holds the lock for this warehouse and state key {key}; "
+    "wait for it to finish (a killed run releases its lock automatically)"
+)
+
+
+def _lock_id(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+class RunLock:
+    """Held for the whole run; released by the OS or the server if the process dies."""
+
+    def __init__(self, engine: Engine, key: str) -> None:
+        self._engine = engine
+        self._key = key
+        self._conn: Connection | None = None
+        self._file: IO[bytes] | None = None
+
+    def acquire(self) -> None:
+        if self._engine.dialect.name == "postgresql":
+            self._acquire_postgres()
+        else:
+            self._acquire_file()
+
+    def _acquire_postgres(self) -> None:
+        # A session-level advisory lock lives exactly as long as this connection.
+        conn = self._engine.connect()
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_id(self._key)}).scalar()
+        conn.commit()
+        if not got:
+            conn.close()
+            raise LockedError(_MESSAGE.format(key=self._key[:12]))
+        self._conn = conn
+
+    def _acquire_file(self) -> None:
+        database = make_url(str(self._engine.url)).database
+        if not database or database == ":memory:":
+            return
+        path = Path(f"{database}.{self._key[:12]}.lock")
+        handle = path.open("a+b")
+        try:
+            # flock dies with the process, so SIGKILL never leaves a stale lock.
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise LockedError(_MESSAGE.format(key=self._key[:12])) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()).encode())
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_id(self._key)})
+                self._conn.commit()
+            finally:
+                self._conn.close()
+                self._conn = None
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
