@@ -1,0 +1,263 @@
+"""The `etl` command: migrate, run, backfill, load-file, status, fake-api."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from etl.config import Settings, load_settings
+from etl.errors import EtlError, ExitCode
+from etl.secrets import scrub
+from etl.windows import Window, parse_duration, parse_instant, plan_windows
+
+log = logging.getLogger("etl.cli")
+
+EXIT_CODES_HELP = """Exit codes: 0 ok; 1 unexpected error (a bug); 2 configuration or usage;
+3 the API refused our credentials; 4 upstream failure after retries; 5 data error;
+6 another run holds the lock; 7 database error; 130 interrupted."""
+
+
+class _Context:
+    def __init__(self, config: Path | None, verbosity: int, log_format: str) -> None:
+        self.config = config
+        self.verbosity = verbosity
+        self.log_format = log_format
+        self._settings: Settings | None = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        return load_settings(self.config, overrides=overrides)
+
+
+pass_ctx = click.make_pass_decorator(_Context)
+
+
+@click.group(epilog=EXIT_CODES_HELP)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="ETL_CONFIG",
+    help="TOML config file (default: none; env ETL_CONFIG). Flags > environment > file > defaults.",
+)
+@click.option("-v", "--verbose", count=True, help="More detail (debug logs).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["plain", "json"]),
+    default="plain",
+    show_default=True,
+    help="Log lines for people, or JSON lines for schedulers.",
+)
+@click.version_option(package_name="convo-etl")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, verbose: int, quiet: bool, log_format: str) -> None:
+    """Load a chatbot platform's conversations from its Export API v3 into a SQL warehouse."""
+    from etl.log import setup_logging
+
+    verbosity = -1 if quiet else verbose
+    setup_logging(verbosity, log_format)
+    ctx.obj = _Context(config, verbosity, log_format)
+
+
+def _instant(settings: Settings, value: str, option: str) -> datetime:
+    try:
+        return parse_instant(value, settings.pipeline.timezone)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+@cli.command()
+@click.option("--sql", "as_sql", is_flag=True, help="Print the DDL instead of applying it.")
+@pass_ctx
+def migrate(obj: _Context, as_sql: bool) -> None:
+    """Bring the warehouse schema to the latest revision (Alembic `upgrade head`)."""
+    from etl.load import migrate as migrations
+
+    settings = obj.settings()
+    wh = settings.warehouse
+    if as_sql:
+        click.echo(migrations.upgrade_sql(wh.url, wh.schema))
+        return
+    from etl.load.engine import make_engine
+
+    engine = make_engine(wh.url)
+    try:
+        _with_db_errors(lambda: migrations.upgrade(engine, wh.schema), f"migrating {wh.display_url}")
+    finally:
+        engine.dispose()
+    log.info("warehouse %s is at schema revision %s", wh.display_url, migrations.head_revision())
+
+
+@cli.command()
+@click.option("--until", help="Stop at this date or date-time instead of now − lag.")
+@click.option("--dry-run", is_flag=True, help="Print the windows that would be loaded, load nothing.")
+@pass_ctx
+def run(obj: _Context, until: str | None, dry_run: bool) -> None:
+    """Load every window from the watermark (or pipeline.start) up to now − lag."""
+    settings = obj.settings()
+    settings.require_api()
+    pipeline = _pipeline(obj, settings, "run")
+    try:
+        pipeline.check_schema()
+        end = _instant(settings, until, "--until") if until else None
+        if dry_run:
+            _print_windows(pipeline.plan_run(end))
+            return
+        with pipeline.lock():
+            windows = pipeline.plan_run(end)
+            if not windows:
+                log.info("up to date: the watermark is within pipeline.lag of now; nothing to load")
+                return
+            result = pipeline.run(windows)
+        log.info("run finished: %d window(s), %d conversations", len(result.windows), result.conversations)
+    finally:
+        pipeline.close()
+
+
+@cli.command()
+@click.option("--from", "from_", required=True, help="Start (a date in pipeline.timezone, or a date-time with offset).")
+@click.option("--to", "to", required=True, help="End, exclusive.")
+@click.option("--window", "window", help="Window size, e.g. 1h, 6h, 1d (default: pipeline.window).")
+@click.option("--dry-run", is_flag=True, help="Print the windows, load nothing.")
+@pass_ctx
+def backfill(obj: _Context, from_: str, to: str, window: str | None, dry_run: bool) -> None:
+    """(Re)load a date range, idempotently; never moves the watermark backwards."""
+    settings = obj.settings(**({"pipeline.window": window} if window else {}))
+    settings.require_api()
+    start, end = _instant(settings, from_, "--from"), _instant(settings, to, "--to")
+    if start >= end:
+        raise click.BadParameter(f"--from {from_} is not before --to {to}", param_hint="--from/--to")
+    windows = list(plan_windows(start, end, settings.pipeline.window))
+    if dry_run:
+        _print_windows(windows)
+        return
+    pipeline = _pipeline(obj, settings, "backfill")
+    try:
+        pipeline.check_schema()
+        with pipeline.lock():
+            result = pipeline.backfill(windows)
+        log.info("backfill finished: %d window(s), %d conversations", len(result.windows), result.conversations)
+    finally:
+        pipeline.close()
+
+
+@cli.command("load-file")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_ctx
+def load_file(obj: _Context, paths: tuple[Path, ...]) -> None:
+    """Load saved export files (.json or .json.gz, the array as the API sends it)."""
+    settings = obj.settings()
+    pipeline = _pipeline(obj, settings, "load-file")
+    try:
+        pipeline.check_schema()
+        with pipeline.lock():
+            result = pipeline.load_files(paths)
+        log.info("loaded %d file(s), %d conversations", len(result.windows), result.conversations)
+    finally:
+        pipeline.close()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--runs", default=10, show_default=True, help="How many recent windows to list.")
+@pass_ctx
+def status(obj: _Context, as_json: bool, runs: int) -> None:
+    """Watermark, lag behind now, the last windows loaded, row counts per table."""
+    from etl.load.engine import make_engine
+    from etl.load.schema import build_metadata
+    from etl.pipeline.status import collect_status, format_status
+
+    settings = obj.settings()
+    engine = make_engine(settings.warehouse.url)
+    try:
+        snapshot = _with_db_errors(
+            lambda: collect_status(engine, build_metadata(settings.warehouse.schema), runs=runs),
+            f"reading {settings.warehouse.display_url}",
+        )
+    finally:
+        engine.dispose()
+    click.echo(json.dumps(snapshot, indent=2, default=str) if as_json else format_status(snapshot))
+
+
+def _print_windows(windows: list[Window]) -> None:
+    for window in windows:
+        click.echo(f"{window.start.isoformat()}  {window.end.isoformat()}")
+    click.echo(f"{len(windows)} window(s)", err=True)
+
+
+def _pipeline(obj: _Context, settings: Settings, command: str) -> Any:
+    from etl.pipeline.runner import Pipeline
+
+    progress = None
+    if sys.stderr.isatty() and obj.verbosity >= 0 and obj.log_format == "plain":
+        from etl.pipeline.terminal import TerminalProgress
+
+        progress = TerminalProgress()
+    return Pipeline(settings, command=command, progress=progress)
+
+
+def _with_db_errors(action: Callable[[], Any], where: str) -> Any:
+    from sqlalchemy.exc import DBAPIError
+
+    from etl.pipeline.runner import database_error
+
+    try:
+        return action()
+    except DBAPIError as exc:
+        raise database_error(exc, where) from None
+
+
+def _register_fake_api() -> None:
+    try:
+        from etl.fakeapi.cli import fake_api
+    except ImportError:  # pragma: no cover - the simulator ships with the package
+        return
+    cli.add_command(fake_api, "fake-api")
+
+
+_register_fake_api()
+
+
+def _terminate(signum: int, _frame: Any) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console entry point: maps errors to documented exit codes, never a bare traceback."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        cli.main(args=argv, prog_name="etl", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail(ExitCode.INTERRUPTED, "interrupted: the window in progress was rolled back; run again to resume")
+    except KeyboardInterrupt:
+        _fail(ExitCode.INTERRUPTED, "interrupted: the window in progress was rolled back; run again to resume")
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.CONFIG)
+    except EtlError as exc:
+        _fail(exc.exit_code, str(exc))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence must catch everything
+        if logging.getLogger("etl").isEnabledFor(logging.DEBUG):
+            click.echo(scrub(traceback.format_exc()), err=True)
+        _fail(
+            ExitCode.FAILURE,
+            f"unexpected {type(exc).__name__}: {exc}. This is a bug; rerun with -v for details and report it",
+        )
+    sys.exit(ExitCode.OK)
+
+
+def _fail(code: ExitCode, message: str) -> NoReturn:
+    log.error(scrub(message))
+    sys.exit(int(code))
+
+
+__all__ = ["cli", "main", "parse_duration"]

@@ -1,0 +1,1 @@
+"""Pipeline: planning windows, running them with retries, and reporting."""

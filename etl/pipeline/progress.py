@@ -1,0 +1,62 @@
+"""How a run reports progress: a protocol, and a plain logging implementation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from etl.load.state import WindowReport
+from etl.windows import Window
+
+log = logging.getLogger("etl.pipeline")
+
+
+class Progress(Protocol):
+    def begin(self, windows: int, label: str) -> None: ...
+
+    def window_started(self, window: Window, attempt: int) -> None: ...
+
+    def conversations(self, count: int) -> None: ...
+
+    def window_retrying(self, window: Window, attempt: int, error: BaseException, wait: float) -> None: ...
+
+    def window_done(self, report: WindowReport) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class LogProgress:
+    """One log line per window: for cron, systemd and orchestrators."""
+
+    def begin(self, windows: int, label: str) -> None:
+        self._total = windows
+        self._done = 0
+        log.info("%s: %d window(s) to load", label, windows)
+
+    def window_started(self, window: Window, attempt: int) -> None:
+        log.debug("window %s: attempt %d started", window, attempt)
+
+    def conversations(self, count: int) -> None:
+        """Per-conversation progress is for terminals only."""
+
+    def window_retrying(self, window: Window, attempt: int, error: BaseException, wait: float) -> None:
+        log.warning("attempt %d failed: %s; retrying in %.1fs", attempt, error, wait)
+
+    def window_done(self, report: WindowReport) -> None:
+        self._done += 1
+        rate = report.conversations / report.seconds if report.seconds > 0 else 0.0
+        log.info(
+            "window %s loaded (%d/%d): %d conversations, %d rows, %d bytes, %.1fs, %.0f conv/s, attempts %d",
+            report.window,
+            self._done,
+            self._total,
+            report.conversations,
+            sum(report.rows.values()),
+            report.bytes,
+            report.seconds,
+            rate,
+            report.attempts,
+        )
+
+    def end(self) -> None:
+        """Nothing to tear down."""

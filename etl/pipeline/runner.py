@@ -1,0 +1,290 @@
+"""Runs windows: extract → normalize → load in one transaction that also moves the watermark."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+from tenacity import RetryCallState
+
+from etl.config import Settings
+from etl.errors import ConfigError, DatabaseError, DataError, EtlError
+from etl.extract import BrokenStreamError, ExportClient, ExportStream, window_retrying
+from etl.extract.files import open_export_file
+from etl.load.engine import make_engine
+from etl.load.lock import RunLock
+from etl.load.migrate import current_revision, head_revision
+from etl.load.schema import build_metadata
+from etl.load.state import StateStore, WindowReport, state_key
+from etl.load.writer import WindowWriter
+from etl.normalize import normalize_conversation
+from etl.pipeline.progress import LogProgress, Progress
+from etl.windows import Window, plan_windows
+
+log = logging.getLogger("etl.pipeline")
+
+
+@dataclass
+class RunResult:
+    """What a command did, window by window."""
+
+    windows: list[WindowReport] = field(default_factory=list)
+
+    @property
+    def conversations(self) -> int:
+        return sum(r.conversations for r in self.windows)
+
+
+def database_error(exc: DBAPIError, where: str) -> DatabaseError:
+    """A DatabaseError naming the cause without the statement's parameters (they may be data)."""
+    orig = exc.orig
+    detail = str(orig).strip().splitlines()[0] if orig is not None and str(orig).strip() else type(exc).__name__
+    lost = isinstance(exc, OperationalError | SAInterfaceError) or exc.connection_invalidated
+    error = DatabaseError(
+        f"{where}: the warehouse {'connection was lost' if lost else 'refused the write'} ({detail}); "
+        + ("the window was rolled back and will be retried" if lost else "the window was rolled back")
+    )
+    error.retryable = lost
+    return error
+
+
+class Pipeline:
+    """The incremental loader over one warehouse and one API site."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        command: str,
+        progress: Progress | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        engine: Engine | None = None,
+    ) -> None:
+        self.settings = settings
+        self.command = command
+        self.progress: Progress = progress or LogProgress()
+        self.clock = clock
+        self.run_id = uuid.uuid4().hex
+        self.engine = engine or make_engine(settings.warehouse.url)
+        self.metadata = build_metadata(settings.warehouse.schema)
+        self.store = StateStore(self.metadata)
+        self.filters = dict(settings.api.filters)
+        self.key = state_key(settings.api.url or "file", self.filters)
+        self._client: ExportClient | None = None
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def check_schema(self) -> None:
+        """Refuse to load into a warehouse that is not migrated to this version's head."""
+        try:
+            current = current_revision(self.engine, self.settings.warehouse.schema)
+        except DBAPIError as exc:
+            raise database_error(exc, f"connecting to {self.settings.warehouse.display_url}") from None
+        head = head_revision()
+        if current != head:
+            raise ConfigError(
+                f"the warehouse {self.settings.warehouse.display_url} is at schema revision "
+                f"{current or 'none'}, this version needs {head}: run `etl migrate` first"
+            )
+
+    def lock(self) -> RunLock:
+        return RunLock(self.engine, f"{self.key}:{self.settings.warehouse.schema or ''}")
+
+    @property
+    def client(self) -> ExportClient:
+        if self._client is None:
+            self._client = ExportClient(self.settings.require_api())
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self.engine.dispose()
+
+    # -- planning -----------------------------------------------------------------------------
+
+    def watermark(self) -> datetime | None:
+        with self.engine.connect() as conn:
+            return self.store.watermark(conn, self.key)
+
+    def plan_run(self, until: datetime | None = None) -> list[Window]:
+        """Windows from the watermark (or `pipeline.start`) up to now − lag (or `until`)."""
+        p = self.settings.pipeline
+        start = self.watermark() or p.start
+        if start is None:
+            raise ConfigError(
+                f"there is no watermark yet and pipeline.start is not set ({self.settings.source}): "
+                "set pipeline.start to where the first run should begin, or run a backfill"
+            )
+        horizon = self.clock() - p.lag
+        end = min(until, horizon) if until is not None else horizon
+        return list(plan_windows(start, end, p.window))
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def run(self, windows: Sequence[Window]) -> RunResult:
+        """Load consecutive windows from the watermark on, moving it after each."""
+        return self._load_windows(windows, lambda _w, _mark: True)
+
+    def backfill(self, windows: Sequence[Window]) -> RunResult:
+        """(Re)load windows; the watermark only moves forward when a window touches it."""
+
+        def touches(window: Window, mark: datetime | None) -> bool:
+            # Without a watermark, loading starts at pipeline.start (or this backfill's start).
+            reference = mark or self.settings.pipeline.start or windows[0].start
+            return window.start <= reference
+
+        return self._load_windows(windows, touches)
+
+    def load_files(self, paths: Iterable[Path]) -> RunResult:
+        """Load saved export files through the same normalizer and loader; no watermark."""
+        result = RunResult()
+        for path in paths:
+            started = time.monotonic()
+            stream = open_export_file(path)
+            window = _file_window(stream, path)
+            report = WindowReport(self.run_id, self.key, self.command, window, self.clock(), attempts=1)
+            self.progress.window_started(window, 1)
+            try:
+                self._load_stream(stream, report, advance=False, started=started)
+            except BrokenStreamError as exc:
+                raise DataError(f"{exc}; the file is incomplete, nothing of it was loaded") from None
+            finally:
+                stream.close()
+            self.progress.window_done(report)
+            result.windows.append(report)
+        return result
+
+    # -- the window loop ----------------------------------------------------------------------
+
+    def _load_windows(
+        self, windows: Sequence[Window], should_advance: Callable[[Window, datetime | None], bool]
+    ) -> RunResult:
+        result = RunResult()
+        self.progress.begin(len(windows), self.command)
+        try:
+            for window in windows:
+                report = self._load_window(window, should_advance)
+                result.windows.append(report)
+                self.progress.window_done(report)
+        finally:
+            self.progress.end()
+        return result
+
+    def _load_window(
+        self, window: Window, should_advance: Callable[[Window, datetime | None], bool]
+    ) -> WindowReport:
+        report = WindowReport(self.run_id, self.key, self.command, window, self.clock())
+        started = time.monotonic()
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            assert error is not None
+            self.progress.window_retrying(window, state.attempt_number, error, state.upcoming_sleep)
+
+        try:
+            for attempt in window_retrying(self.settings.retry, before_sleep=before_sleep):
+                with attempt:
+                    report.attempts += 1
+                    self.progress.window_started(window, report.attempts)
+                    mark = self.watermark_safe()
+                    with self.client.open(window) as stream:
+                        self._load_stream(stream, report, advance=should_advance(window, mark), started=started)
+        except EtlError as exc:
+            self._log_failure(report, exc, started)
+            raise
+        except KeyboardInterrupt:
+            report.outcome = "interrupted"
+            self._log_failure(report, None, started)
+            raise
+        return report
+
+    def watermark_safe(self) -> datetime | None:
+        try:
+            return self.watermark()
+        except DBAPIError as exc:
+            raise database_error(exc, "reading the watermark") from None
+
+    def _load_stream(self, stream: ExportStream, report: WindowReport, *, advance: bool, started: float) -> None:
+        exported_at = _export_time(stream.query_info) or self.clock()
+        report.expected_conversations = stream.expected
+        where = str(stream.window)
+        keep_raw = self.settings.warehouse.keep_raw
+        try:
+            with self.engine.begin() as conn:
+                writer = WindowWriter(
+                    conn,
+                    self.metadata,
+                    run_id=self.run_id,
+                    exported_at=exported_at,
+                    batch_size=self.settings.warehouse.batch_size,
+                )
+                received = 0
+                for conversation in stream:
+                    writer.add(normalize_conversation(conversation, keep_raw=keep_raw))
+                    received += 1
+                    if received % 200 == 0:
+                        self.progress.conversations(200)
+                writer.flush()
+                self.progress.conversations(received % 200)
+                # Iteration ended without error: the stream was complete and its count matched.
+                report.conversations = received
+                report.rows = dict(writer.rows)
+                report.bytes = stream.bytes_received
+                report.seconds = time.monotonic() - started
+                report.outcome = "ok"
+                report.error = None
+                if advance and isinstance(report.window, Window):
+                    self.store.advance(
+                        conn,
+                        self.key,
+                        site=self.settings.api.url or "file",
+                        filters=self.filters,
+                        to=report.window.end,
+                        run_id=self.run_id,
+                    )
+                self.store.log_window(conn, report)
+        except DBAPIError as exc:
+            raise database_error(exc, where) from None
+
+    def _log_failure(self, report: WindowReport, exc: BaseException | None, started: float) -> None:
+        report.outcome = "failed" if exc is not None else "interrupted"
+        report.error = str(exc) if exc is not None else "interrupted"
+        report.seconds = time.monotonic() - started
+        report.conversations = 0
+        report.rows = {}
+        try:
+            with self.engine.begin() as conn:
+                self.store.log_window(conn, report)
+        except DBAPIError:
+            log.warning("could not record the failed window in etl_runs (the database is unreachable)")
+
+
+def _export_time(query_info: dict[str, Any]) -> datetime | None:
+    value = query_info.get("current_time")
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _file_window(stream: ExportStream, path: Path) -> Window:
+    bounds = stream.query_info.get("interpreted_query_range")
+    try:
+        start, end = (datetime.fromisoformat(b) for b in bounds)  # type: ignore[union-attr]
+        return Window(start, end)
+    except (TypeError, ValueError):
+        now = datetime.now(UTC)
+        return Window(now - timedelta(microseconds=1), now)

@@ -1,0 +1,100 @@
+"""What `etl status` reports: watermarks, lag behind now, recent runs, row counts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, inspect
+
+from etl.load.state import StateStore
+from etl.normalize import TABLE_COLUMNS
+
+
+def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dict[str, Any]:
+    """A JSON-ready snapshot of the warehouse's pipeline state."""
+    store = StateStore(metadata)
+    now = datetime.now(UTC)
+    schema = metadata.schema
+    existing = set(inspect(engine).get_table_names(schema=schema))
+    if "etl_state" not in existing:
+        return {"migrated": False, "states": [], "runs": [], "tables": {}}
+    with engine.connect() as conn:
+        states = []
+        for state in store.states(conn):
+            mark = state["watermark"]
+            states.append(
+                {
+                    "state_key": state["state_key"],
+                    "site": state["site"],
+                    "environment": state["environment"],
+                    "filters": state["filters"],
+                    "watermark": mark.isoformat() if mark else None,
+                    "lag_seconds": round((now - mark).total_seconds()) if mark else None,
+                    "updated_at": _iso(state["updated_at"]),
+                }
+            )
+        recent = []
+        for run in store.recent_runs(conn, runs):
+            seconds = float(run["seconds"] or 0.0)
+            conversations = int(run["conversations"] or 0)
+            recent.append(
+                {
+                    "run_id": run["run_id"],
+                    "command": run["command"],
+                    "window_start": _iso(run["window_start"]),
+                    "window_end": _iso(run["window_end"]),
+                    "outcome": run["outcome"],
+                    "attempts": run["attempts"],
+                    "conversations": conversations,
+                    "rows": run["rows"] or {},
+                    "bytes": run["bytes"],
+                    "seconds": seconds,
+                    "conversations_per_second": round(conversations / seconds, 1) if seconds else None,
+                    "error": run["error"],
+                    "finished_at": _iso(run["finished_at"]),
+                }
+            )
+        tables = {
+            name: store.count(conn, metadata.tables[f"{schema}.{name}" if schema else name])
+            for name in TABLE_COLUMNS
+        }
+    return {"migrated": True, "now": now.isoformat(), "states": states, "runs": recent, "tables": tables}
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    return str(value)
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The human-readable form."""
+    if not status["migrated"]:
+        return "The warehouse has no schema yet: run `etl migrate`."
+    lines: list[str] = []
+    if not status["states"]:
+        lines.append("Watermark: none yet (no `etl run` or backfill has completed a window).")
+    for state in status["states"]:
+        lag = state["lag_seconds"]
+        behind = f"{lag / 3600:.1f} h behind now" if lag is not None else "n/a"
+        lines.append(f"Watermark: {state['watermark']} ({behind}) site={state['site']} filters={state['filters']}")
+    lines.append("")
+    lines.append("Recent windows:")
+    if not status["runs"]:
+        lines.append("  (none)")
+    for run in status["runs"]:
+        rate = run["conversations_per_second"]
+        lines.append(
+            f"  {run['window_start']} → {run['window_end']}  {run['outcome']:<11} "
+            f"{run['conversations']:>7} conv  {sum(run['rows'].values()):>8} rows  "
+            f"{run['seconds']:>7.2f} s  {rate if rate is not None else '-':>8} conv/s  attempts {run['attempts']}"
+            + (f"\n      error: {run['error']}" if run["error"] else "")
+        )
+    lines.append("")
+    lines.append("Rows per table:")
+    for name, count in status["tables"].items():
+        lines.append(f"  {name:<16} {count:>10}")
+    return "\n".join(lines)

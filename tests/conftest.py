@@ -1,0 +1,130 @@
+"""Shared fixtures: throwaway warehouses on SQLite and PostgreSQL, and the simulator."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SEED_EXPORT = FIXTURES / "seed-example-export.json"
+PG_URL = os.environ.get("ETL_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+IN_CI = bool(os.environ.get("CI"))
+
+
+@dataclass
+class TestWarehouse:
+    """A database plus an optional schema that only this test uses."""
+
+    __test__ = False
+
+    kind: str
+    url: str
+    schema: str | None
+
+    def engine(self) -> Engine:
+        from etl.load.engine import make_engine
+
+        return make_engine(self.url)
+
+    def env(self) -> dict[str, str]:
+        """Environment for an `etl` subprocess pointed at this warehouse."""
+        env = {"ETL_DATABASE_URL": self.url}
+        if self.schema:
+            env["ETL_DATABASE_SCHEMA"] = self.schema
+        return env
+
+    def table(self, name: str) -> str:
+        return f'"{self.schema}"."{name}"' if self.schema else f'"{name}"'
+
+
+def _pg_available() -> str | None:
+    try:
+        engine = create_engine(make_url(PG_URL).set(drivername="postgresql+psycopg"))
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server"
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    problem = _pg_available()
+    if problem:
+        message = f"PostgreSQL at ETL_TEST_DATABASE_URL={make_url(PG_URL).render_as_string()} unreachable: {problem}"
+        if IN_CI:
+            pytest.fail(message + " (CI never skips PostgreSQL tests; run scripts/ensure-postgres.sh)")
+        pytest.skip(message)
+    return PG_URL
+
+
+@pytest.fixture
+def pg_warehouse(pg_server: str) -> Iterator[TestWarehouse]:
+    schema = f"t_{secrets.token_hex(6)}"
+    url = make_url(pg_server).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield TestWarehouse("postgres", url, schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_warehouse(tmp_path: Path) -> TestWarehouse:
+    return TestWarehouse("sqlite", f"sqlite:///{tmp_path / 'warehouse.db'}", None)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def warehouse(request: pytest.FixtureRequest) -> TestWarehouse:
+    """The same test on both warehouses."""
+    name = "sqlite_warehouse" if request.param == "sqlite" else "pg_warehouse"
+    result: TestWarehouse = request.getfixturevalue(name)
+    return result
+
+
+@pytest.fixture
+def migrated(warehouse: TestWarehouse) -> TestWarehouse:
+    from etl.load.migrate import upgrade
+
+    engine = warehouse.engine()
+    try:
+        upgrade(engine, warehouse.schema)
+    finally:
+        engine.dispose()
+    return warehouse
+
+
+def dump_tables(wh: TestWarehouse, *, volatile: bool = False) -> dict[str, list[tuple[Any, ...]]]:
+    """Every data table's rows, sorted, for row-by-row comparison between two loads.
+
+    `volatile=False` leaves out the columns that record when and by which run a row was
+    written, which legitimately differ between two equivalent loads.
+    """
+    from etl.normalize import TABLE_COLUMNS
+
+    skip = set() if volatile else {"loaded_at", "load_run_id", "exported_at"}
+    engine = wh.engine()
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    try:
+        with engine.connect() as conn:
+            for name in TABLE_COLUMNS:
+                result = conn.execute(text(f"SELECT * FROM {wh.table(name)}"))  # noqa: S608 - test helper, fixed names
+                keys = [k for k in result.keys() if k not in skip]
+                rows = [tuple(str(row._mapping[k]) for k in keys) for row in result]
+                out[name] = sorted(rows)
+    finally:
+        engine.dispose()
+    return out
