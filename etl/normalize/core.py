@@ -1,0 +1,619 @@
+"""Turns one exported conversation into row tuples for the seven warehouse tables (pure, no I/O)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from hashlib import blake2b
+from typing import Any, Final
+
+from etl.normalize.clean import clean_row
+from etl.normalize.columns import BOOL, INT, JSON, TABLE_COLUMNS, TEXT, TIME, index
+from etl.normalize.errors import NormalizeError
+
+Row = tuple[Any, ...]
+Fields = dict[str, tuple[int, int]]
+
+SKIP: Final = 5  # a known key the caller handles itself (sub-objects, lists)
+TAG: Final = 6  # the `type` tag: dropped when it has the expected value, else kept in extra
+
+# BIGINT bounds: a larger integer would make the database refuse the whole batch.
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**63 - 1
+_KNOWN_CONTENT: Final = frozenset({"text", "image", "video", "json", "link", "ssml"})
+_KNOWN_MESSAGE: Final = frozenset({"question", "answer"})
+_fromisoformat = datetime.fromisoformat
+
+_C, _M, _CT, _B, _A, _I, _AC = (
+    index(t)
+    for t in (
+        "conversations",
+        "messages",
+        "content",
+        "buttons",
+        "intent_analysis",
+        "intents",
+        "actions",
+    )
+)
+_N = {table: len(columns) for table, columns in TABLE_COLUMNS.items()}
+_EXTRA = {table: columns.index("extra") for table, columns in TABLE_COLUMNS.items()}
+
+
+def _fields(table: dict[str, int], spec: dict[str, tuple[str | None, int]]) -> Fields:
+    return {key: (table[column] if column else -1, kind) for key, (column, kind) in spec.items()}
+
+
+_CONV_FIELDS = _fields(
+    _C,
+    {
+        "type": (None, TAG),
+        "id": (None, SKIP),
+        "messages": (None, SKIP),
+        "time": (None, SKIP),
+        "reference": ("reference", TEXT),
+        "environment": ("environment", TEXT),
+        "reviewed": ("reviewed", BOOL),
+        "quality_label": ("quality_label", TEXT),
+        "authentication_identifier": ("authentication_identifier", TEXT),
+        "user_information": ("user_information", JSON),
+    },
+)
+_CONV_TIME_FIELDS = _fields(
+    _C, {"created": ("created_at", TIME), "last_message_created": ("last_message_at", TIME)}
+)
+_MSG_COMMON: dict[str, tuple[str | None, int]] = {
+    "id": (None, SKIP),
+    "time": ("time", TIME),
+    "type": ("type", TEXT),
+    "is_human_chat": ("is_human_chat", BOOL),
+    "session_id": ("session_id", TEXT),
+}
+# An undocumented message type keeps everything but the common fields in `extra`.
+_MSG_OTHER_FIELDS = _fields(_M, _MSG_COMMON)
+# Question and answer fields are mapped for both types: a field on the "wrong" type still has
+# one meaning, and a column is more useful than `extra`.
+_MSG_FIELDS = _fields(
+    _M,
+    {
+        **_MSG_COMMON,
+        "question": (None, SKIP),
+        "intents": (None, SKIP),
+        "actions": (None, SKIP),
+        "content": (None, SKIP),
+        "button_clicked": (None, SKIP),
+        "source_url": ("source_url", TEXT),
+        "device": ("device", TEXT),
+        "system_action_trigger": ("system_action_trigger", TEXT),
+        "human_agent": ("human_agent", JSON),
+        "matched_filter": ("matched_filter", JSON),
+        "sent_filter_values": ("sent_filter_values", JSON),
+    },
+)
+_QUESTION_FIELDS = _fields(
+    _M,
+    {
+        "type": (None, TAG),
+        "analysis": (None, SKIP),
+        "input": ("input", TEXT),
+        "predicted_language": ("predicted_language", TEXT),
+        "sentiment": ("sentiment", TEXT),
+        "labels": ("labels", JSON),
+        "important_words": ("important_words", JSON),
+    },
+)
+_CLICK_FIELDS = _fields(
+    _M,
+    {
+        "type": (None, TAG),
+        "id": ("clicked_button_id", INT),
+        "button_type": ("clicked_button_type", TEXT),
+        "text": ("clicked_button_text", TEXT),
+        "url": ("clicked_button_url", TEXT),
+        "hidden": ("clicked_button_hidden", BOOL),
+        "source_url": ("clicked_button_source_url", TEXT),
+    },
+)
+_CONTENT_COMMON: dict[str, tuple[str | None, int]] = {
+    "type": ("type", TEXT),
+    "time": ("time", TIME),
+}
+_CONTENT_OTHER_FIELDS = _fields(_CT, _CONTENT_COMMON)
+_CONTENT_FIELDS = _fields(
+    _CT,
+    {
+        **_CONTENT_COMMON,
+        "buttons": (None, SKIP),
+        "text": ("text", TEXT),
+        "url": ("url", TEXT),
+        "video_type": ("video_type", TEXT),
+        "video_fullscreen": ("video_fullscreen", BOOL),
+        "ssml": ("ssml", TEXT),
+        "json": ("json", JSON),
+    },
+)
+_BUTTON_FIELDS = _fields(
+    _B,
+    {
+        "type": (None, TAG),
+        "id": ("button_id", INT),
+        "button_type": ("button_type", TEXT),
+        "text": ("text", TEXT),
+        "url": ("url", TEXT),
+        "hidden": ("hidden", BOOL),
+        "attributes": ("attributes", JSON),
+    },
+)
+_ANALYSIS_FIELDS = _fields(
+    _A,
+    {
+        "intent": (None, SKIP),
+        "processed": ("processed", TEXT),
+        "translated": ("translated", TEXT),
+        "winner": ("winner", BOOL),
+    },
+)
+_INTENT_FIELDS = _fields(
+    _I,
+    {
+        "type": (None, TAG),
+        "id": ("id", INT),
+        "title": ("title", TEXT),
+        "inherit_skill": ("inherit_skill", BOOL),
+    },
+)
+_ACTION_FIELDS = _fields(
+    _AC,
+    {
+        "type": (None, TAG),
+        "id": ("id", INT),
+        "action_type": ("action_type", TEXT),
+        "language": ("language", TEXT),
+        "transfer_to_human": ("transfer_to_human", BOOL),
+    },
+)
+
+
+class _BadField(Exception):
+    """Internal: a field that makes the conversation unloadable; `path` grows as it bubbles up."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(problem)
+        self.path = path
+        self.problem = problem
+
+
+@dataclass(slots=True)
+class NormalizedConversation:
+    """One conversation as rows: `rows[table]` holds tuples in `TABLE_COLUMNS[table]` order."""
+
+    id: int
+    content_hash: str
+    rows: dict[str, list[Row]]
+
+
+def _time(value: Any, key: str) -> datetime:
+    if value.__class__ is not str:
+        raise _BadField(key, f"expected an ISO-8601 timestamp string, got {type(value).__name__}")
+    try:
+        parsed = _fromisoformat(value)
+    except ValueError:
+        raise _BadField(key, f"unparseable timestamp {value!r}") from None
+    if parsed.tzinfo is None:
+        # The API always sends an offset; guessing a zone would silently shift times.
+        raise _BadField(key, f"timestamp {value!r} has no UTC offset")
+    return parsed.astimezone(UTC)
+
+
+def _project(
+    obj: Mapping[str, Any], fields: Fields, row: list[Any], tag: str | None = None
+) -> dict[str, Any] | None:
+    """Copy the known keys of `obj` into `row`; return the rest (unknown keys, misfits) or None.
+
+    A value whose type does not fit its column (a "misfit") is returned with the unknown keys,
+    so it ends up in `extra` under its source key: nothing crashes, nothing is lost.
+    """
+    rest: dict[str, Any] | None = None
+    for key, value in obj.items():
+        spec = fields.get(key)
+        if spec is not None:
+            if value is None:
+                continue  # null and absent mean the same: the column stays NULL
+            at, kind = spec
+            cls = value.__class__
+            if kind == TEXT:
+                if cls is str:
+                    row[at] = value
+                    continue
+            elif kind == TIME:
+                row[at] = _time(value, key)
+                continue
+            elif kind == INT:
+                if cls is int and _INT_MIN <= value <= _INT_MAX:
+                    row[at] = value
+                    continue
+            elif kind == BOOL:
+                if cls is bool:
+                    row[at] = value
+                    continue
+            elif kind == JSON:
+                row[at] = value
+                continue
+            elif kind == SKIP:
+                continue
+            elif value == tag:  # TAG
+                continue
+        if rest is None:
+            rest = {}
+        rest[key] = value
+    return rest
+
+
+def _extra(rest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The row's `extra`: source keys starting with "_" get one more, as "_..." keys are ours."""
+    if rest is None or not any(key[:1] == "_" for key in rest):
+        return rest
+    return {("_" + key if key[:1] == "_" else key): value for key, value in rest.items()}
+
+
+def _nest(rest: dict[str, Any] | None, key: str, sub: Any) -> dict[str, Any]:
+    if rest is None:
+        rest = {}
+    rest[key] = sub
+    return rest
+
+
+def _dimension(
+    obj: Any, fields: Fields, table: str, tag: str, seen_at: datetime | None, out: list[Row]
+) -> tuple[list[Any], dict[str, Any] | None]:
+    """Project an intent/action; emit its dimension row when it has an id.
+
+    Returns the projected values and what the parent row must keep in its `extra`: nothing when
+    the dimension row was emitted (its own `extra` holds the rest), else the remainder.
+    """
+    values: list[Any] = [None] * _N[table]
+    rest = _project(obj, fields, values, tag)
+    if values[0] is not None:
+        values[-2] = seen_at
+        values[-1] = _extra(rest)
+        out.append(tuple(values))
+        return values, None
+    return values, rest
+
+
+def _intent_into(
+    parent: list[Any],
+    obj: Mapping[str, Any],
+    id_at: int,
+    title_at: int,
+    seen_at: datetime | None,
+    out: list[Row],
+) -> dict[str, Any] | None:
+    """Fill a parent's intent id/title columns; return what the parent's extra must keep."""
+    values, rest = _dimension(obj, _INTENT_FIELDS, "intents", "intent", seen_at, out)
+    parent[id_at] = values[0]
+    parent[title_at] = values[1]
+    if values[0] is None and values[2] is not None:
+        rest = _nest(rest, "inherit_skill", values[2])
+    return rest
+
+
+def _refs(
+    obj: Any,
+    known: tuple[str, str],
+    row: list[Any],
+    fill: Any,
+    rest: dict[str, Any] | None,
+    key: str,
+) -> dict[str, Any] | None:
+    """Handle `actions`/`intents`: two known references, in a fixed order, plus unknown keys."""
+    if not (obj.__class__ is dict or isinstance(obj, Mapping)):
+        return _nest(rest, key, obj)
+    sub: dict[str, Any] | None = None
+    present = 0
+    for name in known:
+        ref = obj.get(name)
+        if ref is None:
+            present += name in obj
+            continue
+        present += 1
+        left = fill(row, name, ref) if (ref.__class__ is dict or isinstance(ref, Mapping)) else ref
+        if left is not None:
+            sub = _nest(sub, name, left)
+    if len(obj) > present:
+        for name, value in obj.items():
+            if name not in known:
+                sub = _nest(sub, name, value)
+    return rest if sub is None else _nest(rest, key, sub)
+
+
+_ACTION_AT = {
+    "displayed": _M["displayed_action_id"],
+    "came_from": _M["came_from_action_id"],
+}
+_INTENT_AT = {
+    "predicted": (_M["predicted_intent_id"], _M["predicted_intent_title"]),
+    "came_from": (_M["came_from_intent_id"], _M["came_from_intent_title"]),
+}
+
+
+class _Builder:
+    """Accumulates the rows of one conversation."""
+
+    __slots__ = ("actions", "analysis", "buttons", "cid", "content", "intents", "messages")
+
+    def __init__(self, cid: int) -> None:
+        self.cid = cid
+        self.messages: list[Row] = []
+        self.content: list[Row] = []
+        self.buttons: list[Row] = []
+        self.analysis: list[Row] = []
+        self.intents: list[Row] = []
+        self.actions: list[Row] = []
+
+    def message(self, msg: Mapping[str, Any], position: int, mid: int) -> None:
+        row: list[Any] = [None] * _N["messages"]
+        row[0] = mid
+        row[1] = self.cid
+        row[2] = position
+        mtype = msg.get("type")
+        if mtype.__class__ is not str or mtype not in _KNOWN_MESSAGE:
+            row[-1] = _extra(_project(msg, _MSG_OTHER_FIELDS, row))
+            self.messages.append(tuple(row))
+            return
+        rest = _project(msg, _MSG_FIELDS, row)
+        seen_at: datetime | None = row[3]
+        question = msg.get("question")
+        if question is not None:
+            rest = self._question(question, row, mid, seen_at, rest)
+        intents = msg.get("intents")
+        if intents is not None:
+            out = self.intents
+
+            def fill_intent(
+                row: list[Any], name: str, ref: Mapping[str, Any]
+            ) -> dict[str, Any] | None:
+                id_at, title_at = _INTENT_AT[name]
+                return _intent_into(row, ref, id_at, title_at, seen_at, out)
+
+            rest = _refs(intents, ("predicted", "came_from"), row, fill_intent, rest, "intents")
+        actions = msg.get("actions")
+        if actions is not None:
+            out_actions = self.actions
+
+            def fill_action(
+                row: list[Any], name: str, ref: Mapping[str, Any]
+            ) -> dict[str, Any] | None:
+                values, left = _dimension(
+                    ref, _ACTION_FIELDS, "actions", "action", seen_at, out_actions
+                )
+                at = _ACTION_AT[name]
+                row[at : at + 4] = values[0:4]
+                return left
+
+            rest = _refs(actions, ("displayed", "came_from"), row, fill_action, rest, "actions")
+        clicked = msg.get("button_clicked")
+        if clicked is not None:
+            left = (
+                _project(clicked, _CLICK_FIELDS, row, "button")
+                if (clicked.__class__ is dict or isinstance(clicked, Mapping))
+                else clicked
+            )
+            if left is not None:
+                rest = _nest(rest, "button_clicked", left)
+        content = msg.get("content")
+        if content is not None:
+            if isinstance(content, list):
+                for at, item in enumerate(content):
+                    try:
+                        self._content(item, mid, at)
+                    except _BadField as exc:
+                        exc.path = f"content[{at}].{exc.path}"
+                        raise
+            else:
+                rest = _nest(rest, "content", content)
+        row[-1] = _extra(rest)
+        self.messages.append(tuple(row))
+
+    def _question(
+        self,
+        question: Any,
+        row: list[Any],
+        mid: int,
+        seen_at: datetime | None,
+        rest: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        if not (question.__class__ is dict or isinstance(question, Mapping)):
+            return _nest(rest, "question", question)
+        left = _project(question, _QUESTION_FIELDS, row, "question_analysis")
+        analysis = question.get("analysis")
+        if analysis is not None:
+            if isinstance(analysis, list):
+                for at, item in enumerate(analysis):
+                    self._analysis(item, mid, at, seen_at)
+            else:
+                left = _nest(left, "analysis", analysis)
+        return rest if left is None else _nest(rest, "question", left)
+
+    def _analysis(self, item: Any, mid: int, position: int, seen_at: datetime | None) -> None:
+        row: list[Any] = [None] * _N["intent_analysis"]
+        row[0] = mid
+        row[1] = position
+        row[2] = self.cid
+        if not (item.__class__ is dict or isinstance(item, Mapping)):
+            row[-1] = {"_value": item}
+        else:
+            rest = _project(item, _ANALYSIS_FIELDS, row)
+            intent = item.get("intent")
+            if intent is not None:
+                if intent.__class__ is dict or isinstance(intent, Mapping):
+                    values, left = _dimension(
+                        intent, _INTENT_FIELDS, "intents", "intent", seen_at, self.intents
+                    )
+                    row[6:9] = values[0:3]
+                else:
+                    left = intent
+                if left is not None:
+                    rest = _nest(rest, "intent", left)
+            row[-1] = _extra(rest)
+        self.analysis.append(tuple(row))
+
+    def _content(self, item: Any, mid: int, position: int) -> None:
+        row: list[Any] = [None] * _N["content"]
+        row[0] = mid
+        row[1] = position
+        row[2] = self.cid
+        if not (item.__class__ is dict or isinstance(item, Mapping)):
+            row[-1] = {"_value": item}
+            self.content.append(tuple(row))
+            return
+        ctype = item.get("type")
+        if ctype.__class__ is not str or ctype not in _KNOWN_CONTENT:
+            row[-1] = _extra(_project(item, _CONTENT_OTHER_FIELDS, row))
+            self.content.append(tuple(row))
+            return
+        rest = _project(item, _CONTENT_FIELDS, row)
+        buttons = item.get("buttons")
+        if buttons is not None:
+            if isinstance(buttons, list):
+                for at, button in enumerate(buttons):
+                    self._button(button, mid, position, at)
+            else:
+                rest = _nest(rest, "buttons", buttons)
+        row[-1] = _extra(rest)
+        self.content.append(tuple(row))
+
+    def _button(self, item: Any, mid: int, content_position: int, position: int) -> None:
+        row: list[Any] = [None] * _N["buttons"]
+        row[0] = mid
+        row[1] = content_position
+        row[2] = position
+        row[3] = self.cid
+        if item.__class__ is dict or isinstance(item, Mapping):
+            row[-1] = _extra(_project(item, _BUTTON_FIELDS, row, "button"))
+        else:
+            row[-1] = {"_value": item}
+        self.buttons.append(tuple(row))
+
+
+def _strict_default(value: object) -> Any:
+    raise TypeError("not plain JSON")
+
+
+# One reusable C-accelerated encoder; the exact form is the documented hash input.
+_encode = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), check_circular=False, default=_strict_default
+).encode
+
+
+def _digest(conv: Mapping[str, Any]) -> tuple[str, bool]:
+    """The content hash, and whether the conversation needs the slow cleaning path.
+
+    The serialisation is needed for the hash anyway, so it doubles as a cheap detector: a NUL
+    shows as the escape "\\u0000", a lone surrogate makes UTF-8 encoding fail, and a value that
+    is not plain JSON (Decimal) makes the strict encoder fail.
+    """
+    needs_cleaning = False
+    try:
+        text = _encode(conv)
+    except TypeError:
+        text = json.dumps(conv, separators=(",", ":"), ensure_ascii=False, default=str)
+        needs_cleaning = True
+    try:
+        data = text.encode()
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "surrogatepass")
+        needs_cleaning = True
+    if "\\u0000" in text:
+        needs_cleaning = True
+    return blake2b(data, digest_size=16).hexdigest(), needs_cleaning
+
+
+def _conversation_id(conv: Any) -> int:
+    if not (conv.__class__ is dict or isinstance(conv, Mapping)):
+        raise NormalizeError(f"expected a conversation object, got {type(conv).__name__}")
+    cid = conv.get("id")
+    if cid is None:
+        raise NormalizeError("the conversation has no id", field="id")
+    if cid.__class__ is not int or not _INT_MIN <= cid <= _INT_MAX:
+        raise NormalizeError(f"conversation id must be an integer, got {cid!r}", field="id")
+    return cid
+
+
+def normalize_conversation(
+    conv: Mapping[str, Any], *, keep_raw: bool = False
+) -> NormalizedConversation:
+    """Split one exported conversation into rows; raise NormalizeError if it is malformed."""
+    cid = _conversation_id(conv)
+    messages = conv.get("messages")
+    if not isinstance(messages, list):
+        problem = (
+            "missing" if messages is None else f"must be a list, got {type(messages).__name__}"
+        )
+        raise NormalizeError(f"messages {problem}", conversation_id=cid, field="messages")
+    content_hash, needs_cleaning = _digest(conv)
+    builder = _Builder(cid)
+    seen: set[int] = set()
+    path = ""
+    try:
+        row: list[Any] = [None] * _N["conversations"]
+        row[0] = cid
+        rest = _project(conv, _CONV_FIELDS, row, "conversation")
+        times = conv.get("time")
+        if times is not None:
+            path = "time."
+            left = (
+                _project(times, _CONV_TIME_FIELDS, row)
+                if (times.__class__ is dict or isinstance(times, Mapping))
+                else times
+            )
+            if left is not None:
+                rest = _nest(rest, "time", left)
+        for position, msg in enumerate(messages):
+            path = f"messages[{position}]."
+            mid = msg.get("id") if (msg.__class__ is dict or isinstance(msg, Mapping)) else None
+            if mid.__class__ is not int or not _INT_MIN <= mid <= _INT_MAX:
+                raise _BadField("id", f"message id must be an integer, got {mid!r}")
+            if mid in seen:
+                raise _BadField("id", f"message id {mid} appears twice in the conversation")
+            seen.add(mid)
+            builder.message(msg, position, mid)
+        path = ""
+    except _BadField as exc:
+        raise NormalizeError(exc.problem, conversation_id=cid, field=path + exc.path) from None
+    row[9] = len(messages)
+    row[10] = _extra(rest)
+    if keep_raw:
+        row[11] = conv if isinstance(conv, dict) else dict(conv)
+    rows: dict[str, list[Row]] = {
+        "conversations": [tuple(row)],
+        "messages": builder.messages,
+        "content": builder.content,
+        "buttons": builder.buttons,
+        "intent_analysis": builder.analysis,
+        "intents": builder.intents,
+        "actions": builder.actions,
+    }
+    if needs_cleaning:
+        for table, table_rows in rows.items():
+            columns, extra_at = TABLE_COLUMNS[table], _EXTRA[table]
+            table_rows[:] = [clean_row(r, columns, extra_at) for r in table_rows]
+    return NormalizedConversation(cid, content_hash, rows)
+
+
+def iter_rows(
+    conversations: Iterable[Mapping[str, Any]], *, keep_raw: bool = False
+) -> Iterator[tuple[str, Row]]:
+    """Yield `(table, row)` for every conversation, table by table (dlt-style resource form)."""
+    for position, conv in enumerate(conversations):
+        try:
+            normalized = normalize_conversation(conv, keep_raw=keep_raw)
+        except NormalizeError as exc:
+            if exc.conversation_id is not None:
+                raise
+            raise exc.at_position(position) from None
+        for table, table_rows in normalized.rows.items():
+            for row in table_rows:
+                yield table, row
