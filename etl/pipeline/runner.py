@@ -148,21 +148,29 @@ class Pipeline:
     def load_files(self, paths: Iterable[Path]) -> RunResult:
         """Load saved export files through the same normalizer and loader; no watermark."""
         result = RunResult()
-        for path in paths:
-            started = time.monotonic()
-            stream = open_export_file(path)
-            window = _file_window(stream, path)
-            report = WindowReport(self.run_id, self.key, self.command, window, self.clock(), attempts=1)
-            self.progress.window_started(window, 1)
-            try:
-                self._load_stream(stream, report, advance=False, started=started)
-            except BrokenStreamError as exc:
-                raise DataError(f"{exc}; the file is incomplete, nothing of it was loaded") from None
-            finally:
-                stream.close()
-            self.progress.window_done(report)
-            result.windows.append(report)
+        paths = list(paths)
+        self.progress.begin(len(paths), self.command)
+        try:
+            for path in paths:
+                result.windows.append(self._load_file(path))
+        finally:
+            self.progress.end()
         return result
+
+    def _load_file(self, path: Path) -> WindowReport:
+        started = time.monotonic()
+        stream = open_export_file(path)
+        window = _file_window(stream, path)
+        report = WindowReport(self.run_id, self.key, self.command, window, self.clock(), attempts=1)
+        self.progress.window_started(window, 1)
+        try:
+            self._load_stream(stream, report, advance=False, started=started)
+        except BrokenStreamError as exc:
+            raise DataError(f"{exc}; the file is incomplete, nothing of it was loaded") from None
+        finally:
+            stream.close()
+        self.progress.window_done(report)
+        return report
 
     # -- the window loop ----------------------------------------------------------------------
 
