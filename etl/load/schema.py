@@ -92,9 +92,12 @@ def _extra(owner: str) -> Column[Any]:
     return _c(
         "extra",
         json_type(),
-        f"Every key the export sent for this {owner} that has no column (unknown keys, values of "
-        "an unexpected type, unknown sub-keys nested under their parent key); NULL when nothing. "
-        'Also "_original" (NUL/surrogate rule) and "_value" (a list item that was not an object).',
+        (
+            f"Every key the export sent for this {owner} that has no column (unknown keys, values "
+            "of an unexpected type, unknown sub-keys nested under their parent key); NULL when "
+            'nothing. Also "_original" (NUL/surrogate rule) and "_value" (a list item that was '
+            "not an object)."
+        ),
     )
 
 

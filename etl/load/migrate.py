@@ -1,0 +1,88 @@
+"""Programmatic Alembic: upgrade/downgrade the warehouse, print the DDL, read the revision."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+# The repository's migrations/ directory; fine for an editable install (the project's mode).
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def _config(
+    *, url: str | URL | None = None, schema: str | None = None, buffer: io.StringIO | None = None
+) -> Config:
+    # No ini file: the application owns logging, and nothing depends on the current directory.
+    config = Config(output_buffer=buffer)
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        rendered = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+        config.set_main_option(
+            "sqlalchemy.url", rendered.replace("%", "%%")
+        )  # ConfigParser interpolates %
+    config.attributes["schema"] = schema
+    config.attributes["configure_logging"] = False
+    return config
+
+
+def _run(engine_or_url: Engine | str | URL, schema: str | None, action: str, revision: str) -> None:
+    engine = (
+        engine_or_url
+        if isinstance(engine_or_url, Engine)
+        else create_engine(engine_or_url, poolclass=NullPool)
+    )
+    try:
+        with engine.begin() as connection:
+            config = _config(schema=schema)
+            config.attributes["connection"] = connection
+            if action == "upgrade":
+                command.upgrade(config, revision)
+            else:
+                command.downgrade(config, revision)
+    finally:
+        if engine is not engine_or_url:
+            engine.dispose()
+
+
+def upgrade(
+    engine_or_url: Engine | str | URL, schema: str | None = None, revision: str = "head"
+) -> None:
+    """Migrate the warehouse up to `revision` in one transaction (DDL is transactional)."""
+    _run(engine_or_url, schema, "upgrade", revision)
+
+
+def downgrade(
+    engine_or_url: Engine | str | URL, schema: str | None = None, revision: str = "base"
+) -> None:
+    """Migrate the warehouse down to `revision`; "base" drops every table."""
+    _run(engine_or_url, schema, "downgrade", revision)
+
+
+def upgrade_sql(url: str | URL, schema: str | None = None) -> str:
+    """The DDL `upgrade` would run on a database of `url`'s kind (Alembic offline mode); no I/O."""
+    buffer = io.StringIO()
+    command.upgrade(_config(url=url, schema=schema, buffer=buffer), "head", sql=True)
+    return buffer.getvalue()
+
+
+def current_revision(engine: Engine, schema: str | None = None) -> str | None:
+    """The revision the warehouse is at, None when it was never migrated."""
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table_schema": schema})
+        return context.get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest revision this version of the code ships."""
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migration found in {MIGRATIONS_DIR}")
+    return head

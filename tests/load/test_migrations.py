@@ -1,0 +1,184 @@
+"""The schema is created only by migrations: they must build exactly what schema.py describes."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.pool import NullPool
+
+from etl.load.migrate import current_revision, downgrade, head_revision, upgrade, upgrade_sql
+from etl.load.schema import DATA_TABLES, PIPELINE_TABLES, build_metadata
+
+ALL_TABLES = {*DATA_TABLES, *PIPELINE_TABLES}
+
+
+def _diff(engine: Engine, schema: str | None) -> list[Any]:
+    metadata = build_metadata(schema)
+    with engine.connect() as conn:
+
+        def include_name(name: str | None, type_: str, _parents: object) -> bool:
+            return type_ != "schema" or name == schema
+
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "compare_type": True,
+                "include_schemas": schema is not None,
+                "include_name": include_name,
+                "version_table_schema": schema,
+            },
+        )
+        return list(compare_metadata(context, metadata))
+
+
+def _tables(engine: Engine, schema: str | None) -> set[str]:
+    return set(inspect(engine).get_table_names(schema=schema))
+
+
+def _round_trip(engine: Engine, schema: str | None) -> None:
+    assert current_revision(engine, schema) is None
+    upgrade(engine, schema)
+    assert current_revision(engine, schema) == head_revision()
+    assert _tables(engine, schema) == ALL_TABLES | {"alembic_version"}
+    assert _diff(engine, schema) == []
+    upgrade(engine, schema)  # idempotent: already at head
+    downgrade(engine, schema)
+    assert _tables(engine, schema) <= {"alembic_version"}
+    assert current_revision(engine, schema) is None
+
+
+def test_sqlite_upgrade_matches_metadata_and_downgrades(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}", poolclass=NullPool)
+    try:
+        _round_trip(engine, None)
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_upgrade_by_url_from_another_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # migrations are found relative to the package, not the cwd
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    upgrade(url)
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        assert current_revision(engine) == head_revision()
+        assert _tables(engine, None) == ALL_TABLES | {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_timestamps_read_back_aware_utc_and_sort(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    upgrade(url)
+    metadata = build_metadata()
+    intents = metadata.tables["intents"]
+    engine = create_engine(url, poolclass=NullPool)
+    plus_two = timezone(timedelta(hours=2))
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                intents.insert(),
+                [
+                    {"id": 1, "last_seen_at": datetime(2021, 1, 1, 1, 0, tzinfo=plus_two)},
+                    {"id": 2, "last_seen_at": datetime(2020, 12, 31, 23, 30, tzinfo=UTC)},
+                ],
+            )
+            rows = conn.execute(intents.select().order_by(intents.c.last_seen_at)).all()
+        assert [r.id for r in rows] == [1, 2]  # 23:00 UTC before 23:30 UTC
+        assert rows[0].last_seen_at == datetime(2020, 12, 31, 23, 0, tzinfo=UTC)
+        assert rows[0].last_seen_at.tzinfo is UTC
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_sql_is_offline_ddl() -> None:
+    sqlite_ddl = upgrade_sql("sqlite:///nowhere-never-created.db")
+    assert "CREATE TABLE conversations" in sqlite_ddl
+    assert not Path("nowhere-never-created.db").exists()
+    pg_ddl = upgrade_sql("postgresql+psycopg://u@h.invalid/db", schema="bi")
+    assert 'CREATE SCHEMA IF NOT EXISTS "bi"' in pg_ddl
+    assert "CREATE TABLE bi.conversations" in pg_ddl
+    assert "JSONB" in pg_ddl and "TIMESTAMP WITH TIME ZONE" in pg_ddl
+    assert "COMMENT ON COLUMN bi.conversations.id" in pg_ddl
+
+
+def test_metadata_matches_normalizer_columns() -> None:
+    from etl.normalize import TABLE_COLUMNS
+
+    metadata = build_metadata()
+    assert set(TABLE_COLUMNS) == set(DATA_TABLES)
+    for name, columns in TABLE_COLUMNS.items():
+        table_columns = tuple(metadata.tables[name].c.keys())
+        assert table_columns[: len(columns)] == columns, name
+    loader_columns = ("content_hash", "exported_at", "loaded_at", "load_run_id")
+    assert tuple(metadata.tables["conversations"].c.keys())[-4:] == loader_columns
+    for table in metadata.tables.values():
+        assert table.comment, table.name
+        for column in table.c:
+            assert column.comment, f"{table.name}.{column.name}"
+        assert not table.foreign_keys
+
+
+# --- PostgreSQL: each test has its own throwaway schema ------------------------------------
+
+
+@pytest.fixture
+def _pg_schema(pg_server: str) -> Any:
+    """(engine, schema): a random schema that only this test uses, dropped afterwards.
+
+    The migration itself must create the schema, so it does not exist when the test starts.
+    """
+    from sqlalchemy.engine import make_url
+
+    schema = f"t_mig_{secrets.token_hex(5)}"
+    engine = create_engine(
+        make_url(pg_server).set(drivername="postgresql+psycopg"), poolclass=NullPool
+    )
+    try:
+        yield engine, schema
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_upgrade_matches_metadata_and_downgrades(_pg_schema: tuple[Engine, str]) -> None:
+    engine, schema = _pg_schema
+    _round_trip(engine, schema)
+    with engine.connect() as conn:
+        exists = conn.execute(
+            text("SELECT count(*) FROM pg_namespace WHERE nspname = :s"), {"s": schema}
+        ).scalar()
+    assert exists == 1  # the migration created the schema it was pointed at
+
+
+@pytest.mark.postgres
+def test_postgres_comments_and_types(_pg_schema: tuple[Engine, str]) -> None:
+    engine, schema = _pg_schema
+    upgrade(engine, schema)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT table_name, column_name, data_type, col_description("
+                "(quote_ident(table_schema) || '.' || quote_ident(table_name))::regclass, "
+                "ordinal_position) FROM information_schema.columns WHERE table_schema = :s"
+            ),
+            {"s": schema},
+        ).all()
+    types = {(t, c): d for t, c, d, _ in rows}
+    assert types[("conversations", "created_at")] == "timestamp with time zone"
+    assert types[("messages", "labels")] == "jsonb"
+    assert types[("messages", "id")] == "bigint"
+    missing = [(t, c) for t, c, _, comment in rows if t != "alembic_version" and not comment]
+    assert missing == []
