@@ -33,7 +33,7 @@ def test_help_documents_every_flag() -> None:
         flag = "--" + name.replace("_", "-")
         assert flag in flags and flag in out, f"{flag} missing"
     for option in fake_api.params:
-        assert option.help, f"{option.name} has no help"  # type: ignore[attr-defined]
+        assert option.help, f"{option.name} has no help"
     assert "FAKE_API_TOKEN" in out and "FAKE_API_CLIENT_SECRET" in out
     assert "sim-token" not in out and "sim-secret" not in out
 
