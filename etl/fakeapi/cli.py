@@ -151,7 +151,8 @@ def _parse_now(value: str | None) -> datetime | None:
 @click.option(
     "--save",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the whole dataset as an export file (.json or .json.gz) and exit.",
+    help="Write the whole dataset as the export file (.json or .json.gz) the API sends for its "
+    "whole date range with the default query (environment live), then exit.",
 )
 @click.option("--verbose", is_flag=True, help="Log every request to stderr.")
 @_fault_options

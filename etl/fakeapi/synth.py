@@ -13,6 +13,8 @@ from etl.fakeapi.render import HOUR_US, USER_INFO_J, B, Builder, j
 from etl.fakeapi.timefmt import US_PER_S, iso_us, local_midnight_us, offset_change_in
 
 MINUS_FIVE = timezone(timedelta(hours=-5))
+_QUALITY_J = tuple(j(q) for q in vocab.QUALITY_LABELS)
+_ENV_J = {e: j(e) for e in ("live", "test", "staging")}
 
 
 @dataclass(frozen=True)
@@ -93,16 +95,17 @@ def _conversation(
     b = Builder(rng, msg_id, plan.created_us, plan.jumps, tz, sessions=modern)
     mean = max(2, spec.messages_per_conversation)
     b.run(max(2, round(rng.gauss(mean, mean * 0.3))), plan.style == "silent")
+    env_j = _ENV_J.get(env) or j(env)
     s = (
         f'{{"type":"conversation","id":{conv_id},"reference":"{rng.getrandbits(128):032x}",'
-        f'"environment":{j(env)},"time":{{"created":"{iso_us(plan.created_us, tz)}",'
+        f'"environment":{env_j},"time":{{"created":"{iso_us(plan.created_us, tz)}",'
         f'"last_message_created":"{b.last_ts}"}},"reviewed":{B[rng.random() < 0.1]}'
     )
     if modern:
-        s += f',"quality_label":{j(rng.choice(vocab.QUALITY_LABELS))}'
+        s += f',"quality_label":{rng.choice(_QUALITY_J)}'
         if rng.random() < 0.6:
-            ident = None if rng.random() < 0.2 else f"user-{rng.randint(1, 99999)}@example.com"
-            s += f',"authentication_identifier":{j(ident)}'
+            ident = "null" if rng.random() < 0.2 else f'"user-{rng.randint(1, 99999)}@example.com"'
+            s += f',"authentication_identifier":{ident}'
         if rng.random() < 0.5:
             s += f',"user_information":{rng.choice(USER_INFO_J)}'
     if rng.random() < 0.05:
