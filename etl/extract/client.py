@@ -24,6 +24,7 @@ from etl.extract.errors import (
     BrokenStreamError,
     ExportDataError,
     FatalAPIError,
+    NumberOverflowError,
     RequestRejected,
     RetriableAPIError,
 )
@@ -35,8 +36,10 @@ _CHUNK = 64 * 1024
 _warned_backend = False
 
 
-def _ijson_backend() -> Any:
+def _ijson_backend(pure_python: bool = False) -> Any:
     global _warned_backend
+    if pure_python:
+        return ijson.get_backend("python")
     try:
         return ijson.get_backend("yajl2_c")
     except ImportError:
@@ -126,12 +129,15 @@ class ExportStream:
         *,
         on_close: Any = None,
         source: str | None = None,
+        pure_python: bool = False,
+        on_overflow: Any = None,
     ) -> None:
         # Errors name the window, or the file for saved exports.
         self.window: Window | str | None = window if window is not None else source
         self._reader = reader
         self._on_close = on_close
-        self._items = _ijson_backend().items(reader, "item", use_float=True)
+        self._on_overflow = on_overflow
+        self._items = _ijson_backend(pure_python).items(reader, "item", use_float=True)
         self.query_info: dict[str, Any] = {}
         self.post_query_info: dict[str, Any] | None = None
         self.received = 0
@@ -139,12 +145,20 @@ class ExportStream:
         self._read_query_info()
 
     @classmethod
-    def from_response(cls, response: requests.Response, window: Window, max_bytes: int) -> ExportStream:
+    def from_response(
+        cls,
+        response: requests.Response,
+        window: Window,
+        max_bytes: int,
+        *,
+        pure_python: bool = False,
+        on_overflow: Any = None,
+    ) -> ExportStream:
         chunks = response.raw.stream(_CHUNK, decode_content=False)
         reader = DecodedReader(
             _guard(chunks, window), response.headers.get("Content-Encoding", ""), max_bytes, window
         )
-        return cls(reader, window, on_close=response.close)
+        return cls(reader, window, on_close=response.close, pure_python=pure_python, on_overflow=on_overflow)
 
     @property
     def expected(self) -> int | None:
@@ -158,19 +172,31 @@ class ExportStream:
     def _next(self) -> Any:
         try:
             return next(self._items)
-        except StopIteration:
-            raise
-        except ijson.IncompleteJSONError as exc:
-            raise BrokenStreamError(
+        except ijson.JSONError as exc:
+            raise self._parse_error(exc) from None
+
+    def _parse_error(self, exc: Exception) -> BrokenStreamError:
+        if "integer overflow" in str(exc):
+            # yajl reads integers as 64-bit; Python's parser reads any size, slowly.
+            if self._on_overflow is not None:
+                self._on_overflow()
+            return NumberOverflowError(
+                "the export holds an integer beyond 64 bits, which the fast C parser cannot "
+                "read; the window is re-read with the pure-Python parser (slower)",
+                self.window,
+                retry_after=0.0,
+            )
+        if "premature EOF" in str(exc) or "Incomplete JSON content" in str(exc):
+            return BrokenStreamError(
                 f"the export stream ended before its JSON array was closed ({_short(exc)}); "
                 "the window is incomplete and will be retried",
                 self.window,
-            ) from None
-        except ijson.JSONError as exc:
-            raise BrokenStreamError(
-                f"the export body is not valid JSON ({_short(exc)}); the window is incomplete and will be retried",
-                self.window,
-            ) from None
+            )
+        return BrokenStreamError(
+            f"the export body is not valid JSON ({_short(exc)}); the window is incomplete "
+            "and will be retried",
+            self.window,
+        )
 
     def _read_query_info(self) -> None:
         try:
@@ -280,6 +306,7 @@ class ExportClient:
         self._verify: bool | str = str(api.ca_bundle) if api.ca_bundle else True
         self._session.verify = self._verify
         self.tokens: TokenProvider = make_token_provider(api, self._session)
+        self._pure_python_windows: set[Window] = set()
 
     def __repr__(self) -> str:
         return f"ExportClient(url={self._api.url!r})"
@@ -291,6 +318,7 @@ class ExportClient:
         """POST the window's query and return the stream positioned after query_info."""
         body = request_body(window, self._api.filters if filters is None else filters)
         response = self._post(window, body)
+        pure_python = window in self._pure_python_windows
         if response.status_code == 401:
             # An OAuth token can be revoked or expire early: renew it once and try again.
             response.close()
@@ -298,7 +326,13 @@ class ExportClient:
             response = self._post(window, body)
         try:
             validate_response(response, window)
-            return ExportStream.from_response(response, window, self._api.max_decompressed_bytes)
+            return ExportStream.from_response(
+                response,
+                window,
+                self._api.max_decompressed_bytes,
+                pure_python=pure_python,
+                on_overflow=lambda: self._pure_python_windows.add(window),
+            )
         except BaseException:
             response.close()
             raise

@@ -45,6 +45,10 @@ class BrokenStreamError(RetriableAPIError):
     """The stream ended before it was complete: the window is incomplete and is not committed."""
 
 
+class NumberOverflowError(BrokenStreamError):
+    """The fast C parser met an integer beyond 64 bits; the window is re-read with the Python parser."""
+
+
 class FatalAPIError(ExtractError):
     """The upstream refused in a way a retry will not fix."""
 

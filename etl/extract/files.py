@@ -29,7 +29,7 @@ class _CountingReader:
         return data
 
 
-def open_export_file(path: Path) -> ExportStream:
+def open_export_file(path: Path, *, pure_python: bool = False) -> ExportStream:
     """A stream over a saved export: a full array `[query_info, conversation…, post_query_info]`."""
     try:
         raw: IO[Any] = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
@@ -37,7 +37,7 @@ def open_export_file(path: Path) -> ExportStream:
         raise ConfigError(f"cannot open export file {path}: {exc.strerror or exc}") from None
     reader = _CountingReader(raw, str(path))
     try:
-        return ExportStream(reader, None, on_close=raw.close, source=str(path))
+        return ExportStream(reader, None, on_close=raw.close, source=str(path), pure_python=pure_python)
     except BaseException:
         raw.close()
         raise

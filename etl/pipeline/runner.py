@@ -19,6 +19,7 @@ from tenacity import RetryCallState
 from etl.config import Settings
 from etl.errors import ConfigError, DatabaseError, DataError, EtlError
 from etl.extract import BrokenStreamError, ExportClient, ExportStream, window_retrying
+from etl.extract.errors import NumberOverflowError
 from etl.extract.files import open_export_file
 from etl.load.engine import make_engine
 from etl.load.lock import RunLock
@@ -158,13 +159,22 @@ class Pipeline:
         return result
 
     def _load_file(self, path: Path) -> WindowReport:
+        try:
+            return self._load_file_with(path, pure_python=False)
+        except NumberOverflowError as exc:
+            log.warning("%s", exc)
+            return self._load_file_with(path, pure_python=True)
+
+    def _load_file_with(self, path: Path, *, pure_python: bool) -> WindowReport:
         started = time.monotonic()
-        stream = open_export_file(path)
+        stream = open_export_file(path, pure_python=pure_python)
         window = _file_window(stream, path)
         report = WindowReport(self.run_id, self.key, self.command, window, self.clock(), attempts=1)
         self.progress.window_started(window, 1)
         try:
             self._load_stream(stream, report, advance=False, started=started)
+        except NumberOverflowError:
+            raise
         except BrokenStreamError as exc:
             raise DataError(f"{exc}; the file is incomplete, nothing of it was loaded") from None
         finally:
