@@ -128,3 +128,39 @@ def dump_tables(wh: TestWarehouse, *, volatile: bool = False) -> dict[str, list[
     finally:
         engine.dispose()
     return out
+
+
+# -- the simulator ---------------------------------------------------------------------------
+
+SIM_TOKEN = "sim-token-0123456789abcdef"
+SIM_SECRET = "sim-client-secret-9876543210"
+
+
+@pytest.fixture(scope="session")
+def sim_dataset() -> Any:
+    """A week of synthetic conversations around the 2024-03-31 DST switch, built once."""
+    from datetime import date
+
+    from etl.fakeapi import Dataset, DatasetSpec
+
+    return Dataset.build(DatasetSpec(seed=7, start=date(2024, 3, 27), days=7, per_day=40), "Europe/Oslo")
+
+
+@pytest.fixture
+def make_sim(sim_dataset: Any) -> Iterator[Any]:
+    """Start simulators with FakeApiOptions overrides; all are stopped after the test."""
+    from etl.fakeapi import FakeApi, FakeApiOptions
+
+    started: list[Any] = []
+
+    def make(**overrides: Any) -> Any:
+        overrides.setdefault("dataset", sim_dataset)
+        overrides.setdefault("token", SIM_TOKEN)
+        overrides.setdefault("oauth_client_secret", SIM_SECRET)
+        api = FakeApi(FakeApiOptions(**overrides)).start()
+        started.append(api)
+        return api
+
+    yield make
+    for api in started:
+        api.stop()

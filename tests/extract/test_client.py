@@ -1,0 +1,282 @@
+"""The export client against the simulator over real loopback HTTP: normal windows and every fault."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from etl.config import ApiSettings, OAuthSettings
+from etl.extract import (
+    AuthError,
+    BrokenStreamError,
+    ExportClient,
+    FatalAPIError,
+    RequestRejected,
+    ResponseTooLarge,
+    RetriableAPIError,
+)
+from etl.fakeapi import Faults
+from etl.secrets import Secret
+from etl.windows import Window
+from tests.conftest import SEED_EXPORT, SIM_SECRET, SIM_TOKEN
+
+DAY = Window(datetime(2024, 3, 28, tzinfo=UTC), datetime(2024, 3, 29, tzinfo=UTC))
+
+
+def client_for(api: Any, **changes: Any) -> ExportClient:
+    settings: dict[str, Any] = {"url": api.url, "token": Secret(SIM_TOKEN), "read_timeout": 5.0}
+    settings.update(changes)
+    return ExportClient(ApiSettings(**settings))
+
+
+def read_all(client: ExportClient, window: Window = DAY, filters: dict[str, Any] | None = None) -> tuple[Any, list[dict[str, Any]]]:
+    with client.open(window, filters) as stream:
+        conversations = list(stream)
+        return stream, conversations
+
+
+def test_normal_window_matches_query_info_and_simulator(make_sim: Any) -> None:
+    api = make_sim()
+    stream, conversations = read_all(client_for(api))
+    assert stream.complete
+    assert stream.expected == len(conversations) == stream.received > 0
+    assert stream.post_query_info is not None and stream.post_query_info["conversations"] == len(conversations)
+    expected = api.matching_ids(DAY.start, DAY.end)
+    assert sorted(c["id"] for c in conversations) == sorted(expected)
+    assert stream.query_info["query"]["from"] == "2024-03-28T00:00:00+00:00"
+
+
+def test_gzip_is_negotiated_and_smaller_than_identity(make_sim: Any) -> None:
+    api = make_sim()
+    client = client_for(api)
+    gz_stream, gz = read_all(client)
+    # Ask for identity by overriding the negotiated header on this session.
+    import requests
+
+    raw = requests.post(
+        api.export_url,
+        json={"from": DAY.start.isoformat(), "to": DAY.end.isoformat()},
+        headers={"Authorization": f"Bearer {SIM_TOKEN}", "Accept-Encoding": "identity"},
+        timeout=10,
+    )
+    assert "Content-Encoding" not in raw.headers
+    assert gz_stream.bytes_received < len(raw.content) / 3
+    import json
+
+    assert [c["id"] for c in json.loads(raw.content)[1:-1]] == [c["id"] for c in gz]
+
+
+def test_identity_body_is_parsed(make_sim: Any) -> None:
+    from etl.extract.client import ExportStream
+    import requests
+
+    api = make_sim()
+    response = requests.post(
+        api.export_url,
+        json={"from": DAY.start.isoformat(), "to": DAY.end.isoformat()},
+        headers={"Authorization": f"Bearer {SIM_TOKEN}", "Accept-Encoding": "identity"},
+        stream=True,
+        timeout=10,
+    )
+    with ExportStream.from_response(response, DAY, 10**9) as stream:
+        conversations = list(stream)
+    assert stream.complete and len(conversations) == stream.expected
+
+
+def test_filters_pass_through_unchanged(make_sim: Any) -> None:
+    api = make_sim()
+    ids = api.matching_ids(DAY.start, DAY.end)[:3]
+    filters = {"conversation_ids": ids, "environment": "live", "future_filter": {"x": [1]}}
+    stream, conversations = read_all(client_for(api), filters=filters)
+    assert sorted(c["id"] for c in conversations) == sorted(ids)
+    assert stream.query_info["query"]["future_filter"] == {"x": [1]}
+
+
+def test_documented_example_served_from_file(make_sim: Any) -> None:
+    api = make_sim(from_file=SEED_EXPORT)
+    window = Window(datetime(2021, 1, 1, tzinfo=UTC), datetime(2022, 1, 1, tzinfo=UTC))
+    stream, conversations = read_all(client_for(api), window)
+    assert len(conversations) == 1
+    assert conversations[0]["id"] == 1000001 and len(conversations[0]["messages"]) == 4
+    assert stream.expected == 1 and stream.complete
+
+
+@pytest.mark.parametrize(
+    ("faults", "needle"),
+    [
+        (Faults(error_after=3), "reported an error mid-stream after 3 conversations"),
+        (Faults(truncate_after=3), "connection broke mid-stream"),
+        (Faults(truncate_gzip=True, truncate_gzip_after=2), "ended before the end of its gzip"),
+        (Faults(unterminated_array=True), "before its JSON array was closed"),
+        (Faults(omit_post_query_info=True), "without post_query_info"),
+        (Faults(undercount=2), "announced"),
+        (Faults(invalid_json=True), "not valid JSON"),
+    ],
+)
+def test_broken_streams_are_retryable_and_incomplete(make_sim: Any, faults: Faults, needle: str) -> None:
+    api = make_sim(faults=faults)
+    client = client_for(api)
+    stream = None
+    with pytest.raises(BrokenStreamError) as info:
+        with client.open(DAY) as stream:
+            list(stream)
+    assert needle in str(info.value)
+    assert str(DAY) in str(info.value)
+    assert info.value.retryable
+    assert stream is None or not stream.complete
+
+
+def test_faults_stop_after_their_count_so_a_retry_succeeds(make_sim: Any) -> None:
+    api = make_sim(faults=Faults(error_after=2, error_times=1))
+    client = client_for(api)
+    with pytest.raises(BrokenStreamError):
+        read_all(client)
+    stream, conversations = read_all(client)
+    assert stream.complete and len(conversations) == stream.expected
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_refused_names_token_scope_and_allowlist(make_sim: Any, status: int) -> None:
+    api = make_sim(faults=Faults(status=status))
+    with pytest.raises(AuthError) as info:
+        read_all(client_for(api))
+    message = str(info.value)
+    assert "token" in message and "export:v3" in message and "allowlist" in message
+    assert not info.value.retryable
+    assert SIM_TOKEN not in message
+
+
+def test_wrong_token_is_refused(make_sim: Any) -> None:
+    api = make_sim()
+    with pytest.raises(AuthError):
+        read_all(client_for(api, token=Secret("not-the-right-token")))
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_rejected_request_includes_server_message(make_sim: Any, status: int) -> None:
+    api = make_sim(faults=Faults(status=status))
+    with pytest.raises(RequestRejected) as info:
+        read_all(client_for(api))
+    assert f"HTTP {status}" in str(info.value)
+    assert not info.value.retryable
+
+
+def test_bad_filter_rejected_with_server_message(make_sim: Any) -> None:
+    api = make_sim()
+    with pytest.raises(RequestRejected) as info:
+        client_for(api).open(DAY, {"conversation_ids": "not-a-list"})
+    assert "HTTP 400" in str(info.value)
+    assert "conversation_ids" in str(info.value)  # the server's own message is included
+
+
+def test_429_carries_retry_after(make_sim: Any) -> None:
+    api = make_sim(faults=Faults(status=429, retry_after="7"))
+    with pytest.raises(RetriableAPIError) as info:
+        read_all(client_for(api))
+    assert info.value.retry_after == 7.0 and "429" in str(info.value)
+
+
+def test_5xx_is_retryable(make_sim: Any) -> None:
+    api = make_sim(faults=Faults(status=503, status_times=1))
+    with pytest.raises(RetriableAPIError):
+        read_all(client_for(api))
+    stream, conversations = read_all(client_for(api))
+    assert stream.complete
+
+
+def test_connection_refused_is_retryable() -> None:
+    client = ExportClient(ApiSettings(url="http://127.0.0.1:9", token=Secret(SIM_TOKEN), connect_timeout=2))
+    with pytest.raises(RetriableAPIError, match="could not connect"):
+        client.open(DAY)
+
+
+def test_read_timeouts_fire(make_sim: Any) -> None:
+    import time
+
+    for faults in (Faults(hang_before_headers=True), Faults(stall_after_headers=True)):
+        api = make_sim(faults=faults)
+        started = time.monotonic()
+        with pytest.raises(RetriableAPIError) as info:
+            read_all(client_for(api, read_timeout=1.0))
+        assert time.monotonic() - started < 1.0 + 2.0
+        assert "timeout" in str(info.value) or "no response" in str(info.value)
+
+
+def test_decompression_cap_stops_a_gzip_bomb(make_sim: Any) -> None:
+    api = make_sim(faults=Faults(gzip_bomb=True, gzip_bomb_bytes=200 * 1024**2))
+    with pytest.raises(ResponseTooLarge) as info:
+        read_all(client_for(api, max_decompressed_bytes=10 * 1024**2))
+    assert "10,485,760" in str(info.value)
+
+
+def test_stacked_encoding_is_refused(make_sim: Any) -> None:
+    api = make_sim(faults=Faults(stacked_encoding=True))
+    with pytest.raises(FatalAPIError, match="stacked Content-Encoding"):
+        read_all(client_for(api))
+
+
+def oauth_client(api: Any, secret: str = SIM_SECRET) -> ExportClient:
+    oauth = OAuthSettings(token_url=api.token_url, client_id="sim-client", client_secret=Secret(secret))
+    return ExportClient(ApiSettings(url=api.url, oauth=oauth, read_timeout=5.0))
+
+
+def test_oauth_token_is_fetched_cached_and_refreshed_on_401(make_sim: Any) -> None:
+    api = make_sim(token=None)
+    client = oauth_client(api)
+    read_all(client)
+    read_all(client)
+    assert api.token_requests == 1  # cached
+    api.tokens.expire_all()  # the server revokes it early: the client sees a 401
+    stream, conversations = read_all(client)
+    assert stream.complete
+    assert api.token_requests == 2
+
+
+def test_oauth_refreshes_before_expiry(make_sim: Any) -> None:
+    api = make_sim(token=None, oauth_token_ttl=1.0)
+    client = oauth_client(api)
+    read_all(client)
+    import time
+
+    time.sleep(1.1)
+    read_all(client)
+    assert api.token_requests == 2
+
+
+def test_oauth_wrong_secret_is_auth_error(make_sim: Any) -> None:
+    api = make_sim(token=None)
+    with pytest.raises(AuthError) as info:
+        read_all(oauth_client(api, secret="wrong-secret-value"))
+    assert "wrong-secret-value" not in str(info.value)
+
+
+def test_no_secret_in_logs_or_errors(make_sim: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    api = make_sim(faults=Faults(status=401))
+    texts: list[str] = []
+    for client in (client_for(api), oauth_client(make_sim(token=None, faults=Faults(status=403)))):
+        texts.append(repr(client))
+        texts.append(repr(client.tokens))
+        with pytest.raises(AuthError) as info:
+            read_all(client)
+        texts.append(str(info.value))
+        texts.append(repr(info.value))
+    texts.append(caplog.text)
+    joined = "\n".join(texts)
+    assert SIM_TOKEN not in joined and SIM_SECRET not in joined
+    assert "export:v3" in joined
+
+
+def test_request_sends_explicit_offsets() -> None:
+    from zoneinfo import ZoneInfo
+
+    from etl.extract import request_body
+
+    oslo = ZoneInfo("Europe/Oslo")
+    window = Window(datetime(2024, 3, 31, tzinfo=oslo), datetime(2024, 4, 1, tzinfo=oslo))
+    body = request_body(window, {"environment": "live", "from": "ignored"})
+    assert body == {"environment": "live", "from": "2024-03-30T23:00:00+00:00", "to": "2024-03-31T22:00:00+00:00"}
+    assert datetime.fromisoformat(body["to"]) - datetime.fromisoformat(body["from"]) == timedelta(hours=23)
