@@ -103,7 +103,7 @@ def validate_response(response: requests.Response, window: Window) -> None:
         )
     if status >= 500 or status == 408:
         raise RetriableAPIError(
-            f"the API failed with HTTP {status}{detail}; will retry",
+            f"the API failed with HTTP {status}{detail}",
             window,
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
@@ -189,12 +189,11 @@ class ExportStream:
         if "premature EOF" in str(exc) or "Incomplete JSON content" in str(exc):
             return BrokenStreamError(
                 f"the export stream ended before its JSON array was closed ({_short(exc)}); "
-                "the window is incomplete and will be retried",
+                "the window is incomplete",
                 self.window,
             )
         return BrokenStreamError(
-            f"the export body is not valid JSON ({_short(exc)}); the window is incomplete "
-            "and will be retried",
+            f"the export body is not valid JSON ({_short(exc)}); the window is incomplete",
             self.window,
         )
 
@@ -239,7 +238,7 @@ class ExportStream:
             elif kind == "error":
                 raise BrokenStreamError(
                     f"the API reported an error mid-stream after {self.received} conversations: "
-                    f"{element.get('message', '')!s}; the window is incomplete and will be retried",
+                    f"{element.get('message', '')!s}; the window is incomplete",
                     self.window,
                 )
             else:
@@ -250,13 +249,13 @@ class ExportStream:
         if self.post_query_info is None:
             raise BrokenStreamError(
                 f"the export stream ended without post_query_info after {self.received} "
-                "conversations; the window is incomplete and will be retried",
+                "conversations; the window is incomplete",
                 self.window,
             )
         if self.expected is not None and self.received != self.expected:
             raise BrokenStreamError(
                 f"query_info announced {self.expected} conversations but the stream carried "
-                f"{self.received}; the window is incomplete and will be retried",
+                f"{self.received}; the window is incomplete",
                 self.window,
             )
         self.complete = True
@@ -283,13 +282,12 @@ def _guard(chunks: Iterator[bytes], window: Window) -> Iterator[bytes]:
     except (urllib3.exceptions.ReadTimeoutError, requests.exceptions.ReadTimeout):
         raise BrokenStreamError(
             "the API stopped sending data (read timeout, api.read_timeout) mid-stream; "
-            "the window is incomplete and will be retried",
+            "the window is incomplete",
             window,
         ) from None
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise BrokenStreamError(
-            f"the connection broke mid-stream ({type(exc).__name__}); the window is incomplete "
-            "and will be retried",
+            f"the connection broke mid-stream ({type(exc).__name__}); the window is incomplete",
             window,
         ) from None
 

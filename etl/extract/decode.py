@@ -64,7 +64,7 @@ class DecodedReader:
             self._fill_once()
         except zlib.error as exc:
             raise BrokenStreamError(
-                f"the compressed body is corrupt ({exc}); the window is incomplete and will be retried",
+                f"the compressed body is corrupt ({exc}); the window is incomplete",
                 self._window,
             ) from None
 
@@ -90,7 +90,7 @@ class DecodedReader:
         if not decomp.eof:
             raise BrokenStreamError(
                 "the compressed body ended before the end of its gzip/deflate stream "
-                "(truncated download); the window is incomplete and will be retried",
+                "(truncated download); the window is incomplete",
                 self._window,
             )
 

@@ -199,12 +199,12 @@ def _time(value: Any, key: str) -> datetime:
         raise _BadField(key, f"expected an ISO-8601 timestamp string, got {type(value).__name__}")
     try:
         parsed = _fromisoformat(value)
-    except ValueError:
+        if parsed.tzinfo is not None:
+            return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted out of range
         raise _BadField(key, f"unparseable timestamp {value!r}") from None
-    if parsed.tzinfo is None:
-        # The API always sends an offset; guessing a zone would silently shift times.
-        raise _BadField(key, f"timestamp {value!r} has no UTC offset")
-    return parsed.astimezone(UTC)
+    # The API always sends an offset; guessing a zone would silently shift times.
+    raise _BadField(key, f"timestamp {value!r} has no UTC offset")
 
 
 def _project(

@@ -52,7 +52,7 @@ def database_error(exc: DBAPIError, where: str) -> DatabaseError:
     lost = isinstance(exc, OperationalError | SAInterfaceError) or exc.connection_invalidated
     error = DatabaseError(
         f"{where}: the warehouse {'connection was lost' if lost else 'refused the write'} ({detail}); "
-        + ("the window was rolled back and will be retried" if lost else "the window was rolled back")
+        + "the window was rolled back"
     )
     error.retryable = lost
     return error
@@ -218,6 +218,12 @@ class Pipeline:
                     with self.client.open(window) as stream:
                         self._load_stream(stream, report, advance=should_advance(window, mark), started=started)
         except EtlError as exc:
+            if exc.retryable:
+                # Say plainly that retrying is over, and what state the warehouse is in.
+                exc.args = (
+                    f"{exc} — gave up after {report.attempts} attempt(s); nothing of this window "
+                    "was committed and the watermark stays at the last good window: run again later",
+                )
             self._log_failure(report, exc, started)
             raise
         except KeyboardInterrupt:

@@ -1,0 +1,223 @@
+"""End to end through the real `etl` command, the simulator and both warehouses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from etl.fakeapi import Faults
+from etl.windows import parse_instant, parse_zone
+from tests.conftest import TestWarehouse, dump_tables
+from tests.pipeline.cli_helpers import etl, write_config
+
+OSLO = parse_zone("Europe/Oslo")
+START = "2024-03-28"
+UNTIL = "2024-04-02"  # the range spans the 2024-03-31 DST switch in Europe/Oslo
+
+
+def ids_in(wh: TestWarehouse, table: str = "conversations", column: str = "id") -> list[int]:
+    engine = wh.engine()
+    try:
+        with engine.connect() as conn:
+            return sorted(r[0] for r in conn.execute(text(f"SELECT {column} FROM {wh.table(table)}")))  # noqa: S608
+    finally:
+        engine.dispose()
+
+
+def watermark(wh: TestWarehouse) -> str | None:
+    engine = wh.engine()
+    try:
+        with engine.connect() as conn:
+            value = conn.execute(text(f"SELECT watermark FROM {wh.table('etl_state')}")).scalar()  # noqa: S608
+    finally:
+        engine.dispose()
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
+def config_for(tmp_path: Path, **pipeline: Any) -> Path:
+    settings = {"start": START, "window": "1d", "lag": "2h", "timezone": "Europe/Oslo"}
+    settings.update(pipeline)
+    return write_config(tmp_path, pipeline=settings)
+
+
+def test_run_loads_exactly_what_matches_then_converges(warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
+    api = make_sim()
+    config = config_for(tmp_path)
+    etl("migrate", wh=warehouse, config=config, check=True)
+    first = etl("run", "--until", UNTIL, wh=warehouse, api=api, config=config, check=True)
+    assert "5 window(s)" in first.stderr
+    expected = api.matching_ids(parse_instant(START, OSLO), parse_instant(UNTIL, OSLO))
+    assert ids_in(warehouse) == sorted(expected)
+    assert watermark(warehouse) == parse_instant(UNTIL, OSLO).astimezone(UTC).isoformat()
+    loaded = dump_tables(warehouse, volatile=True)
+
+    again = etl("run", "--until", UNTIL, wh=warehouse, api=api, config=config, check=True)
+    assert "nothing to load" in again.stderr
+    assert dump_tables(warehouse, volatile=True) == loaded
+
+    backfill = etl("backfill", "--from", START, "--to", UNTIL, "--window", "6h", wh=warehouse, api=api,
+                   config=config, check=True)
+    assert "20 window(s)" in backfill.stderr
+    assert dump_tables(warehouse, volatile=True) == loaded  # not even loaded_at changed
+    assert watermark(warehouse) == parse_instant(UNTIL, OSLO).astimezone(UTC).isoformat()
+
+
+def export_messages(api: Any, start: str, end: str) -> dict[int, list[int]]:
+    """Conversation id -> message ids, as one export of [start, end) shows them now."""
+    from etl.config import ApiSettings
+    from etl.extract import ExportClient
+    from etl.secrets import Secret
+    from etl.windows import Window
+    from tests.conftest import SIM_TOKEN
+
+    client = ExportClient(ApiSettings(url=api.url, token=Secret(SIM_TOKEN)))
+    with client.open(Window(parse_instant(start, OSLO), parse_instant(end, OSLO))) as stream:
+        return {c["id"]: [m["id"] for m in c["messages"]] for c in stream}
+
+
+def messages_by_conversation(wh: TestWarehouse) -> dict[int, list[int]]:
+    engine = wh.engine()
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(f"SELECT conversation_id, id FROM {wh.table('messages')} ORDER BY conversation_id, position")  # noqa: S608
+            ).all()
+    finally:
+        engine.dispose()
+    out: dict[int, list[int]] = {}
+    for conversation_id, message_id in rows:
+        out.setdefault(conversation_id, []).append(message_id)
+    return out
+
+
+def test_windows_across_dst_lose_and_duplicate_nothing(warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
+    api = make_sim()
+    config = config_for(tmp_path, window="5h")
+    etl("migrate", wh=warehouse, config=config, check=True)
+    start, end = "2024-03-30", "2024-04-01T12:00:00+02:00"
+    result = etl("backfill", "--from", start, "--to", end, wh=warehouse, api=api, config=config, check=True)
+    assert "12 window(s)" in result.stderr  # 59 real hours (one lost to DST): 11 of 5 h and one of 4 h
+    one_window = export_messages(api, start, end)
+    assert ids_in(warehouse) == sorted(one_window)
+    assert messages_by_conversation(warehouse) == {k: v for k, v in one_window.items() if v}
+
+
+def test_conversation_growing_into_next_window_ends_up_whole(warehouse: TestWarehouse, make_sim: Any,
+                                                              tmp_path: Path) -> None:
+    api = make_sim(now=datetime(2024, 3, 29, 13, 0, tzinfo=OSLO))
+    config = config_for(tmp_path, window="6h", lag="0s")
+    etl("migrate", wh=warehouse, config=config, check=True)
+    etl("run", "--until", "2024-03-29T12:00:00+01:00", wh=warehouse, api=api, config=config, check=True)
+    first_copy = messages_by_conversation(warehouse)
+    api.now = datetime(2024, 3, 31, 12, 0, tzinfo=OSLO)
+    etl("run", "--until", "2024-03-30T12:00:00+01:00", wh=warehouse, api=api, config=config, check=True)
+    before = export_messages(api, "2024-03-28", "2024-03-29T12:00:00+01:00")
+    after = export_messages(api, "2024-03-29T12:00:00+01:00", "2024-03-30T12:00:00+01:00")
+    spanning = set(before) & set(after)
+    grown = [cid for cid in spanning if len(after[cid]) > len(first_copy.get(cid, []))]
+    assert grown, "the dataset should hold a conversation that grew after the first run"
+    stored = messages_by_conversation(warehouse)
+    for cid in spanning:
+        assert stored[cid] == after[cid]  # every message, once, in order
+
+
+def test_broken_stream_is_retried_and_converges(warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    etl("migrate", wh=warehouse, config=config, check=True)
+    flaky = make_sim(faults=Faults(truncate_after=5, truncate_times=2))
+    result = etl("run", "--until", UNTIL, wh=warehouse, api=flaky, config=config, check=True)
+    assert "retrying" in result.stderr
+    assert flaky.export_requests == 5 + 2
+    broken_then_fixed = dump_tables(warehouse)
+    assert ids_in(warehouse) == sorted(flaky.matching_ids(parse_instant(START, OSLO), parse_instant(UNTIL, OSLO)))
+    assert broken_then_fixed["conversations"]
+
+
+def test_permanent_fault_stops_at_last_good_window(warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    etl("migrate", wh=warehouse, config=config, check=True)
+    good = make_sim()
+    etl("run", "--until", "2024-03-30", wh=warehouse, api=good, config=config, check=True)
+    before = dump_tables(warehouse, volatile=True)
+    port = good.port
+    good.stop()  # the same site (URL) keeps the same watermark: reuse the port
+    broken = make_sim(faults=Faults(error_after=3), port=port)
+    result = etl("run", "--until", UNTIL, wh=warehouse, api=broken, config=config)
+    assert result.code == 4, result.output
+    assert "window [2024-03-29T23:00:00+00:00, 2024-03-30T23:00:00+00:00)" in result.stderr
+    assert "mid-stream" in result.stderr and "gave up after 3 attempt(s)" in result.stderr
+    assert broken.export_requests == 3  # max_attempts
+    assert watermark(warehouse) == parse_instant("2024-03-30", OSLO).astimezone(UTC).isoformat()
+    after = dump_tables(warehouse, volatile=True)
+    assert {k: v for k, v in after.items()} == before
+    status = json.loads(etl("status", "--json", wh=warehouse, config=config, check=True).stdout)
+    assert status["runs"][0]["outcome"] == "failed" and "mid-stream" in status["runs"][0]["error"]
+
+
+def test_second_concurrent_run_exits_with_lock_code(warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    etl("migrate", wh=warehouse, config=config, check=True)
+    slow = make_sim(faults=Faults(trickle_bytes_per_s=20_000))
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("ETL_")}
+    env.update(warehouse.env(), ETL_API_URL=slow.url, ETL_API_TOKEN=__import__("tests.conftest").conftest.SIM_TOKEN)
+    first = subprocess.Popen([sys.executable, "-m", "etl", "--config", str(config), "run", "--until", UNTIL],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while slow.export_requests == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert slow.export_requests >= 1
+        started = time.monotonic()
+        second = etl("run", "--until", UNTIL, wh=warehouse, api=slow, config=config)
+        elapsed = time.monotonic() - started
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)
+    assert second.code == 6, second.output
+    assert "holds the lock" in second.stderr
+    assert elapsed < 5  # interpreter start-up included; the lock check itself is immediate
+    assert first.returncode == 130
+
+
+def test_dry_run_prints_windows_and_loads_nothing(warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
+    api = make_sim()
+    config = config_for(tmp_path)
+    etl("migrate", wh=warehouse, config=config, check=True)
+    result = etl("run", "--until", UNTIL, "--dry-run", wh=warehouse, api=api, config=config, check=True)
+    assert len(result.stdout.strip().splitlines()) == 5
+    assert api.export_requests == 0
+    assert ids_in(warehouse) == []
+
+
+def test_run_without_migrate_says_what_to_do(sqlite_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
+    result = etl("run", "--until", UNTIL, wh=sqlite_warehouse, api=make_sim(), config=config_for(tmp_path))
+    assert result.code == 2 and "etl migrate" in result.stderr
+
+
+def test_load_file_replays_saved_exports(warehouse: TestWarehouse, tmp_path: Path) -> None:
+    from tests.conftest import SEED_EXPORT
+
+    etl("migrate", wh=warehouse, check=True)
+    import gzip
+    import shutil
+
+    gz = tmp_path / "export.json.gz"
+    with SEED_EXPORT.open("rb") as src, gzip.open(gz, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    result = etl("load-file", str(SEED_EXPORT), str(gz), wh=warehouse, check=True)
+    assert "2 file(s)" in result.stderr
+    assert ids_in(warehouse) == [1000001]
+    assert len(ids_in(warehouse, "messages")) == 4
+    assert watermark(warehouse) is None
