@@ -59,7 +59,9 @@ pass_ctx = click.make_pass_decorator(_Context)
 )
 @click.version_option(package_name="convo-etl")
 @click.pass_context
-def cli(ctx: click.Context, config: Path | None, verbose: int, quiet: bool, log_format: str) -> None:
+def cli(
+    ctx: click.Context, config: Path | None, verbose: int, quiet: bool, log_format: str
+) -> None:
     """Load a chatbot platform's conversations from its Export API v3 into a SQL warehouse."""
     from etl.log import setup_logging
 
@@ -91,7 +93,9 @@ def migrate(obj: _Context, as_sql: bool) -> None:
 
     engine = make_engine(wh.url)
     try:
-        _with_db_errors(lambda: migrations.upgrade(engine, wh.schema), f"migrating {wh.display_url}")
+        _with_db_errors(
+            lambda: migrations.upgrade(engine, wh.schema), f"migrating {wh.display_url}"
+        )
     finally:
         engine.dispose()
     log.info("warehouse %s is at schema revision %s", wh.display_url, migrations.head_revision())
@@ -99,7 +103,9 @@ def migrate(obj: _Context, as_sql: bool) -> None:
 
 @cli.command()
 @click.option("--until", help="Stop at this date or date-time instead of now − lag.")
-@click.option("--dry-run", is_flag=True, help="Print the windows that would be loaded, load nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the windows that would be loaded, load nothing."
+)
 @pass_ctx
 def run(obj: _Context, until: str | None, dry_run: bool) -> None:
     """Load every window from the watermark (or pipeline.start) up to now − lag."""
@@ -118,13 +124,22 @@ def run(obj: _Context, until: str | None, dry_run: bool) -> None:
                 log.info("up to date: the watermark is within pipeline.lag of now; nothing to load")
                 return
             result = pipeline.run(windows)
-        log.info("run finished: %d window(s), %d conversations", len(result.windows), result.conversations)
+        log.info(
+            "run finished: %d window(s), %d conversations",
+            len(result.windows),
+            result.conversations,
+        )
     finally:
         pipeline.close()
 
 
 @cli.command()
-@click.option("--from", "from_", required=True, help="Start (a date in pipeline.timezone, or a date-time with offset).")
+@click.option(
+    "--from",
+    "from_",
+    required=True,
+    help="Start (a date in pipeline.timezone, or a date-time with offset).",
+)
 @click.option("--to", "to", required=True, help="End, exclusive.")
 @click.option("--window", "window", help="Window size, e.g. 1h, 6h, 1d (default: pipeline.window).")
 @click.option("--dry-run", is_flag=True, help="Print the windows, load nothing.")
@@ -135,7 +150,9 @@ def backfill(obj: _Context, from_: str, to: str, window: str | None, dry_run: bo
     settings.require_api()
     start, end = _instant(settings, from_, "--from"), _instant(settings, to, "--to")
     if start >= end:
-        raise click.BadParameter(f"--from {from_} is not before --to {to}", param_hint="--from/--to")
+        raise click.BadParameter(
+            f"--from {from_} is not before --to {to}", param_hint="--from/--to"
+        )
     windows = list(plan_windows(start, end, settings.pipeline.window))
     if dry_run:
         _print_windows(windows)
@@ -145,13 +162,19 @@ def backfill(obj: _Context, from_: str, to: str, window: str | None, dry_run: bo
         pipeline.check_schema()
         with pipeline.lock():
             result = pipeline.backfill(windows)
-        log.info("backfill finished: %d window(s), %d conversations", len(result.windows), result.conversations)
+        log.info(
+            "backfill finished: %d window(s), %d conversations",
+            len(result.windows),
+            result.conversations,
+        )
     finally:
         pipeline.close()
 
 
 @cli.command("load-file")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @pass_ctx
 def load_file(obj: _Context, paths: tuple[Path, ...]) -> None:
     """Load saved export files (.json or .json.gz, the array as the API sends it)."""
@@ -237,9 +260,15 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         cli.main(args=argv, prog_name="etl", standalone_mode=False)
     except click.exceptions.Abort:
-        _fail(ExitCode.INTERRUPTED, "interrupted: the window in progress was rolled back; run again to resume")
+        _fail(
+            ExitCode.INTERRUPTED,
+            "interrupted: the window in progress was rolled back; run again to resume",
+        )
     except KeyboardInterrupt:
-        _fail(ExitCode.INTERRUPTED, "interrupted: the window in progress was rolled back; run again to resume")
+        _fail(
+            ExitCode.INTERRUPTED,
+            "interrupted: the window in progress was rolled back; run again to resume",
+        )
     except click.ClickException as exc:
         exc.show()
         sys.exit(ExitCode.CONFIG)

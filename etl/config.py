@@ -99,8 +99,17 @@ class Settings:
 
 
 _KNOWN: dict[str, set[str]] = {
-    "api": {"url", "token_file", "connect_timeout", "read_timeout", "max_decompressed_bytes",
-            "ca_bundle", "oauth", "filters", "verify"},
+    "api": {
+        "url",
+        "token_file",
+        "connect_timeout",
+        "read_timeout",
+        "max_decompressed_bytes",
+        "ca_bundle",
+        "oauth",
+        "filters",
+        "verify",
+    },
     "api.oauth": {"token_url", "client_id", "client_secret_file", "scope"},
     "warehouse": {"url", "schema", "batch_size", "keep_raw"},
     "pipeline": {"start", "window", "lag", "timezone"},
@@ -151,7 +160,9 @@ def _check_keys(raw: Mapping[str, Any], source: str, prefix: str = "") -> None:
             continue  # filter keys pass through unchanged, known or not
         allowed = _KNOWN.get(prefix.rstrip(".")) if prefix else set(_KNOWN) - {"api.oauth"}
         if allowed is None or key not in allowed:
-            raise ConfigError(f"unknown key {dotted!r} in {source}: see config/etl.toml for the keys")
+            raise ConfigError(
+                f"unknown key {dotted!r} in {source}: see config/etl.toml for the keys"
+            )
         if isinstance(value, dict):
             _check_keys(value, source, f"{dotted}.")
 
@@ -199,7 +210,9 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         )
     zone = _convert(source, "pipeline.timezone", pl_raw.get("timezone", "UTC"), parse_zone)
     pipeline = PipelineSettings(
-        start=_convert(source, "pipeline.start", pl_raw.get("start"), lambda v: parse_instant(v, zone))
+        start=_convert(
+            source, "pipeline.start", pl_raw.get("start"), lambda v: parse_instant(v, zone)
+        )
         if pl_raw.get("start") is not None
         else None,
         window=_positive(source, "pipeline.window", pl_raw.get("window", "1d")),
@@ -208,7 +221,9 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
     )
     retry = RetrySettings(
         max_attempts=_int(source, "retry.max_attempts", rt_raw.get("max_attempts", 5), minimum=1),
-        max_total_wait=_convert(source, "retry.max_total_wait", rt_raw.get("max_total_wait", "10m"), parse_duration),
+        max_total_wait=_convert(
+            source, "retry.max_total_wait", rt_raw.get("max_total_wait", "10m"), parse_duration
+        ),
         initial_wait=_float(source, "retry.initial_wait", rt_raw.get("initial_wait", 1.0)),
         max_wait=_float(source, "retry.max_wait", rt_raw.get("max_wait", 120.0)),
     )
@@ -226,7 +241,10 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         connect_timeout=_float(source, "api.connect_timeout", api_raw.get("connect_timeout", 10.0)),
         read_timeout=_float(source, "api.read_timeout", api_raw.get("read_timeout", 300.0)),
         max_decompressed_bytes=_int(
-            source, "api.max_decompressed_bytes", api_raw.get("max_decompressed_bytes", 4 * 1024**3), minimum=1
+            source,
+            "api.max_decompressed_bytes",
+            api_raw.get("max_decompressed_bytes", 4 * 1024**3),
+            minimum=1,
         ),
         ca_bundle=_ca_bundle(source, api_raw.get("ca_bundle")),
     )
@@ -279,7 +297,9 @@ def _api_url(source: str, value: Any) -> str | None:
             "give the site's base URL, e.g. https://yoursite.example.com"
         )
     if parts.username or parts.password:
-        raise ConfigError(f"api.url in {source}: credentials in the URL are not allowed; use ETL_API_TOKEN")
+        raise ConfigError(
+            f"api.url in {source}: credentials in the URL are not allowed; use ETL_API_TOKEN"
+        )
     return str(value).rstrip("/")
 
 
@@ -316,14 +336,18 @@ def _read_secret_file(what: str, path_text: str) -> Secret:
     except FileNotFoundError:
         raise ConfigError(f"{what}: the secret file {path} does not exist") from None
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{what}: cannot read a secret from {path}: {type(exc).__name__}") from None
+        raise ConfigError(
+            f"{what}: cannot read a secret from {path}: {type(exc).__name__}"
+        ) from None
 
 
 def _token(source: str, api_raw: Mapping[str, Any], env: Mapping[str, str]) -> Secret | None:
     if env.get("ETL_API_TOKEN"):
         return Secret(env["ETL_API_TOKEN"].strip())
     if api_raw.get("token_file"):
-        return _read_secret_file("api.token_file (or ETL_API_TOKEN_FILE)", str(api_raw["token_file"]))
+        return _read_secret_file(
+            "api.token_file (or ETL_API_TOKEN_FILE)", str(api_raw["token_file"])
+        )
     return None
 
 

@@ -39,7 +39,9 @@ def setup_logging(verbosity: int = 0, fmt: str = "plain") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+        handler.setFormatter(
+            ScrubbingFormatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
+        )
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

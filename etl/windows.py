@@ -48,7 +48,9 @@ def parse_zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{name!r} is not a known time zone: use an IANA name such as UTC or Europe/Oslo") from None
+        raise ValueError(
+            f"{name!r} is not a known time zone: use an IANA name such as UTC or Europe/Oslo"
+        ) from None
 
 
 def parse_instant(text: str | date | datetime, zone: tzinfo) -> datetime:

@@ -18,7 +18,18 @@ def main() -> int:
         Path(f"{DATABASE}{suffix}").unlink(missing_ok=True)
     env = dict(os.environ, FAKE_API_TOKEN=TOKEN)
     server = subprocess.Popen(
-        [*ETL, "fake-api", "--port", "0", "--start", "2024-03-25", "--days", "7", "--per-day", "200"],
+        [
+            *ETL,
+            "fake-api",
+            "--port",
+            "0",
+            "--start",
+            "2024-03-25",
+            "--days",
+            "7",
+            "--per-day",
+            "200",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env=env,

@@ -15,7 +15,9 @@ from sqlalchemy.engine import make_url
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SEED_EXPORT = FIXTURES / "seed-example-export.json"
-PG_URL = os.environ.get("ETL_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get(
+    "ETL_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 IN_CI = bool(os.environ.get("CI"))
 
 
@@ -62,7 +64,9 @@ def pg_server() -> str:
     if problem:
         message = f"PostgreSQL at ETL_TEST_DATABASE_URL={make_url(PG_URL).render_as_string()} unreachable: {problem}"
         if IN_CI:
-            pytest.fail(message + " (CI never skips PostgreSQL tests; run scripts/ensure-postgres.sh)")
+            pytest.fail(
+                message + " (CI never skips PostgreSQL tests; run scripts/ensure-postgres.sh)"
+            )
         pytest.skip(message)
     return PG_URL
 
@@ -70,7 +74,11 @@ def pg_server() -> str:
 @pytest.fixture
 def pg_warehouse(pg_server: str) -> Iterator[TestWarehouse]:
     schema = f"t_{secrets.token_hex(6)}"
-    url = make_url(pg_server).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    url = (
+        make_url(pg_server)
+        .set(drivername="postgresql+psycopg")
+        .render_as_string(hide_password=False)
+    )
     admin = create_engine(url)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
@@ -121,7 +129,7 @@ def dump_tables(wh: TestWarehouse, *, volatile: bool = False) -> dict[str, list[
     try:
         with engine.connect() as conn:
             for name in TABLE_COLUMNS:
-                result = conn.execute(text(f"SELECT * FROM {wh.table(name)}"))  # noqa: S608 - test helper, fixed names
+                result = conn.execute(text(f"SELECT * FROM {wh.table(name)}"))
                 keys = [k for k in result.keys() if k not in skip]
                 rows = [tuple(str(row._mapping[k]) for k in keys) for row in result]
                 out[name] = sorted(rows)
@@ -143,7 +151,9 @@ def sim_dataset() -> Any:
 
     from etl.fakeapi import Dataset, DatasetSpec
 
-    return Dataset.build(DatasetSpec(seed=7, start=date(2024, 3, 27), days=7, per_day=40), "Europe/Oslo")
+    return Dataset.build(
+        DatasetSpec(seed=7, start=date(2024, 3, 27), days=7, per_day=40), "Europe/Oslo"
+    )
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +17,7 @@ def test_windows_are_contiguous_half_open_and_cut_at_end() -> None:
     end = datetime(2024, 4, 1, 12, tzinfo=OSLO)
     windows = list(plan_windows(start, end, timedelta(hours=7)))
     assert windows[0].start == start and windows[-1].end == end
-    for a, b in zip(windows, windows[1:], strict=False):
+    for a, b in itertools.pairwise(windows):
         assert a.end == b.start
     total = sum(((w.end - w.start) for w in windows), timedelta())
     # Same-zone subtraction in Python is wall-clock; the real span is 59 hours (one hour lost).
@@ -42,7 +43,10 @@ def test_parse_instant_forms() -> None:
         parse_instant("last tuesday", UTC)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200), ("1d", 86400), ("1w", 604800), (45, 45)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("30m", 1800), ("2h", 7200), ("1d", 86400), ("1w", 604800), (45, 45)],
+)
 def test_parse_duration(text: str | int, seconds: int) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
 

@@ -41,7 +41,9 @@ class StaticToken:
 class OAuthClientCredentials:
     """Client-credentials grant; caches the access token and renews it before it expires."""
 
-    def __init__(self, settings: OAuthSettings, session: requests.Session, timeout: tuple[float, float]) -> None:
+    def __init__(
+        self, settings: OAuthSettings, session: requests.Session, timeout: tuple[float, float]
+    ) -> None:
         self._settings = settings
         self._session = session
         self._timeout = timeout
@@ -80,7 +82,9 @@ class OAuthClientCredentials:
         if response.status_code in (400, 401, 403):
             raise AuthError(response.status_code, _oauth_error(response))
         if response.status_code >= 500 or response.status_code == 429:
-            raise RetriableAPIError(f"the OAuth token endpoint answered HTTP {response.status_code}")
+            raise RetriableAPIError(
+                f"the OAuth token endpoint answered HTTP {response.status_code}"
+            )
         if response.status_code != 200:
             raise FatalAPIError(f"the OAuth token endpoint answered HTTP {response.status_code}")
         try:

@@ -45,7 +45,9 @@ def _ijson_backend(pure_python: bool = False) -> Any:
     except ImportError:
         if not _warned_backend:
             _warned_backend = True
-            log.warning("ijson's C backend (yajl2_c) is not available: parsing will be several times slower")
+            log.warning(
+                "ijson's C backend (yajl2_c) is not available: parsing will be several times slower"
+            )
         return ijson
 
 
@@ -158,7 +160,13 @@ class ExportStream:
         reader = DecodedReader(
             _guard(chunks, window), response.headers.get("Content-Encoding", ""), max_bytes, window
         )
-        return cls(reader, window, on_close=response.close, pure_python=pure_python, on_overflow=on_overflow)
+        return cls(
+            reader,
+            window,
+            on_close=response.close,
+            pure_python=pure_python,
+            on_overflow=on_overflow,
+        )
 
     @property
     def expected(self) -> int | None:
@@ -206,7 +214,9 @@ class ExportStream:
             ) from None
         if not isinstance(first, dict) or first.get("type") != "query_info":
             if isinstance(first, dict) and first.get("type") == "error":
-                raise BrokenStreamError(f"the API reported an error: {first.get('message', '')}", self.window)
+                raise BrokenStreamError(
+                    f"the API reported an error: {first.get('message', '')}", self.window
+                )
             raise ExportDataError("the export's first element is not query_info", self.window)
         self.query_info = first
 
@@ -242,7 +252,9 @@ class ExportStream:
                     self.window,
                 )
             else:
-                log.warning("window %s: skipping an export element of unknown type %r", self.window, kind)
+                log.warning(
+                    "window %s: skipping an export element of unknown type %r", self.window, kind
+                )
         self._check_complete()
 
     def _check_complete(self) -> None:
@@ -267,7 +279,9 @@ class ExportStream:
     def __enter__(self) -> ExportStream:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -352,7 +366,9 @@ class ExportClient:
                 verify=self._verify,
             )
         except requests.exceptions.SSLError as exc:
-            cause = "certificate verification failed" if _is_cert_error(exc) else "TLS handshake failed"
+            cause = (
+                "certificate verification failed" if _is_cert_error(exc) else "TLS handshake failed"
+            )
             raise FatalAPIError(
                 f"{cause} for {self._api.url}; certificates are always verified: if the site uses "
                 "a private CA, set api.ca_bundle to its PEM file",
@@ -374,7 +390,9 @@ class ExportClient:
                 f"could not connect to {self._api.url} ({_short_conn(exc)})", window
             ) from None
         except requests.RequestException as exc:
-            raise RetriableAPIError(f"request to {self._api.url} failed ({type(exc).__name__})", window) from None
+            raise RetriableAPIError(
+                f"request to {self._api.url} failed ({type(exc).__name__})", window
+            ) from None
 
 
 def _is_cert_error(exc: BaseException) -> bool:
@@ -382,13 +400,22 @@ def _is_cert_error(exc: BaseException) -> bool:
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
             return True
-        seen = seen.__cause__ or seen.__context__ or (seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None)
+        seen = (
+            seen.__cause__
+            or seen.__context__
+            or (seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None)
+        )
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _short_conn(exc: BaseException) -> str:
     text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "Connection reset", "timed out"):
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "Connection reset",
+        "timed out",
+    ):
         if marker in text:
             return marker
     return type(exc).__name__

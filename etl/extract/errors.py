@@ -60,7 +60,9 @@ class AuthError(FatalAPIError):
 
     exit_code = ExitCode.AUTH
 
-    def __init__(self, status: int, server_message: str, window: Window | str | None = None) -> None:
+    def __init__(
+        self, status: int, server_message: str, window: Window | str | None = None
+    ) -> None:
         detail = f" (server said: {server_message})" if server_message else ""
         super().__init__(f"the API refused access with HTTP {status}{detail}; {_AUTH_HINT}", window)
         self.status = status

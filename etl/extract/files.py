@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from etl.errors import ConfigError
 from etl.extract.client import ExportStream
@@ -24,7 +24,9 @@ class _CountingReader:
         try:
             data = self._raw.read(size)
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            raise BrokenStreamError(f"the compressed file is truncated or corrupt ({exc})", self._name) from None
+            raise BrokenStreamError(
+                f"the compressed file is truncated or corrupt ({exc})", self._name
+            ) from None
         self.bytes_in += len(data)
         return data
 
@@ -32,12 +34,14 @@ class _CountingReader:
 def open_export_file(path: Path, *, pure_python: bool = False) -> ExportStream:
     """A stream over a saved export: a full array `[query_info, conversation…, post_query_info]`."""
     try:
-        raw: IO[Any] = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+        raw: IO[bytes] = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")  # type: ignore[assignment]
     except OSError as exc:
         raise ConfigError(f"cannot open export file {path}: {exc.strerror or exc}") from None
     reader = _CountingReader(raw, str(path))
     try:
-        return ExportStream(reader, None, on_close=raw.close, source=str(path), pure_python=pure_python)
+        return ExportStream(
+            reader, None, on_close=raw.close, source=str(path), pure_python=pure_python
+        )
     except BaseException:
         raw.close()
         raise

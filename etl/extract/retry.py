@@ -18,7 +18,9 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, EtlError) and exc.retryable
 
 
-def next_wait(settings: RetrySettings, attempt: int, exc: BaseException | None, rng: random.Random) -> float:
+def next_wait(
+    settings: RetrySettings, attempt: int, exc: BaseException | None, rng: random.Random
+) -> float:
     """Seconds to wait before attempt `attempt + 1`: the server's Retry-After, else full-jitter backoff."""
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(retry_after, int | float) and retry_after >= 0:

@@ -42,7 +42,9 @@ class RunLock:
     def _acquire_postgres(self) -> None:
         # A session-level advisory lock lives exactly as long as this connection.
         conn = self._engine.connect()
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_id(self._key)}).scalar()
+        got = conn.execute(
+            text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_id(self._key)}
+        ).scalar()
         conn.commit()
         if not got:
             conn.close()
@@ -69,7 +71,9 @@ class RunLock:
     def release(self) -> None:
         if self._conn is not None:
             try:
-                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_id(self._key)})
+                self._conn.execute(
+                    text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_id(self._key)}
+                )
                 self._conn.commit()
             finally:
                 self._conn.close()
@@ -83,5 +87,7 @@ class RunLock:
         self.acquire()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()

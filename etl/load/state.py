@@ -16,7 +16,9 @@ from etl.windows import Window
 
 def state_key(site: str, filters: Mapping[str, Any]) -> str:
     """A digest of the site and the filter set: differently filtered pipelines keep apart."""
-    canonical = json.dumps({"site": site.rstrip("/"), "filters": dict(filters)}, sort_keys=True, default=str)
+    canonical = json.dumps(
+        {"site": site.rstrip("/"), "filters": dict(filters)}, sort_keys=True, default=str
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
@@ -47,7 +49,9 @@ class StateStore:
         self.runs: Table = metadata.tables[_qualified(metadata, "etl_runs")]
 
     def watermark(self, conn: Connection, key: str) -> datetime | None:
-        value = conn.execute(select(self.state.c.watermark).where(self.state.c.state_key == key)).scalar()
+        value = conn.execute(
+            select(self.state.c.watermark).where(self.state.c.state_key == key)
+        ).scalar()
         return _aware(value)
 
     def advance(
@@ -68,7 +72,9 @@ class StateStore:
                 self.state.insert().values(
                     state_key=key,
                     site=site,
-                    environment=str(filters.get("environment")) if filters.get("environment") else None,
+                    environment=str(filters.get("environment"))
+                    if filters.get("environment")
+                    else None,
                     filters=dict(filters),
                     watermark=to,
                     updated_at=now,

@@ -92,7 +92,7 @@ class WindowWriter:
         extra = (self._exported_at, loaded_at, self._run_id)
         self._insert(
             "conversations",
-            [row + (c.content_hash, *extra) for c in changed for row in c.rows["conversations"]],
+            [(*row, c.content_hash, *extra) for c in changed for row in c.rows["conversations"]],
             TABLE_COLUMNS["conversations"] + LOAD_COLUMNS,
         )
         for name in CHILD_TABLES:
@@ -100,7 +100,9 @@ class WindowWriter:
         for name in DIMENSION_TABLES:
             self._upsert_dimension(name, [row for c in changed for row in c.rows[name]])
 
-    def _replaces(self, incoming: NormalizedConversation, stored: tuple[str, datetime | None] | None) -> bool:
+    def _replaces(
+        self, incoming: NormalizedConversation, stored: tuple[str, datetime | None] | None
+    ) -> bool:
         if stored is None:
             return True
         stored_hash, stored_exported_at = stored
@@ -150,7 +152,9 @@ class WindowWriter:
     def _copy(self, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
         from psycopg import sql
 
-        target = sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
+        target = (
+            sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
+        )
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
             target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
         )
@@ -160,10 +164,14 @@ class WindowWriter:
             for row in rows:
                 copy.write_row(row)
 
-    def _executemany(self, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    def _executemany(
+        self, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
         # JSON is already text here; bind it as plain text so it is not encoded twice.
         params = [dict(zip(columns, row, strict=True)) for row in rows]
-        statement = table.insert().values({c: bindparam(c, type_=_bind_type(table, c)) for c in columns})
+        statement = table.insert().values(
+            {c: bindparam(c, type_=_bind_type(table, c)) for c in columns}
+        )
         self._conn.execute(statement, params)
 
     def _upsert_dimension(self, name: str, rows: list[tuple[Any, ...]]) -> None:
@@ -183,7 +191,8 @@ class WindowWriter:
         statement = statement.on_conflict_do_update(
             index_elements=[table.c.id],
             set_=updates,
-            where=(table.c.last_seen_at.is_(None)) | (statement.excluded.last_seen_at >= table.c.last_seen_at),
+            where=(table.c.last_seen_at.is_(None))
+            | (statement.excluded.last_seen_at >= table.c.last_seen_at),
         )
         params = [dict(zip(columns, row, strict=True)) for row in latest.values()]
         self.rows[name] += len(params)

@@ -18,7 +18,9 @@ class Progress(Protocol):
 
     def conversations(self, count: int) -> None: ...
 
-    def window_retrying(self, window: Window, attempt: int, error: BaseException, wait: float) -> None: ...
+    def window_retrying(
+        self, window: Window, attempt: int, error: BaseException, wait: float
+    ) -> None: ...
 
     def window_done(self, report: WindowReport) -> None: ...
 
@@ -39,7 +41,9 @@ class LogProgress:
     def conversations(self, count: int) -> None:
         """Per-conversation progress is for terminals only."""
 
-    def window_retrying(self, window: Window, attempt: int, error: BaseException, wait: float) -> None:
+    def window_retrying(
+        self, window: Window, attempt: int, error: BaseException, wait: float
+    ) -> None:
         log.warning("attempt %d failed: %s; retrying in %.1fs", attempt, error, wait)
 
     def window_done(self, report: WindowReport) -> None:

@@ -48,7 +48,11 @@ class RunResult:
 def database_error(exc: DBAPIError, where: str) -> DatabaseError:
     """A DatabaseError naming the cause without the statement's parameters (they may be data)."""
     orig = exc.orig
-    detail = str(orig).strip().splitlines()[0] if orig is not None and str(orig).strip() else type(exc).__name__
+    detail = (
+        str(orig).strip().splitlines()[0]
+        if orig is not None and str(orig).strip()
+        else type(exc).__name__
+    )
     lost = isinstance(exc, OperationalError | SAInterfaceError) or exc.connection_invalidated
     error = DatabaseError(
         f"{where}: the warehouse {'connection was lost' if lost else 'refused the write'} ({detail}); "
@@ -89,7 +93,9 @@ class Pipeline:
         try:
             current = current_revision(self.engine, self.settings.warehouse.schema)
         except DBAPIError as exc:
-            raise database_error(exc, f"connecting to {self.settings.warehouse.display_url}") from None
+            raise database_error(
+                exc, f"connecting to {self.settings.warehouse.display_url}"
+            ) from None
         head = head_revision()
         if current != head:
             raise ConfigError(
@@ -216,7 +222,9 @@ class Pipeline:
                     self.progress.window_started(window, report.attempts)
                     mark = self.watermark_safe()
                     with self.client.open(window) as stream:
-                        self._load_stream(stream, report, advance=should_advance(window, mark), started=started)
+                        self._load_stream(
+                            stream, report, advance=should_advance(window, mark), started=started
+                        )
         except EtlError as exc:
             if exc.retryable:
                 # Say plainly that retrying is over, and what state the warehouse is in.
@@ -238,7 +246,9 @@ class Pipeline:
         except DBAPIError as exc:
             raise database_error(exc, "reading the watermark") from None
 
-    def _load_stream(self, stream: ExportStream, report: WindowReport, *, advance: bool, started: float) -> None:
+    def _load_stream(
+        self, stream: ExportStream, report: WindowReport, *, advance: bool, started: float
+    ) -> None:
         exported_at = _export_time(stream.query_info) or self.clock()
         report.expected_conversations = stream.expected
         where = str(stream.window)
@@ -290,7 +300,9 @@ class Pipeline:
             with self.engine.begin() as conn:
                 self.store.log_window(conn, report)
         except DBAPIError:
-            log.warning("could not record the failed window in etl_runs (the database is unreachable)")
+            log.warning(
+                "could not record the failed window in etl_runs (the database is unreachable)"
+            )
 
 
 def _export_time(query_info: dict[str, Any]) -> datetime | None:

@@ -50,7 +50,9 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
                     "rows": run["rows"] or {},
                     "bytes": run["bytes"],
                     "seconds": seconds,
-                    "conversations_per_second": round(conversations / seconds, 1) if seconds else None,
+                    "conversations_per_second": round(conversations / seconds, 1)
+                    if seconds
+                    else None,
                     "error": run["error"],
                     "finished_at": _iso(run["finished_at"]),
                 }
@@ -59,7 +61,13 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
             name: store.count(conn, metadata.tables[f"{schema}.{name}" if schema else name])
             for name in TABLE_COLUMNS
         }
-    return {"migrated": True, "now": now.isoformat(), "states": states, "runs": recent, "tables": tables}
+    return {
+        "migrated": True,
+        "now": now.isoformat(),
+        "states": states,
+        "runs": recent,
+        "tables": tables,
+    }
 
 
 def _iso(value: Any) -> str | None:
@@ -80,7 +88,9 @@ def format_status(status: dict[str, Any]) -> str:
     for state in status["states"]:
         lag = state["lag_seconds"]
         behind = f"{lag / 3600:.1f} h behind now" if lag is not None else "n/a"
-        lines.append(f"Watermark: {state['watermark']} ({behind}) site={state['site']} filters={state['filters']}")
+        lines.append(
+            f"Watermark: {state['watermark']} ({behind}) site={state['site']} filters={state['filters']}"
+        )
     lines.append("")
     lines.append("Recent windows:")
     if not status["runs"]:

@@ -30,7 +30,9 @@ class TerminalProgress(LogProgress):
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("windows · {task.fields[conversations]:,} conversations · {task.fields[rate]:,.0f}/s"),
+            TextColumn(
+                "windows · {task.fields[conversations]:,} conversations · {task.fields[rate]:,.0f}/s"
+            ),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -52,7 +54,9 @@ class TerminalProgress(LogProgress):
             rate = self._conversations / elapsed if elapsed > 0 else 0.0
             self._progress.update(self._task, conversations=self._conversations, rate=rate)
 
-    def window_retrying(self, window: Window, attempt: int, error: BaseException, wait: float) -> None:
+    def window_retrying(
+        self, window: Window, attempt: int, error: BaseException, wait: float
+    ) -> None:
         super().window_retrying(window, attempt, error, wait)
 
     def window_done(self, report: WindowReport) -> None:

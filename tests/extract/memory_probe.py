@@ -25,8 +25,17 @@ def main() -> None:
             if count == 2000:
                 warm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(json.dumps({"count": count, "expected": stream.expected, "warm_kb": warm, "peak_kb": peak,
-                          "bytes": stream.bytes_received}))
+        print(
+            json.dumps(
+                {
+                    "count": count,
+                    "expected": stream.expected,
+                    "warm_kb": warm,
+                    "peak_kb": peak,
+                    "bytes": stream.bytes_received,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

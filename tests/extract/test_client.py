@@ -32,7 +32,9 @@ def client_for(api: Any, **changes: Any) -> ExportClient:
     return ExportClient(ApiSettings(**settings))
 
 
-def read_all(client: ExportClient, window: Window = DAY, filters: dict[str, Any] | None = None) -> tuple[Any, list[dict[str, Any]]]:
+def read_all(
+    client: ExportClient, window: Window = DAY, filters: dict[str, Any] | None = None
+) -> tuple[Any, list[dict[str, Any]]]:
     with client.open(window, filters) as stream:
         conversations = list(stream)
         return stream, conversations
@@ -43,7 +45,9 @@ def test_normal_window_matches_query_info_and_simulator(make_sim: Any) -> None:
     stream, conversations = read_all(client_for(api))
     assert stream.complete
     assert stream.expected == len(conversations) == stream.received > 0
-    assert stream.post_query_info is not None and stream.post_query_info["conversations"] == len(conversations)
+    assert stream.post_query_info is not None and stream.post_query_info["conversations"] == len(
+        conversations
+    )
     expected = api.matching_ids(DAY.start, DAY.end)
     assert sorted(c["id"] for c in conversations) == sorted(expected)
     assert stream.query_info["query"]["from"] == "2024-03-28T00:00:00+00:00"
@@ -70,8 +74,9 @@ def test_gzip_is_negotiated_and_smaller_than_identity(make_sim: Any) -> None:
 
 
 def test_identity_body_is_parsed(make_sim: Any) -> None:
-    from etl.extract.client import ExportStream
     import requests
+
+    from etl.extract.client import ExportStream
 
     api = make_sim()
     response = requests.post(
@@ -116,7 +121,9 @@ def test_documented_example_served_from_file(make_sim: Any) -> None:
         (Faults(invalid_json=True), "not valid JSON"),
     ],
 )
-def test_broken_streams_are_retryable_and_incomplete(make_sim: Any, faults: Faults, needle: str) -> None:
+def test_broken_streams_are_retryable_and_incomplete(
+    make_sim: Any, faults: Faults, needle: str
+) -> None:
     api = make_sim(faults=faults)
     client = client_for(api)
     stream = None
@@ -183,12 +190,14 @@ def test_5xx_is_retryable(make_sim: Any) -> None:
     api = make_sim(faults=Faults(status=503, status_times=1))
     with pytest.raises(RetriableAPIError):
         read_all(client_for(api))
-    stream, conversations = read_all(client_for(api))
+    stream, _ = read_all(client_for(api))
     assert stream.complete
 
 
 def test_connection_refused_is_retryable() -> None:
-    client = ExportClient(ApiSettings(url="http://127.0.0.1:9", token=Secret(SIM_TOKEN), connect_timeout=2))
+    client = ExportClient(
+        ApiSettings(url="http://127.0.0.1:9", token=Secret(SIM_TOKEN), connect_timeout=2)
+    )
     with pytest.raises(RetriableAPIError, match="could not connect"):
         client.open(DAY)
 
@@ -219,7 +228,9 @@ def test_stacked_encoding_is_refused(make_sim: Any) -> None:
 
 
 def oauth_client(api: Any, secret: str = SIM_SECRET) -> ExportClient:
-    oauth = OAuthSettings(token_url=api.token_url, client_id="sim-client", client_secret=Secret(secret))
+    oauth = OAuthSettings(
+        token_url=api.token_url, client_id="sim-client", client_secret=Secret(secret)
+    )
     return ExportClient(ApiSettings(url=api.url, oauth=oauth, read_timeout=5.0))
 
 
@@ -230,7 +241,7 @@ def test_oauth_token_is_fetched_cached_and_refreshed_on_401(make_sim: Any) -> No
     read_all(client)
     assert api.token_requests == 1  # cached
     api.tokens.expire_all()  # the server revokes it early: the client sees a 401
-    stream, conversations = read_all(client)
+    stream, _ = read_all(client)
     assert stream.complete
     assert api.token_requests == 2
 
@@ -278,5 +289,11 @@ def test_request_sends_explicit_offsets() -> None:
     oslo = ZoneInfo("Europe/Oslo")
     window = Window(datetime(2024, 3, 31, tzinfo=oslo), datetime(2024, 4, 1, tzinfo=oslo))
     body = request_body(window, {"environment": "live", "from": "ignored"})
-    assert body == {"environment": "live", "from": "2024-03-30T23:00:00+00:00", "to": "2024-03-31T22:00:00+00:00"}
-    assert datetime.fromisoformat(body["to"]) - datetime.fromisoformat(body["from"]) == timedelta(hours=23)
+    assert body == {
+        "environment": "live",
+        "from": "2024-03-30T23:00:00+00:00",
+        "to": "2024-03-31T22:00:00+00:00",
+    }
+    assert datetime.fromisoformat(body["to"]) - datetime.fromisoformat(body["from"]) == timedelta(
+        hours=23
+    )

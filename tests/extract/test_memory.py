@@ -17,8 +17,22 @@ TOKEN = "memory-token-abcdef123456"
 def test_peak_rss_does_not_grow_with_the_stream(tmp_path: Path) -> None:
     # 60,000 small conversations in one window: ~25x the warm-up point below.
     server = subprocess.Popen(
-        [sys.executable, "-m", "etl", "fake-api", "--port", "0", "--start", "2024-01-01", "--days", "3",
-         "--per-day", "20000", "--messages-per-conversation", "2"],
+        [
+            sys.executable,
+            "-m",
+            "etl",
+            "fake-api",
+            "--port",
+            "0",
+            "--start",
+            "2024-01-01",
+            "--days",
+            "3",
+            "--per-day",
+            "20000",
+            "--messages-per-conversation",
+            "2",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env=dict(os.environ, FAKE_API_TOKEN=TOKEN),
@@ -30,8 +44,18 @@ def test_peak_rss_does_not_grow_with_the_stream(tmp_path: Path) -> None:
         url = line.split()[-1]
         probe = Path(__file__).with_name("memory_probe.py")
         out = subprocess.run(
-            [sys.executable, str(probe), url, TOKEN, "2023-12-31T00:00:00+00:00", "2024-01-10T00:00:00+00:00"],
-            capture_output=True, text=True, timeout=300, check=True,
+            [
+                sys.executable,
+                str(probe),
+                url,
+                TOKEN,
+                "2023-12-31T00:00:00+00:00",
+                "2024-01-10T00:00:00+00:00",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
         )
         result = json.loads(out.stdout)
     finally:
@@ -39,6 +63,8 @@ def test_peak_rss_does_not_grow_with_the_stream(tmp_path: Path) -> None:
         server.wait(timeout=10)
     assert result["count"] == result["expected"] >= 50_000
     growth_mb = (result["peak_kb"] - result["warm_kb"]) / 1024
-    print(f"client peak RSS {result['peak_kb'] / 1024:.0f} MB, growth after warm-up {growth_mb:.1f} MB, "
-          f"{result['bytes'] / 1e6:.0f} MB compressed")
+    print(
+        f"client peak RSS {result['peak_kb'] / 1024:.0f} MB, growth after warm-up {growth_mb:.1f} MB, "
+        f"{result['bytes'] / 1e6:.0f} MB compressed"
+    )
     assert growth_mb < 50

@@ -59,7 +59,9 @@ def test_retry_after_is_honoured_and_too_long_fails_fast() -> None:
 
 
 def test_total_wait_budget_stops_retries() -> None:
-    settings = RetrySettings(max_attempts=50, initial_wait=5, max_wait=5, max_total_wait=timedelta(seconds=3))
+    settings = RetrySettings(
+        max_attempts=50, initial_wait=5, max_wait=5, max_total_wait=timedelta(seconds=3)
+    )
     calls, sleeps = run_policy(settings, [RetriableAPIError("boom", retry_after=4)] * 50)
     assert calls == 1 and sleeps == []
 

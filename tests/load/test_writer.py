@@ -33,7 +33,11 @@ def load_window(
     try:
         with engine.begin() as conn:
             writer = WindowWriter(
-                conn, build_metadata(wh.schema), run_id="test", exported_at=exported_at, batch_size=batch_size
+                conn,
+                build_metadata(wh.schema),
+                run_id="test",
+                exported_at=exported_at,
+                batch_size=batch_size,
             )
             for conversation in conversations:
                 writer.add(normalize_conversation(conversation))
@@ -61,12 +65,30 @@ def scalar(wh: TestWarehouse, sql: str) -> Any:
 def test_documented_example_loads_exactly(migrated: TestWarehouse) -> None:
     load_window(migrated, [seed_conversation()], T0)
     t = migrated.table
-    counts = {name: scalar(migrated, f"SELECT count(*) FROM {t(name)}") for name in
-              ("conversations", "messages", "content", "buttons", "intent_analysis")}
-    assert counts == {"conversations": 1, "messages": 4, "content": 9, "buttons": 7, "intent_analysis": 1}
-    assert scalar(migrated, f"SELECT clicked_button_id FROM {t('messages')} WHERE id = 1000006") == 7
-    assert scalar(migrated, f"SELECT clicked_button_text FROM {t('messages')} WHERE id = 1000006") == "Action buttons"
-    assert scalar(migrated, f"SELECT count(*) FROM {t('messages')} WHERE clicked_button_id IS NOT NULL") == 1
+    counts = {
+        name: scalar(migrated, f"SELECT count(*) FROM {t(name)}")
+        for name in ("conversations", "messages", "content", "buttons", "intent_analysis")
+    }
+    assert counts == {
+        "conversations": 1,
+        "messages": 4,
+        "content": 9,
+        "buttons": 7,
+        "intent_analysis": 1,
+    }
+    assert (
+        scalar(migrated, f"SELECT clicked_button_id FROM {t('messages')} WHERE id = 1000006") == 7
+    )
+    assert (
+        scalar(migrated, f"SELECT clicked_button_text FROM {t('messages')} WHERE id = 1000006")
+        == "Action buttons"
+    )
+    assert (
+        scalar(
+            migrated, f"SELECT count(*) FROM {t('messages')} WHERE clicked_button_id IS NOT NULL"
+        )
+        == 1
+    )
 
 
 def test_reload_changes_no_row_and_stale_export_is_ignored(migrated: TestWarehouse) -> None:
@@ -83,7 +105,9 @@ def test_reload_changes_no_row_and_stale_export_is_ignored(migrated: TestWarehou
     assert dump_tables(migrated, volatile=True) == before
 
 
-def test_reexport_with_more_messages_and_masking_leaves_no_stale_rows(migrated: TestWarehouse) -> None:
+def test_reexport_with_more_messages_and_masking_leaves_no_stale_rows(
+    migrated: TestWarehouse,
+) -> None:
     conversation = seed_conversation()
     first = copy.deepcopy(conversation)
     first["messages"] = first["messages"][:2]
@@ -106,7 +130,9 @@ def test_same_conversation_twice_in_a_window_later_wins(migrated: TestWarehouse)
     later["reviewed"] = True
     # Same batch, and across batches (batch_size=1).
     for batch_size in (10, 1):
-        load_window(migrated, [earlier, later], T0 + timedelta(minutes=batch_size), batch_size=batch_size)
+        load_window(
+            migrated, [earlier, later], T0 + timedelta(minutes=batch_size), batch_size=batch_size
+        )
         t = migrated.table
         assert scalar(migrated, f"SELECT count(*) FROM {t('conversations')}") == 1
         assert scalar(migrated, f"SELECT count(*) FROM {t('messages')}") == 4
@@ -128,7 +154,9 @@ def test_failure_mid_window_leaves_tables_and_state_unchanged(migrated: TestWare
             store.advance(conn, "k", site="s", filters={}, to=T0, run_id="r0")
         before = dump_tables(migrated, volatile=True)
         with pytest.raises(Boom), engine.begin() as conn:
-            writer = WindowWriter(conn, metadata, run_id="r1", exported_at=T0 + timedelta(days=1), batch_size=2)
+            writer = WindowWriter(
+                conn, metadata, run_id="r1", exported_at=T0 + timedelta(days=1), batch_size=2
+            )
             for n, conversation in enumerate(conversations):
                 changed = copy.deepcopy(conversation)
                 changed["reviewed"] = True
@@ -145,7 +173,7 @@ def test_failure_mid_window_leaves_tables_and_state_unchanged(migrated: TestWare
 
 
 NASTY = [
-    "it's \"quoted\"",
+    'it\'s "quoted"',
     "back\\slash \\n \\t \\\\",
     "looks like a NUL: \\u0000 and \\x00",
     "emoji 🤖👩🏽‍💻 and CJK 你好 and RTL שלום",
@@ -166,7 +194,9 @@ def test_strings_round_trip_unchanged(migrated: TestWarehouse) -> None:
     messages = metadata.tables[f"{migrated.schema}.messages" if migrated.schema else "messages"]
     try:
         with engine.connect() as conn:
-            got = conn.execute(select(messages.c.input, messages.c.labels).order_by(messages.c.position)).all()
+            got = conn.execute(
+                select(messages.c.input, messages.c.labels).order_by(messages.c.position)
+            ).all()
     finally:
         engine.dispose()
     assert [row.input for row in got] == NASTY
@@ -181,15 +211,22 @@ def make_conversation(cid: int, messages: int, start: datetime = T0) -> dict[str
     for i in range(messages):
         when = start + timedelta(minutes=7 * i)
         if i % 2:
-            intent = {"type": "intent", "id": 1000 + (cid + i) % 5, "title": f"Intent {(cid + i) % 5}"}
+            intent = {
+                "type": "intent",
+                "id": 1000 + (cid + i) % 5,
+                "title": f"Intent {(cid + i) % 5}",
+            }
             items.append(
                 {
                     "id": cid * 1000 + i,
                     "time": when.isoformat(),
                     "type": "question",
                     "is_human_chat": False,
-                    "question": {"type": "question_analysis", "input": f"q{cid}-{i}",
-                                 "analysis": [{"processed": "p", "winner": True, "intent": intent}]},
+                    "question": {
+                        "type": "question_analysis",
+                        "input": f"q{cid}-{i}",
+                        "analysis": [{"processed": "p", "winner": True, "intent": intent}],
+                    },
                     "intents": {"predicted": intent},
                 }
             )
@@ -200,11 +237,22 @@ def make_conversation(cid: int, messages: int, start: datetime = T0) -> dict[str
                     "time": when.isoformat(),
                     "type": "answer",
                     "is_human_chat": False,
-                    "actions": {"displayed": {"type": "action", "id": 3000 + i % 3, "action_type": "content"}},
+                    "actions": {
+                        "displayed": {
+                            "type": "action",
+                            "id": 3000 + i % 3,
+                            "action_type": "content",
+                        }
+                    },
                     "content": [
                         {"type": "text", "text": f"<p>a{cid}-{i}</p>", "time": when.isoformat()},
-                        {"type": "link", "time": when.isoformat(),
-                         "buttons": [{"type": "button", "id": 7, "button_type": "action", "text": "B"}]},
+                        {
+                            "type": "link",
+                            "time": when.isoformat(),
+                            "buttons": [
+                                {"type": "button", "id": 7, "button_type": "action", "text": "B"}
+                            ],
+                        },
                     ],
                 }
             )
@@ -213,7 +261,10 @@ def make_conversation(cid: int, messages: int, start: datetime = T0) -> dict[str
         "id": cid,
         "reference": f"{cid:032x}",
         "environment": "live",
-        "time": {"created": start.isoformat(), "last_message_created": items[-1]["time"] if items else None},
+        "time": {
+            "created": start.isoformat(),
+            "last_message_created": items[-1]["time"] if items else None,
+        },
         "reviewed": False,
         "messages": items,
     }
@@ -229,7 +280,9 @@ def export_at(full: dict[str, Any], when: datetime) -> dict[str, Any]:
 
 
 scenario = st.tuples(
-    st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=6),  # messages per conversation
+    st.lists(
+        st.integers(min_value=1, max_value=9), min_size=1, max_size=6
+    ),  # messages per conversation
     st.integers(min_value=2, max_value=5),  # number of windows
     st.randoms(use_true_random=False),
 )
@@ -237,7 +290,10 @@ scenario = st.tuples(
 
 def _idempotence(wh: TestWarehouse, spec: tuple[list[int], int, random.Random]) -> None:
     sizes, n_windows, rng = spec
-    fulls = [make_conversation(cid, size, T0 + timedelta(minutes=3 * cid)) for cid, size in enumerate(sizes, 1)]
+    fulls = [
+        make_conversation(cid, size, T0 + timedelta(minutes=3 * cid))
+        for cid, size in enumerate(sizes, 1)
+    ]
     times = [T0 + timedelta(minutes=15 * (k + 1)) for k in range(n_windows)]
     windows: list[tuple[datetime, list[dict[str, Any]]]] = []
     final: dict[int, dict[str, Any]] = {}
@@ -257,12 +313,14 @@ def _idempotence(wh: TestWarehouse, spec: tuple[list[int], int, random.Random]) 
         try:
             with engine.begin() as conn:
                 for name in TABLE_COLUMNS:
-                    conn.execute(text(f"DELETE FROM {wh.table(name)}"))  # noqa: S608 - fixed names
+                    conn.execute(text(f"DELETE FROM {wh.table(name)}"))
         finally:
             engine.dispose()
 
     reset()
-    latest_time = {cid: max(w for w, ex in windows if any(e["id"] == cid for e in ex)) for cid in final}
+    latest_time = {
+        cid: max(w for w, ex in windows if any(e["id"] == cid for e in ex)) for cid in final
+    }
     for cid, exported in final.items():
         load_window(wh, [exported], latest_time[cid])
     expected = dump_tables(wh)
@@ -272,7 +330,11 @@ def _idempotence(wh: TestWarehouse, spec: tuple[list[int], int, random.Random]) 
     assert dump_tables(wh) == expected
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(spec=scenario)
-def test_any_order_any_repeats_equals_final_exports_once(migrated: TestWarehouse, spec: Any) -> None:
+def test_any_order_any_repeats_equals_final_exports_once(
+    migrated: TestWarehouse, spec: Any
+) -> None:
     _idempotence(migrated, spec)

@@ -64,7 +64,9 @@ def etl(
     command = [sys.executable, "-m", "etl"]
     if config is not None:
         command += ["--config", str(config)]
-    proc = subprocess.run([*command, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    proc = subprocess.run(
+        [*command, *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
     result = Result(proc.returncode, proc.stdout, proc.stderr)
     if check and result.code != 0:
         raise AssertionError(f"etl {' '.join(args)} exited {result.code}:\n{result.output}")

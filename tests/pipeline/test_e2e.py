@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 
 from etl.fakeapi import Faults
@@ -27,7 +26,9 @@ def ids_in(wh: TestWarehouse, table: str = "conversations", column: str = "id") 
     engine = wh.engine()
     try:
         with engine.connect() as conn:
-            return sorted(r[0] for r in conn.execute(text(f"SELECT {column} FROM {wh.table(table)}")))  # noqa: S608
+            return sorted(
+                r[0] for r in conn.execute(text(f"SELECT {column} FROM {wh.table(table)}"))
+            )
     finally:
         engine.dispose()
 
@@ -36,7 +37,7 @@ def watermark(wh: TestWarehouse) -> str | None:
     engine = wh.engine()
     try:
         with engine.connect() as conn:
-            value = conn.execute(text(f"SELECT watermark FROM {wh.table('etl_state')}")).scalar()  # noqa: S608
+            value = conn.execute(text(f"SELECT watermark FROM {wh.table('etl_state')}")).scalar()
     finally:
         engine.dispose()
     if value is None:
@@ -52,7 +53,9 @@ def config_for(tmp_path: Path, **pipeline: Any) -> Path:
     return write_config(tmp_path, pipeline=settings)
 
 
-def test_run_loads_exactly_what_matches_then_converges(warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
+def test_run_loads_exactly_what_matches_then_converges(
+    warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
     api = make_sim()
     config = config_for(tmp_path)
     etl("migrate", wh=warehouse, config=config, check=True)
@@ -67,8 +70,19 @@ def test_run_loads_exactly_what_matches_then_converges(warehouse: TestWarehouse,
     assert "nothing to load" in again.stderr
     assert dump_tables(warehouse, volatile=True) == loaded
 
-    backfill = etl("backfill", "--from", START, "--to", UNTIL, "--window", "6h", wh=warehouse, api=api,
-                   config=config, check=True)
+    backfill = etl(
+        "backfill",
+        "--from",
+        START,
+        "--to",
+        UNTIL,
+        "--window",
+        "6h",
+        wh=warehouse,
+        api=api,
+        config=config,
+        check=True,
+    )
     assert "20 window(s)" in backfill.stderr
     assert dump_tables(warehouse, volatile=True) == loaded  # not even loaded_at changed
     assert watermark(warehouse) == parse_instant(UNTIL, OSLO).astimezone(UTC).isoformat()
@@ -92,7 +106,9 @@ def messages_by_conversation(wh: TestWarehouse) -> dict[int, list[int]]:
     try:
         with engine.connect() as conn:
             rows = conn.execute(
-                text(f"SELECT conversation_id, id FROM {wh.table('messages')} ORDER BY conversation_id, position")  # noqa: S608
+                text(
+                    f"SELECT conversation_id, id FROM {wh.table('messages')} ORDER BY conversation_id, position"
+                )
             ).all()
     finally:
         engine.dispose()
@@ -102,27 +118,50 @@ def messages_by_conversation(wh: TestWarehouse) -> dict[int, list[int]]:
     return out
 
 
-def test_windows_across_dst_lose_and_duplicate_nothing(warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
+def test_windows_across_dst_lose_and_duplicate_nothing(
+    warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
     api = make_sim()
     config = config_for(tmp_path, window="5h")
     etl("migrate", wh=warehouse, config=config, check=True)
     start, end = "2024-03-30", "2024-04-01T12:00:00+02:00"
-    result = etl("backfill", "--from", start, "--to", end, wh=warehouse, api=api, config=config, check=True)
-    assert "12 window(s)" in result.stderr  # 59 real hours (one lost to DST): 11 of 5 h and one of 4 h
+    result = etl(
+        "backfill", "--from", start, "--to", end, wh=warehouse, api=api, config=config, check=True
+    )
+    assert (
+        "12 window(s)" in result.stderr
+    )  # 59 real hours (one lost to DST): 11 of 5 h and one of 4 h
     one_window = export_messages(api, start, end)
     assert ids_in(warehouse) == sorted(one_window)
     assert messages_by_conversation(warehouse) == {k: v for k, v in one_window.items() if v}
 
 
-def test_conversation_growing_into_next_window_ends_up_whole(warehouse: TestWarehouse, make_sim: Any,
-                                                              tmp_path: Path) -> None:
+def test_conversation_growing_into_next_window_ends_up_whole(
+    warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
     api = make_sim(now=datetime(2024, 3, 29, 13, 0, tzinfo=OSLO))
     config = config_for(tmp_path, window="6h", lag="0s")
     etl("migrate", wh=warehouse, config=config, check=True)
-    etl("run", "--until", "2024-03-29T12:00:00+01:00", wh=warehouse, api=api, config=config, check=True)
+    etl(
+        "run",
+        "--until",
+        "2024-03-29T12:00:00+01:00",
+        wh=warehouse,
+        api=api,
+        config=config,
+        check=True,
+    )
     first_copy = messages_by_conversation(warehouse)
     api.now = datetime(2024, 3, 31, 12, 0, tzinfo=OSLO)
-    etl("run", "--until", "2024-03-30T12:00:00+01:00", wh=warehouse, api=api, config=config, check=True)
+    etl(
+        "run",
+        "--until",
+        "2024-03-30T12:00:00+01:00",
+        wh=warehouse,
+        api=api,
+        config=config,
+        check=True,
+    )
     before = export_messages(api, "2024-03-28", "2024-03-29T12:00:00+01:00")
     after = export_messages(api, "2024-03-29T12:00:00+01:00", "2024-03-30T12:00:00+01:00")
     spanning = set(before) & set(after)
@@ -133,7 +172,9 @@ def test_conversation_growing_into_next_window_ends_up_whole(warehouse: TestWare
         assert stored[cid] == after[cid]  # every message, once, in order
 
 
-def test_broken_stream_is_retried_and_converges(warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
+def test_broken_stream_is_retried_and_converges(
+    warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
     config = config_for(tmp_path)
     etl("migrate", wh=warehouse, config=config, check=True)
     flaky = make_sim(faults=Faults(truncate_after=5, truncate_times=2))
@@ -141,11 +182,15 @@ def test_broken_stream_is_retried_and_converges(warehouse: TestWarehouse, make_s
     assert "retrying" in result.stderr
     assert flaky.export_requests == 5 + 2
     broken_then_fixed = dump_tables(warehouse)
-    assert ids_in(warehouse) == sorted(flaky.matching_ids(parse_instant(START, OSLO), parse_instant(UNTIL, OSLO)))
+    assert ids_in(warehouse) == sorted(
+        flaky.matching_ids(parse_instant(START, OSLO), parse_instant(UNTIL, OSLO))
+    )
     assert broken_then_fixed["conversations"]
 
 
-def test_permanent_fault_stops_at_last_good_window(warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
+def test_permanent_fault_stops_at_last_good_window(
+    warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
     config = config_for(tmp_path)
     etl("migrate", wh=warehouse, config=config, check=True)
     good = make_sim()
@@ -166,14 +211,25 @@ def test_permanent_fault_stops_at_last_good_window(warehouse: TestWarehouse, mak
     assert status["runs"][0]["outcome"] == "failed" and "mid-stream" in status["runs"][0]["error"]
 
 
-def test_second_concurrent_run_exits_with_lock_code(warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
+def test_second_concurrent_run_exits_with_lock_code(
+    warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
     config = config_for(tmp_path)
     etl("migrate", wh=warehouse, config=config, check=True)
     slow = make_sim(faults=Faults(trickle_bytes_per_s=20_000))
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("ETL_")}
-    env.update(warehouse.env(), ETL_API_URL=slow.url, ETL_API_TOKEN=__import__("tests.conftest").conftest.SIM_TOKEN)
-    first = subprocess.Popen([sys.executable, "-m", "etl", "--config", str(config), "run", "--until", UNTIL],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env.update(
+        warehouse.env(),
+        ETL_API_URL=slow.url,
+        ETL_API_TOKEN=__import__("tests.conftest").conftest.SIM_TOKEN,
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-m", "etl", "--config", str(config), "run", "--until", UNTIL],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while slow.export_requests == 0 and time.monotonic() < deadline:
@@ -191,18 +247,26 @@ def test_second_concurrent_run_exits_with_lock_code(warehouse: TestWarehouse, ma
     assert first.returncode == 130
 
 
-def test_dry_run_prints_windows_and_loads_nothing(warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
+def test_dry_run_prints_windows_and_loads_nothing(
+    warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
     api = make_sim()
     config = config_for(tmp_path)
     etl("migrate", wh=warehouse, config=config, check=True)
-    result = etl("run", "--until", UNTIL, "--dry-run", wh=warehouse, api=api, config=config, check=True)
+    result = etl(
+        "run", "--until", UNTIL, "--dry-run", wh=warehouse, api=api, config=config, check=True
+    )
     assert len(result.stdout.strip().splitlines()) == 5
     assert api.export_requests == 0
     assert ids_in(warehouse) == []
 
 
-def test_run_without_migrate_says_what_to_do(sqlite_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path) -> None:
-    result = etl("run", "--until", UNTIL, wh=sqlite_warehouse, api=make_sim(), config=config_for(tmp_path))
+def test_run_without_migrate_says_what_to_do(
+    sqlite_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
+    result = etl(
+        "run", "--until", UNTIL, wh=sqlite_warehouse, api=make_sim(), config=config_for(tmp_path)
+    )
     assert result.code == 2 and "etl migrate" in result.stderr
 
 
