@@ -112,23 +112,6 @@ def test_upgrade_sql_is_offline_ddl() -> None:
     assert "COMMENT ON COLUMN bi.conversations.id" in pg_ddl
 
 
-def test_metadata_matches_normalizer_columns() -> None:
-    from etl.normalize import TABLE_COLUMNS
-
-    metadata = build_metadata()
-    assert set(TABLE_COLUMNS) == set(DATA_TABLES)
-    for name, columns in TABLE_COLUMNS.items():
-        table_columns = tuple(metadata.tables[name].c.keys())
-        assert table_columns[: len(columns)] == columns, name
-    loader_columns = ("content_hash", "exported_at", "loaded_at", "load_run_id")
-    assert tuple(metadata.tables["conversations"].c.keys())[-4:] == loader_columns
-    for table in metadata.tables.values():
-        assert table.comment, table.name
-        for column in table.c:
-            assert column.comment, f"{table.name}.{column.name}"
-        assert not table.foreign_keys
-
-
 # --- PostgreSQL: each test has its own throwaway schema ------------------------------------
 
 
