@@ -11,6 +11,7 @@ from sqlalchemy import JSON, Connection, MetaData, Table, bindparam, delete, sel
 from sqlalchemy.dialects import postgresql, sqlite
 
 from etl.normalize import TABLE_COLUMNS, NormalizedConversation
+from etl.testhooks import pause_point
 
 CHILD_TABLES = ("messages", "content", "buttons", "intent_analysis")
 DIMENSION_TABLES = ("intents", "actions")
@@ -163,6 +164,7 @@ class WindowWriter:
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
                 copy.write_row(row)
+                pause_point("mid-copy")  # tests only: ETL_TEST_PAUSE_AT
 
     def _executemany(
         self, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
@@ -173,6 +175,7 @@ class WindowWriter:
             {c: bindparam(c, type_=_bind_type(table, c)) for c in columns}
         )
         self._conn.execute(statement, params)
+        pause_point("mid-copy")  # tests only: ETL_TEST_PAUSE_AT
 
     def _upsert_dimension(self, name: str, rows: list[tuple[Any, ...]]) -> None:
         if not rows:

@@ -29,6 +29,7 @@ from etl.load.state import StateStore, WindowReport, state_key
 from etl.load.writer import WindowWriter
 from etl.normalize import normalize_conversation
 from etl.pipeline.progress import LogProgress, Progress
+from etl.testhooks import pause_point
 from etl.windows import Window, plan_windows
 
 log = logging.getLogger("etl.pipeline")
@@ -268,6 +269,7 @@ class Pipeline:
                     received += 1
                     if received % 200 == 0:
                         self.progress.conversations(200)
+                    pause_point("mid-stream", received)  # tests only: ETL_TEST_PAUSE_AT
                 writer.flush()
                 self.progress.conversations(received % 200)
                 # Iteration ended without error: the stream was complete and its count matched.
@@ -287,8 +289,10 @@ class Pipeline:
                         run_id=self.run_id,
                     )
                 self.store.log_window(conn, report)
+                pause_point("before-commit")
         except DBAPIError as exc:
             raise database_error(exc, where) from None
+        pause_point("after-commit")
 
     def _log_failure(self, report: WindowReport, exc: BaseException | None, started: float) -> None:
         report.outcome = "failed" if exc is not None else "interrupted"

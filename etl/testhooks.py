@@ -1,0 +1,35 @@
+"""Pause points for the reliability tests; inert unless ETL_TEST_PAUSE_AT is set.
+
+`ETL_TEST_PAUSE_AT=<point>[,<point>…]` makes the process print `ETL-PAUSED <point> <pid>` on
+stderr the first time it reaches <point>, then sleep `ETL_TEST_PAUSE_SECONDS` (default 3600), so a
+test can SIGKILL or SIGTERM it, or cut its database connection, at a known place
+(tests/reliability). The points, in the order a window meets them:
+
+* ``mid-stream``: `ETL_TEST_PAUSE_AFTER` (default 1) conversations of the window read, the
+  transaction open, more of the export still to come;
+* ``mid-copy``: inside a batch insert (PostgreSQL: in the middle of a COPY);
+* ``before-commit``: rows and watermark written, the transaction not yet committed;
+* ``after-commit``: the window committed.
+
+The environment is read once, at import; with the variable unset every call is a set lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+_POINTS = frozenset(p.strip() for p in os.environ.get("ETL_TEST_PAUSE_AT", "").split(",") if p)
+_AFTER = int(os.environ.get("ETL_TEST_PAUSE_AFTER", "1") or 1)
+_fired: set[str] = set()
+
+
+def pause_point(name: str, count: int | None = None) -> None:
+    """Pause here if a test asked for `name` (with `count`: only when it equals the threshold)."""
+    if name not in _POINTS or name in _fired or (count is not None and count != _AFTER):
+        return
+    _fired.add(name)
+    sys.stderr.write(f"ETL-PAUSED {name} {os.getpid()}\n")
+    sys.stderr.flush()
+    time.sleep(float(os.environ.get("ETL_TEST_PAUSE_SECONDS", "3600")))
