@@ -11,7 +11,8 @@ test can SIGKILL or SIGTERM it, or cut its database connection, at a known place
 * ``before-commit``: rows and watermark written, the transaction not yet committed;
 * ``after-commit``: the window committed.
 
-The environment is read once, at import; with the variable unset every call is a set lookup.
+The environment is read once, at the first call (not at import, so a process forked from a
+pre-imported parent sees its own); after that, with the variable unset, a call is a set lookup.
 """
 
 from __future__ import annotations
@@ -20,14 +21,23 @@ import os
 import sys
 import time
 
-_POINTS = frozenset(p.strip() for p in os.environ.get("ETL_TEST_PAUSE_AT", "").split(",") if p)
-_AFTER = int(os.environ.get("ETL_TEST_PAUSE_AFTER", "1") or 1)
+_points: frozenset[str] | None = None
+_after = 1
 _fired: set[str] = set()
+
+
+def _read_environment() -> frozenset[str]:
+    global _points, _after
+    wanted = os.environ.get("ETL_TEST_PAUSE_AT", "")
+    _points = frozenset(p.strip() for p in wanted.split(",") if p.strip())
+    _after = int(os.environ.get("ETL_TEST_PAUSE_AFTER", "1") or 1)
+    return _points
 
 
 def pause_point(name: str, count: int | None = None) -> None:
     """Pause here if a test asked for `name` (with `count`: only when it equals the threshold)."""
-    if name not in _POINTS or name in _fired or (count is not None and count != _AFTER):
+    points = _points if _points is not None else _read_environment()
+    if name not in points or name in _fired or (count is not None and count != _after):
         return
     _fired.add(name)
     sys.stderr.write(f"ETL-PAUSED {name} {os.getpid()}\n")

@@ -17,7 +17,7 @@ import urllib3.exceptions
 
 from etl import __version__
 from etl.config import ApiSettings
-from etl.extract.auth import TokenProvider, make_token_provider
+from etl.extract.auth import StaticToken, TokenProvider, make_token_provider
 from etl.extract.decode import DecodedReader
 from etl.extract.errors import (
     AuthError,
@@ -331,8 +331,9 @@ class ExportClient:
         body = request_body(window, self._api.filters if filters is None else filters)
         response = self._post(window, body)
         pure_python = window in self._pure_python_windows
-        if response.status_code == 401:
+        if response.status_code == 401 and not isinstance(self.tokens, StaticToken):
             # An OAuth token can be revoked or expire early: renew it once and try again.
+            # (A static token cannot get better by asking again: the 401 is final.)
             response.close()
             self.tokens.invalidate()
             response = self._post(window, body)
