@@ -59,7 +59,10 @@ def main() -> int:
             if code != 0:
                 print(f"demo: `etl {step[0]}` failed with exit code {code}", file=sys.stderr)
                 return code
-        print(f"\ndemo: done. Query it: sqlite3 {DATABASE.name} 'select count(*) from messages'")
+        print(
+            f"\ndemo: done. The warehouse is {DATABASE.name} (SQLite); try:\n"
+            f"  sqlite3 {DATABASE.name} 'select type, count(*) from messages group by 1'"
+        )
         return 0
     finally:
         server.terminate()

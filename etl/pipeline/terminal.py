@@ -22,6 +22,19 @@ from etl.windows import Window
 log = logging.getLogger("etl.pipeline")
 
 
+class _ConsoleHandler(logging.Handler):
+    """Prints log records through the live display's console, so lines land above the bar."""
+
+    def __init__(self, console: Console, formatter: logging.Formatter | None) -> None:
+        super().__init__()
+        self._console = console
+        if formatter is not None:
+            self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._console.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+
+
 class TerminalProgress(LogProgress):
     """Rich progress bar on stderr; window lines still go to the log."""
 
@@ -41,8 +54,16 @@ class TerminalProgress(LogProgress):
         )
         self._task: TaskID | None = None
         self._conversations = 0
+        self._swapped: list[tuple[logging.Handler, logging.Handler]] = []
 
     def begin(self, windows: int, label: str) -> None:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if isinstance(handler, logging.StreamHandler):
+                replacement = _ConsoleHandler(self._progress.console, handler.formatter)
+                root.removeHandler(handler)
+                root.addHandler(replacement)
+                self._swapped.append((handler, replacement))
         super().begin(windows, label)
         self._progress.start()
         self._task = self._progress.add_task(label, total=windows, conversations=0, rate=0.0)
@@ -66,3 +87,8 @@ class TerminalProgress(LogProgress):
 
     def end(self) -> None:
         self._progress.stop()
+        root = logging.getLogger()
+        for original, replacement in self._swapped:
+            root.removeHandler(replacement)
+            root.addHandler(original)
+        self._swapped.clear()
