@@ -59,7 +59,7 @@ if __name__ == "__main__":
 
 # ---- driver side -------------------------------------------------------------------------------
 
-from dataclasses import dataclass, field  # noqa: E402 - the launcher above must not import these
+from dataclasses import dataclass  # noqa: E402 - the launcher above must not import these
 from typing import TYPE_CHECKING  # noqa: E402
 
 if TYPE_CHECKING:
@@ -81,7 +81,9 @@ class Measurement:
     stdout: str = ""
     stderr: str = ""
     timed_out: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
+    # The 1-minute load average as the run started: it includes the bench's own previous runs,
+    # so only its jumps say that other work competed.
+    loadavg_before: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -106,6 +108,7 @@ def run_measured(
     import subprocess
     import tempfile
 
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-measure-") as tmp:
         result_path = os.path.join(tmp, "result")
         out_path, err_path = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
@@ -143,6 +146,7 @@ def run_measured(
             stdout,
             stderr,
             timed_out,
+            load,
         )
     return Measurement(
         argv=list(argv),
@@ -154,6 +158,7 @@ def run_measured(
         stdout=stdout,
         stderr=stderr,
         timed_out=timed_out,
+        loadavg_before=load,
     )
 
 
