@@ -251,7 +251,7 @@ _register_fake_api()
 
 
 def _terminate(signum: int, _frame: Any) -> NoReturn:
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

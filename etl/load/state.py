@@ -109,6 +109,20 @@ class StateStore:
             )
         )
 
+    def committed(self, conn: Connection, run_id: str, window: Window) -> bool:
+        """Whether this run committed `window` (its ok row commits in the window's transaction)."""
+        query = (
+            select(self.runs.c.id)
+            .where(
+                self.runs.c.run_id == run_id,
+                self.runs.c.window_start == window.start,
+                self.runs.c.window_end == window.end,
+                self.runs.c.outcome == "ok",
+            )
+            .limit(1)
+        )
+        return conn.execute(query).first() is not None
+
     def states(self, conn: Connection) -> list[dict[str, Any]]:
         rows = conn.execute(select(self.state).order_by(self.state.c.site)).mappings()
         return [dict(r) | {"watermark": _aware(r["watermark"])} for r in rows]

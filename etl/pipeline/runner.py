@@ -17,7 +17,7 @@ from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from tenacity import RetryCallState
 
 from etl.config import Settings
-from etl.errors import ConfigError, DatabaseError, DataError, EtlError
+from etl.errors import ConfigError, DatabaseError, DataError, EtlError, Interrupted
 from etl.extract import BrokenStreamError, ExportClient, ExportStream, window_retrying
 from etl.extract.errors import NumberOverflowError
 from etl.extract.files import open_export_file
@@ -235,11 +235,36 @@ class Pipeline:
                 )
             self._log_failure(report, exc, started)
             raise
-        except KeyboardInterrupt:
-            report.outcome = "interrupted"
-            self._log_failure(report, None, started)
-            raise
+        except KeyboardInterrupt as exc:
+            raise self._interrupted(report, exc, started) from None
         return report
+
+    def _interrupted(
+        self, report: WindowReport, exc: KeyboardInterrupt, started: float
+    ) -> Interrupted:
+        """SIGINT/SIGTERM during a window: say whether the window had committed (the database
+        knows: its `etl_runs` row commits with it), and log it as interrupted if it had not."""
+        cause = str(exc) or "SIGINT"
+        where = f"window {report.window}"
+        try:
+            with self.engine.connect() as conn:
+                committed = self.store.committed(conn, self.run_id, report.window)
+        except DBAPIError:
+            return Interrupted(
+                f"{where}: interrupted ({cause}); the window was rolled back unless its commit "
+                "had already completed (`etl status` shows the watermark): run again to resume"
+            )
+        if committed:
+            return Interrupted(
+                f"{where}: interrupted ({cause}) once the window had committed: it is loaded and "
+                "the watermark is past it; run again to continue with the next window"
+            )
+        report.outcome = "interrupted"
+        self._log_failure(report, None, started)
+        return Interrupted(
+            f"{where}: interrupted ({cause}); the window was rolled back and the watermark stays "
+            "at the last good window: run again to resume"
+        )
 
     def watermark_safe(self) -> datetime | None:
         try:
