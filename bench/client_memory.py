@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from etl.fakeapi.process import fake_api_process
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-memory-token-0123456789"
@@ -28,34 +29,8 @@ def main() -> int:
     # About 10% of synthetic conversations are in the "test" environment, which the default
     # query leaves out: ask for a little more so the live window reaches the target.
     per_day = max(args.conversations * 114 // (100 * days), 1)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "etl",
-            "fake-api",
-            "--port",
-            "0",
-            "--start",
-            "2024-01-01",
-            "--days",
-            str(days),
-            "--per-day",
-            str(per_day),
-            "--messages-per-conversation",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, FAKE_API_TOKEN=TOKEN),
-    )
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        if not line.startswith("fake-api listening on "):
-            print(f"the simulator did not start: {line!r}", file=sys.stderr)
-            return 1
-        url = line.split()[-1]
+    dataset = ["--start", "2024-01-01", "--days", str(days), "--per-day", str(per_day)]
+    with fake_api_process(*dataset, "--messages-per-conversation", "2", token=TOKEN) as url:
         probe = ROOT / "tests" / "extract" / "memory_probe.py"
         out = subprocess.run(
             [
@@ -70,9 +45,6 @@ def main() -> int:
             text=True,
             check=True,
         )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     result = json.loads(out.stdout)
     growth = (result["peak_kb"] - result["warm_kb"]) / 1024
     verdict = "PASS" if growth < 50 else "MISS"
