@@ -17,7 +17,7 @@ import click
 from etl.config import Settings, load_settings
 from etl.errors import EtlError, ExitCode
 from etl.secrets import scrub
-from etl.windows import Window, parse_duration, parse_instant, plan_windows
+from etl.windows import Window, parse_instant, plan_windows
 
 log = logging.getLogger("etl.cli")
 
@@ -31,7 +31,6 @@ class _Context:
         self.config = config
         self.verbosity = verbosity
         self.log_format = log_format
-        self._settings: Settings | None = None
 
     def settings(self, **overrides: Any) -> Settings:
         return load_settings(self.config, overrides=overrides)
@@ -289,4 +288,4 @@ def _fail(code: ExitCode, message: str) -> NoReturn:
     sys.exit(int(code))
 
 
-__all__ = ["cli", "main", "parse_duration"]
+__all__ = ["cli", "main"]

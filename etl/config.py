@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -373,8 +373,3 @@ def _oauth(source: str, raw: Mapping[str, Any], env: Mapping[str, str]) -> OAuth
         client_secret=secret,
         scope=str(raw.get("scope", SCOPE)),
     )
-
-
-def with_overrides(settings: Settings, **changes: Any) -> Settings:
-    """A copy with top-level sections replaced (tests, bench)."""
-    return replace(settings, **changes)
