@@ -112,12 +112,14 @@ def run(obj: _Context, until: str | None, dry_run: bool) -> None:
     settings.require_api()
     pipeline = _pipeline(obj, settings, "run")
     try:
-        pipeline.check_schema()
         end = _instant(settings, until, "--until") if until else None
         if dry_run:
+            pipeline.check_schema()
             _print_windows(pipeline.plan_run(end))
             return
+        # The lock first: on SQLite even reading waits for a running window's write lock.
         with pipeline.lock():
+            pipeline.check_schema()
             windows = pipeline.plan_run(end)
             if not windows:
                 log.info("up to date: the watermark is within pipeline.lag of now; nothing to load")
@@ -158,8 +160,8 @@ def backfill(obj: _Context, from_: str, to: str, window: str | None, dry_run: bo
         return
     pipeline = _pipeline(obj, settings, "backfill")
     try:
-        pipeline.check_schema()
         with pipeline.lock():
+            pipeline.check_schema()
             result = pipeline.backfill(windows)
         log.info(
             "backfill finished: %d window(s), %d conversations",
@@ -180,8 +182,8 @@ def load_file(obj: _Context, paths: tuple[Path, ...]) -> None:
     settings = obj.settings()
     pipeline = _pipeline(obj, settings, "load-file")
     try:
-        pipeline.check_schema()
         with pipeline.lock():
+            pipeline.check_schema()
             result = pipeline.load_files(paths)
         log.info("loaded %d file(s), %d conversations", len(result.windows), result.conversations)
     finally:

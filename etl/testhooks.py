@@ -1,9 +1,10 @@
 """Pause points for the reliability tests; inert unless ETL_TEST_PAUSE_AT is set.
 
 `ETL_TEST_PAUSE_AT=<point>[,<point>…]` makes the process print `ETL-PAUSED <point> <pid>` on
-stderr the first time it reaches <point>, then sleep `ETL_TEST_PAUSE_SECONDS` (default 3600), so a
-test can SIGKILL or SIGTERM it, or cut its database connection, at a known place
-(tests/reliability). The points, in the order a window meets them:
+stderr the first time it reaches <point>, then wait `ETL_TEST_PAUSE_SECONDS` (default 3600) or
+until it receives SIGUSR1, so a test can SIGKILL or SIGTERM it, or cut its database connection,
+at a known place and then let it go on (tests/reliability). The points, in the order a window
+meets them:
 
 * ``mid-stream``: `ETL_TEST_PAUSE_AFTER` (default 1) conversations of the window read, the
   transaction open, more of the export still to come;
@@ -18,8 +19,8 @@ pre-imported parent sees its own); after that, with the variable unset, a call i
 from __future__ import annotations
 
 import os
+import signal
 import sys
-import time
 
 _points: frozenset[str] | None = None
 _after = 1
@@ -40,6 +41,12 @@ def pause_point(name: str, count: int | None = None) -> None:
     if name not in points or name in _fired or (count is not None and count != _after):
         return
     _fired.add(name)
-    sys.stderr.write(f"ETL-PAUSED {name} {os.getpid()}\n")
-    sys.stderr.flush()
-    time.sleep(float(os.environ.get("ETL_TEST_PAUSE_SECONDS", "3600")))
+    resume = {signal.SIGUSR1}
+    signal.pthread_sigmask(signal.SIG_BLOCK, resume)
+    try:
+        sys.stderr.write(f"ETL-PAUSED {name} {os.getpid()}\n")
+        sys.stderr.flush()
+        # SIGINT/SIGTERM still arrive (their handlers raise); SIGUSR1 just ends the wait.
+        signal.sigtimedwait(resume, float(os.environ.get("ETL_TEST_PAUSE_SECONDS", "3600")))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, resume)

@@ -11,8 +11,9 @@ from typing import IO
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from etl.errors import LockedError
+from etl.errors import DatabaseError, LockedError
 
 _MESSAGE = (
     "another etl run or backfill holds the lock for this warehouse and state key {key}; "
@@ -41,11 +42,19 @@ class RunLock:
 
     def _acquire_postgres(self) -> None:
         # A session-level advisory lock lives exactly as long as this connection.
-        conn = self._engine.connect()
-        got = conn.execute(
-            text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_id(self._key)}
-        ).scalar()
-        conn.commit()
+        try:
+            conn = self._engine.connect()
+            got = conn.execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_id(self._key)}
+            ).scalar()
+            conn.commit()
+        except DBAPIError as exc:
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise DatabaseError(
+                f"taking the run lock in {self._engine.url.render_as_string(hide_password=True)}: "
+                f"the warehouse is unreachable ({detail}); nothing was loaded: check the "
+                "database and run again"
+            ) from None
         if not got:
             conn.close()
             raise LockedError(_MESSAGE.format(key=self._key[:12]))
@@ -56,7 +65,14 @@ class RunLock:
         if not database or database == ":memory:":
             return
         path = Path(f"{database}.{self._key[:12]}.lock")
-        handle = path.open("a+b")
+        try:
+            handle = path.open("a+b")
+        except OSError as exc:
+            raise DatabaseError(
+                f"cannot create the run lock file {path} next to the SQLite warehouse "
+                f"({exc.strerror or type(exc).__name__}): check warehouse.url, and that its "
+                "directory exists and is writable"
+            ) from None
         try:
             # flock dies with the process, so SIGKILL never leaves a stale lock.
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -68,6 +84,31 @@ class RunLock:
         handle.flush()
         self._file = handle
 
+    def ensure_held(self, where: str) -> None:
+        """Raise DatabaseError if the session holding the advisory lock has ended (terminated,
+        timed out, network cut): the lock ended with it, so another run may have started."""
+        if self._conn is None:
+            return
+        try:
+            self._conn.execute(text("SELECT 1"))
+            self._conn.commit()
+        except DBAPIError:
+            self._discard()
+            raise DatabaseError(
+                f"{where}: the database session holding the run lock has ended (terminated, "
+                "timed out or cut off), so another run could start alongside this one: the "
+                "window was rolled back; run again"
+            ) from None
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.invalidate()
+                conn.close()
+            except SQLAlchemyError:
+                pass
+
     def release(self) -> None:
         if self._conn is not None:
             try:
@@ -75,7 +116,10 @@ class RunLock:
                     text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_id(self._key)}
                 )
                 self._conn.commit()
-            finally:
+            except SQLAlchemyError:
+                # The session is gone, and its advisory lock went with it.
+                self._discard()
+            else:
                 self._conn.close()
                 self._conn = None
         if self._file is not None:

@@ -86,6 +86,7 @@ class Pipeline:
         self.filters = dict(settings.api.filters)
         self.key = state_key(settings.api.url or "file", self.filters)
         self._client: ExportClient | None = None
+        self._run_lock: RunLock | None = None
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -105,7 +106,8 @@ class Pipeline:
             )
 
     def lock(self) -> RunLock:
-        return RunLock(self.engine, f"{self.key}:{self.settings.warehouse.schema or ''}")
+        self._run_lock = RunLock(self.engine, f"{self.key}:{self.settings.warehouse.schema or ''}")
+        return self._run_lock
 
     @property
     def client(self) -> ExportClient:
@@ -277,7 +279,9 @@ class Pipeline:
     ) -> None:
         exported_at = _export_time(stream.query_info) or self.clock()
         report.expected_conversations = stream.expected
-        where = str(stream.window)
+        where = (
+            f"window {stream.window}" if isinstance(stream.window, Window) else str(stream.window)
+        )
         keep_raw = self.settings.warehouse.keep_raw
         try:
             with self.engine.begin() as conn:
@@ -315,6 +319,8 @@ class Pipeline:
                     )
                 self.store.log_window(conn, report)
                 pause_point("before-commit")
+                if self._run_lock is not None:
+                    self._run_lock.ensure_held(where)  # never commit a window without the lock
         except DBAPIError as exc:
             raise database_error(exc, where) from None
         pause_point("after-commit")
