@@ -284,6 +284,10 @@ class Paused:
     def signal(self, signum: int) -> None:
         self.child.send_signal(signum)
 
+    def resume(self) -> None:
+        """Let the paused process go on (SIGUSR1 ends the pause)."""
+        self.child.send_signal(signal.SIGUSR1)
+
     def finish(self, timeout: float = 60) -> Result:
         self.result = finish(self.child, timeout)
         return self.result
@@ -336,3 +340,53 @@ class RequestClock:
         self._stop.set()
         self._thread.join()
         return [b - a for a, b in zip(self.times, self.times[1:], strict=False)]
+
+
+def tcp_ports(pid: int) -> set[int]:
+    """Local ports of the TCP connections process `pid` has open (Linux /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def terminate_backends(pid: int, *, lock: bool | None = None) -> int:
+    """`pg_terminate_backend` the PostgreSQL sessions of process `pid` (and nobody else's):
+    all of them, or (lock=True) only the one holding its advisory lock, or (lock=False) all but
+    that one."""
+    from sqlalchemy import create_engine
+
+    from tests.conftest import PG_URL
+
+    ports = sorted(tcp_ports(pid))
+    engine = create_engine(PG_URL)
+    try:
+        with engine.begin() as conn:
+            killed = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE client_port = ANY(:ports) AND pid <> pg_backend_pid()"
+                    + (
+                        ""
+                        if lock is None
+                        else f" AND pid {'' if lock else 'NOT '}IN "
+                        "(SELECT pid FROM pg_locks WHERE locktype = 'advisory')"
+                    )
+                ),
+                {"ports": ports},
+            ).scalar()
+    finally:
+        engine.dispose()
+    return int(killed or 0)

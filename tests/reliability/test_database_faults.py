@@ -1,0 +1,193 @@
+"""The database and the run lock (issue groups 6 and 7)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import TestWarehouse
+from tests.reliability import helpers as h
+
+pytestmark = pytest.mark.reliability
+
+Reference = Callable[[str], h.Snapshot]
+
+
+def _prepared(
+    wh: TestWarehouse, make_sim: Any, tmp_path: Path, **sections: Any
+) -> tuple[h.Site, Path, h.Snapshot]:
+    cfg, site = h.config(tmp_path, **sections), h.Site(make_sim)
+    h.migrate(wh)
+    site.serve()
+    h.preload(wh, site, cfg)
+    return site, cfg, h.snapshot(wh)
+
+
+# -- the connection terminated mid-window ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("point", ["mid-stream", "mid-copy", "before-commit"])
+def test_connection_terminated_mid_window_fails_clearly_and_converges(
+    pg_warehouse: TestWarehouse,
+    make_sim: Any,
+    tmp_path: Path,
+    clean_reference: Reference,
+    point: str,
+) -> None:
+    wh = pg_warehouse
+    # One attempt: the terminated connection must fail the window, not be papered over.
+    site, cfg, before = _prepared(wh, make_sim, tmp_path, retry={"max_attempts": 1})
+    paused = h.spawn(
+        "run", "--until", h.UNTIL, wh=wh, site=site, config=cfg, point=point, after=12
+    ).wait_paused()
+
+    assert h.terminate_backends(paused.pid) >= 1
+    h.assert_same(h.snapshot(wh), before)  # the server rolled the window back at once
+    paused.resume()
+    result = paused.finish()
+
+    assert result.code == 7, result.output  # ExitCode.DATABASE
+    message = h.error_of(result)
+    assert f"window {h.W2}" in message, message
+    # Every session of the run was cut: the data connection's loss, or (when the window was
+    # about to commit) the run lock's, is what stops it.
+    assert "connection was lost" in message or "session holding the run lock" in message
+    assert "rolled back" in message, message
+    assert h.DB_PASSWORD not in message and "Traceback" not in result.output
+    h.assert_same(h.snapshot(wh), before)
+    again = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
+    assert again.code == 0, again.output
+    h.assert_same(h.snapshot(wh), clean_reference(wh.kind))
+
+
+def test_connection_terminated_mid_window_is_retried(
+    pg_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path, clean_reference: Reference
+) -> None:
+    """With retries left, a lost connection is retried like a broken stream: the run succeeds."""
+    wh = pg_warehouse
+    site, cfg, _ = _prepared(wh, make_sim, tmp_path)
+    paused = h.spawn(
+        "run", "--until", h.UNTIL, wh=wh, site=site, config=cfg, point="mid-copy"
+    ).wait_paused()
+    assert h.terminate_backends(paused.pid, lock=False) == 1  # the data connection only
+    paused.resume()
+    result = paused.finish()
+
+    assert result.code == 0, result.output
+    (warning,) = [w for w in h.warnings_of(result) if "retrying" in w]
+    assert f"window {h.W2}" in warning and "connection was lost" in warning
+    h.assert_same(h.snapshot(wh), clean_reference(wh.kind))
+
+
+def test_lock_session_terminated_mid_run_stops_before_commit(
+    pg_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path, clean_reference: Reference
+) -> None:
+    """Only the session holding the advisory lock dies (an idle-session timeout, a DBA): another
+    run could now start, so this one must not commit the window it is loading."""
+    wh = pg_warehouse
+    site, cfg, before = _prepared(wh, make_sim, tmp_path)
+    paused = h.spawn(
+        "run", "--until", h.UNTIL, wh=wh, site=site, config=cfg, point="before-commit"
+    ).wait_paused()
+    assert h.terminate_backends(paused.pid, lock=True) == 1
+    paused.resume()
+    result = paused.finish()
+
+    assert result.code == 7, result.output
+    message = h.error_of(result)
+    assert "session holding the run lock has ended" in message, message
+    assert f"window {h.W2}" in message and "rolled back" in message
+    h.assert_same(h.snapshot(wh), before)
+    again = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
+    assert again.code == 0, again.output
+    h.assert_same(h.snapshot(wh), clean_reference(wh.kind))
+
+
+# -- the database down at start --------------------------------------------------------------------
+
+
+def _unreachable(wh: TestWarehouse, tmp_path: Path) -> tuple[TestWarehouse, str]:
+    if wh.kind == "postgres":
+        url = make_url(wh.url).set(port=1).render_as_string(hide_password=False)  # closed
+        return TestWarehouse(wh.kind, url, wh.schema), "127.0.0.1"
+    missing = tmp_path / "no-such-directory" / "warehouse.db"
+    return TestWarehouse(wh.kind, f"sqlite:///{missing}", None), "no-such-directory"
+
+
+def test_database_down_at_start(
+    warehouse: TestWarehouse, make_sim: Any, tmp_path: Path, clean_reference: Reference
+) -> None:
+    wh = warehouse
+    site, cfg, before = _prepared(wh, make_sim, tmp_path)
+    down, where = _unreachable(wh, tmp_path)
+    fetched = site.api.export_requests
+
+    started = time.monotonic()
+    result = h.run("run", "--until", h.UNTIL, wh=down, site=site, config=cfg)
+
+    assert result.code == 7, result.output
+    message = h.error_of(result)
+    assert where in message and "warehouse" in message, message
+    assert time.monotonic() - started < 10
+    assert site.api.export_requests == fetched  # nothing fetched for a warehouse we cannot reach
+    assert h.DB_PASSWORD not in result.output and "Traceback" not in result.output
+    h.assert_same(h.snapshot(wh), before)
+    again = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
+    assert again.code == 0, again.output
+    h.assert_same(h.snapshot(wh), clean_reference(wh.kind))
+
+
+# -- one run at a time -----------------------------------------------------------------------------
+
+
+def test_two_runs_at_once(
+    warehouse: TestWarehouse, make_sim: Any, tmp_path: Path, clean_reference: Reference
+) -> None:
+    wh = warehouse
+    site, cfg, _ = _prepared(wh, make_sim, tmp_path)
+    first = h.spawn(
+        "run", "--until", h.UNTIL, wh=wh, site=site, config=cfg, point="mid-stream"
+    ).wait_paused()
+
+    started = time.monotonic()
+    second = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
+    elapsed = time.monotonic() - started
+    first.resume()
+    first_result = first.finish()
+
+    assert second.code == 6, second.output  # ExitCode.LOCKED
+    message = h.error_of(second)
+    assert "holds the lock" in message and "wait for it to finish" in message
+    assert elapsed < 5  # refused at once, not queued behind the first run
+    assert site.api.export_requests == 1 + 1  # the preload's and the first run's
+    assert first_result.code == 0, first_result.output
+    h.assert_same(h.snapshot(wh), clean_reference(wh.kind))
+
+
+def test_lock_of_a_frozen_run_holds_and_of_a_killed_run_does_not(
+    warehouse: TestWarehouse, make_sim: Any, tmp_path: Path, clean_reference: Reference
+) -> None:
+    wh = warehouse
+    site, cfg, before = _prepared(wh, make_sim, tmp_path)
+    first = h.spawn(
+        "run", "--until", h.UNTIL, wh=wh, site=site, config=cfg, point="mid-copy"
+    ).wait_paused()
+    first.signal(signal.SIGSTOP)  # alive but frozen (a stuck run): its lock must hold
+    try:
+        blocked = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
+    finally:
+        first.signal(signal.SIGKILL)
+    assert blocked.code == 6, blocked.output
+    assert first.finish().code == -signal.SIGKILL
+
+    # Immediately: a killed run's lock dies with its process (flock) or session (advisory lock).
+    again = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
+    assert again.code == 0, again.output
+    h.assert_same(h.snapshot(wh), clean_reference(wh.kind))
+    assert before.watermark == h.MIDDLE_UTC
