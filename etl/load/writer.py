@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import JSON, Connection, MetaData, Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from etl.load.copytext import EncodedConversation, encode
+from etl.load.pgload import PgBatchLoader, already_encoded
 from etl.normalize import TABLE_COLUMNS, NormalizedConversation
 from etl.testhooks import pause_point
 
@@ -55,9 +57,36 @@ class WindowWriter:
         self._batch_size = batch_size
         self._batch: dict[int, NormalizedConversation] = {}
         self._json_positions = {name: self._json_columns(name) for name in TABLE_COLUMNS}
-        self.rows: dict[str, int] = dict.fromkeys(TABLE_COLUMNS, 0)
-        self.conversations_changed = 0
-        self.conversations_unchanged = 0
+        self._rows: dict[str, int] = dict.fromkeys(TABLE_COLUMNS, 0)
+        self._changed = 0
+        self._unchanged = 0
+        self._pg: PgBatchLoader | None = None
+        if self._postgres:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            self._pg = PgBatchLoader(raw, metadata.schema, run_id=run_id, exported_at=exported_at)
+
+    @property
+    def accepts_encoded(self) -> bool:
+        """Whether `load_encoded` works here (PostgreSQL)."""
+        return self._pg is not None
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return self._pg.rows if self._pg is not None else self._rows
+
+    @property
+    def conversations_changed(self) -> int:
+        return self._pg.conversations_changed if self._pg is not None else self._changed
+
+    @property
+    def conversations_unchanged(self) -> int:
+        return self._pg.conversations_unchanged if self._pg is not None else self._unchanged
+
+    def load_encoded(self, batch: Sequence[EncodedConversation]) -> None:
+        """PostgreSQL only: merge conversations already encoded as COPY text (by a worker)."""
+        assert self._pg is not None
+        self._pg.load(batch, already_encoded)
 
     def _json_columns(self, name: str) -> tuple[int, ...]:
         table = self._tables[name]
@@ -80,12 +109,15 @@ class WindowWriter:
         if not self._batch:
             return
         batch, self._batch = list(self._batch.values()), {}
+        if self._pg is not None:
+            self._pg.load(batch, encode)
+            return
         stored = self._stored(tuple(c.id for c in batch))
         changed = [c for c in batch if self._replaces(c, stored.get(c.id))]
-        self.conversations_unchanged += len(batch) - len(changed)
+        self._unchanged += len(batch) - len(changed)
         if not changed:
             return
-        self.conversations_changed += len(changed)
+        self._changed += len(changed)
         ids = [c.id for c in changed]
         for name in (*CHILD_TABLES, "conversations"):
             self._delete(name, ids)
@@ -141,30 +173,11 @@ class WindowWriter:
     def _insert(self, name: str, rows: list[tuple[Any, ...]], columns: Sequence[str]) -> None:
         if not rows:
             return
-        self.rows[name] += len(rows)
+        self._rows[name] += len(rows)
         positions = self._json_positions[name]
         if positions:
             rows = [_with_json_dumped(row, positions) for row in rows]
-        if self._postgres:
-            self._copy(self._tables[name], columns, rows)
-        else:
-            self._executemany(self._tables[name], columns, rows)
-
-    def _copy(self, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-        from psycopg import sql
-
-        target = (
-            sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
-        )
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        )
-        raw = self._conn.connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(row)
-                pause_point("mid-copy")  # tests only: ETL_TEST_PAUSE_AT
+        self._executemany(self._tables[name], columns, rows)
 
     def _executemany(
         self, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
@@ -198,7 +211,7 @@ class WindowWriter:
             | (statement.excluded.last_seen_at >= table.c.last_seen_at),
         )
         params = [dict(zip(columns, row, strict=True)) for row in latest.values()]
-        self.rows[name] += len(params)
+        self._rows[name] += len(params)
         self._conn.execute(statement, params)
 
 

@@ -27,7 +27,7 @@ from etl.load.migrate import current_revision, head_revision
 from etl.load.schema import build_metadata
 from etl.load.state import StateStore, WindowReport, state_key
 from etl.load.writer import WindowWriter
-from etl.normalize import normalize_conversation
+from etl.pipeline.parallel import feed_in_process, feed_parallel, parallel_enabled
 from etl.pipeline.progress import LogProgress, Progress
 from etl.testhooks import pause_point
 from etl.windows import Window, plan_windows
@@ -292,19 +292,16 @@ class Pipeline:
                     exported_at=exported_at,
                     batch_size=self.settings.warehouse.batch_size,
                 )
-                received = 0
-                for conversation in stream:
-                    writer.add(normalize_conversation(conversation, keep_raw=keep_raw))
-                    received += 1
-                    if received % 200 == 0:
-                        self.progress.conversations(200)
-                    pause_point("mid-stream", received)  # tests only: ETL_TEST_PAUSE_AT
-                writer.flush()
-                self.progress.conversations(received % 200)
+                if parallel_enabled(writer):
+                    end = feed_parallel(
+                        stream, writer, self.progress, keep_raw, self.settings.warehouse.batch_size
+                    )
+                else:
+                    end = feed_in_process(stream, writer, self.progress, keep_raw)
                 # Iteration ended without error: the stream was complete and its count matched.
-                report.conversations = received
+                report.conversations = end.received
                 report.rows = dict(writer.rows)
-                report.bytes = stream.bytes_received
+                report.bytes = end.bytes_received
                 report.seconds = time.monotonic() - started
                 report.outcome = "ok"
                 report.error = None

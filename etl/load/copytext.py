@@ -1,0 +1,148 @@
+"""PostgreSQL COPY text for normalized conversations: one compact, picklable record each."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Final, NamedTuple
+
+from sqlalchemy import JSON, BigInteger, Boolean, Integer, Text
+
+from etl.load.schema import UTCDateTime, build_metadata
+from etl.normalize import TABLE_COLUMNS, NormalizedConversation
+
+CHILD_TABLES: Final = ("messages", "content", "buttons", "intent_analysis")
+DIMENSION_TABLES: Final = ("intents", "actions")
+
+# The same JSON text the SQLAlchemy path binds (compact, non-ASCII kept, NaN refused); one
+# reusable encoder, because json.dumps builds a new one per call.
+_encode_json = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False
+).encode
+_ESCAPES: Final = {ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
+
+
+def escape(text: str) -> str:
+    """A value as COPY text: backslash, tab, newline and CR escaped (NUL never reaches here)."""
+    return text.translate(_ESCAPES)
+
+
+def _text(v: str) -> str:
+    # Four substring scans are cheaper than a regex call or translate() on the common clean value.
+    return escape(v) if ("\\" in v or "\t" in v or "\n" in v or "\r" in v) else v
+
+
+def _json(value: Any) -> str:
+    return _text(_encode_json(value))
+
+
+class EncodedConversation(NamedTuple):
+    """One conversation as COPY lines; `conversation` lacks the loader's trailing columns."""
+
+    id: int
+    content_hash: str
+    conversation: bytes  # the normalizer's columns and content_hash, tab-separated, no newline
+    children: tuple[bytes, ...]  # COPY lines per CHILD_TABLES entry
+    child_rows: tuple[int, ...]
+    dimensions: tuple[bytes, ...]  # per DIMENSION_TABLES entry, latest row per id only
+    dimension_ids: tuple[tuple[int, ...], ...]
+
+
+def _kinds(table: str) -> list[str]:
+    columns = build_metadata(None).tables[table].c
+    kinds = []
+    for name in TABLE_COLUMNS[table]:
+        column = columns[name]
+        type_ = column.type
+        if isinstance(type_, JSON):
+            kind = "json"
+        elif isinstance(type_, UTCDateTime):
+            kind = "time"
+        elif isinstance(type_, Boolean):
+            kind = "bool"
+        elif isinstance(type_, BigInteger | Integer):
+            kind = "int"
+        elif isinstance(type_, Text):
+            kind = "text"
+        else:  # pragma: no cover - a new column type needs a formatter here
+            raise TypeError(f"no COPY formatter for {table}.{name} ({type_!r})")
+        kinds.append(kind if column.nullable else kind + "!")
+    return kinds
+
+
+# The normalizer guarantees each column's Python type (a misfit goes to `extra`), so one
+# expression per column, without type dispatch, formats a value; a wrong type fails loudly.
+_EXPRESSIONS: Final = {
+    "text": "_text({v})",
+    "int": "str({v})",
+    "bool": "('t' if {v} else 'f')",
+    "time": "_iso({v})",
+    "json": "_json({v})",
+}
+
+
+def _row_formatter(table: str) -> Any:
+    """Compile `rows -> COPY text` for one table (generated so each row is one tuple unpack)."""
+    names = [f"v{i}" for i in range(len(TABLE_COLUMNS[table]))]
+    parts = []
+    for name, kind in zip(names, _kinds(table), strict=True):
+        expression = _EXPRESSIONS[kind.rstrip("!")].format(v=name)
+        parts.append(
+            expression if kind.endswith("!") else f"'\\\\N' if {name} is None else {expression}"
+        )
+    source = (
+        "def format_rows(rows):\n"
+        f"    return ''.join(['\\t'.join(({', '.join(parts)},)) + '\\n'\n"
+        f"                    for {', '.join(names)} in rows])\n"
+    )
+    namespace: dict[str, Any] = {"_text": _text, "_json": _json, "_iso": datetime.isoformat}
+    # The source is built above from fixed column kinds only, never from data.
+    exec(source, namespace)
+    return namespace["format_rows"]
+
+
+_FORMATTERS: Final = {table: _row_formatter(table) for table in TABLE_COLUMNS}
+_SEEN_AT: Final = {table: TABLE_COLUMNS[table].index("last_seen_at") for table in DIMENSION_TABLES}
+
+
+def format_rows(table: str, rows: list[tuple[Any, ...]]) -> str:
+    """COPY text (one line per row, each ending in a newline) for rows in TABLE_COLUMNS order."""
+    return str(_FORMATTERS[table](rows))
+
+
+def _later_or_equal(a: datetime | None, b: datetime | None) -> bool:
+    if a is None:
+        return b is None
+    return b is None or a >= b
+
+
+def latest_per_id(rows: list[tuple[Any, ...]], seen_at: int) -> list[tuple[Any, ...]]:
+    """Dimension rows, one per id: the latest `last_seen_at` wins, the later row on a tie."""
+    if len(rows) < 2:
+        return rows
+    latest: dict[Any, tuple[Any, ...]] = {}
+    for row in rows:
+        current = latest.get(row[0])
+        if current is None or _later_or_equal(row[seen_at], current[seen_at]):
+            latest[row[0]] = row
+    return list(latest.values())
+
+
+def encode(conversation: NormalizedConversation) -> EncodedConversation:
+    """The conversation's rows as COPY text for every table."""
+    rows = conversation.rows
+    (line,) = rows["conversations"]
+    head = _FORMATTERS["conversations"]([line])[:-1]
+    dimensions = [latest_per_id(rows[t], _SEEN_AT[t]) for t in DIMENSION_TABLES]
+    return EncodedConversation(
+        conversation.id,
+        conversation.content_hash,
+        f"{head}\t{conversation.content_hash}".encode(),
+        tuple(_FORMATTERS[t](rows[t]).encode() for t in CHILD_TABLES),
+        tuple(len(rows[t]) for t in CHILD_TABLES),
+        tuple(
+            _FORMATTERS[t](dims).encode()
+            for t, dims in zip(DIMENSION_TABLES, dimensions, strict=True)
+        ),
+        tuple(tuple(row[0] for row in dims) for dims in dimensions),
+    )

@@ -1,0 +1,165 @@
+"""PostgreSQL batch merge of encoded conversations: a few set-wise statements and COPYs a batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from psycopg import Connection, sql
+
+from etl.load.copytext import CHILD_TABLES, DIMENSION_TABLES, EncodedConversation, escape
+from etl.normalize import TABLE_COLUMNS
+from etl.testhooks import pause_point
+
+# Columns the loader adds to `conversations` beyond what the normalizer produces.
+LOAD_COLUMNS = ("content_hash", "exported_at", "loaded_at", "load_run_id")
+
+
+class Hashed(Protocol):
+    """A conversation as far as change detection needs it."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def content_hash(self) -> str: ...
+
+
+def already_encoded(item: EncodedConversation) -> EncodedConversation:
+    """The encoder for batches a worker has encoded already."""
+    return item
+
+
+class PgBatchLoader:
+    """Merges batches of encoded conversations inside the caller's open transaction.
+
+    Same rules as WindowWriter: a stored conversation is replaced only when it differs and the
+    stored copy is from an older (or the same) export; its child rows are replaced wholesale.
+    """
+
+    def __init__(
+        self, conn: Connection[Any], schema: str | None, *, run_id: str, exported_at: datetime
+    ) -> None:
+        self._conn = conn
+        self._exported_at = exported_at.astimezone(UTC)
+        self._run_id = run_id
+        self._schema = schema
+        self._staged = False
+        self.rows: dict[str, int] = dict.fromkeys(TABLE_COLUMNS, 0)
+        self.conversations_changed = 0
+        self.conversations_unchanged = 0
+
+    def _name(self, table: str) -> sql.Composable:
+        if self._schema:
+            return sql.Identifier(self._schema, table)
+        return sql.Identifier(table)
+
+    def _columns(self, columns: Sequence[str]) -> sql.Composable:
+        return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+
+    def load(self, batch: Sequence[Hashed], encoder: Callable[[Any], EncodedConversation]) -> None:
+        """Merge one batch (ids unique within it; the caller keeps the later copy).
+
+        `encoder` turns a changed item into COPY text: unchanged ones are never encoded.
+        """
+        if not batch:
+            return
+        stored = self._stored([c.id for c in batch])
+        changed = [encoder(c) for c in batch if self._replaces(c, stored.get(c.id))]
+        self.conversations_unchanged += len(batch) - len(changed)
+        if not changed:
+            return
+        self.conversations_changed += len(changed)
+        ids = [c.id for c in changed]
+        with self._conn.cursor() as cur:
+            for table in (*CHILD_TABLES, "conversations"):
+                column = "id" if table == "conversations" else "conversation_id"
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE {} = ANY(%s::bigint[])").format(
+                        self._name(table), sql.Identifier(column)
+                    ),
+                    (ids,),
+                )
+        loaded_at = datetime.now(UTC).isoformat()
+        run_id = escape(self._run_id)
+        suffix = f"\t{self._exported_at.isoformat()}\t{loaded_at}\t{run_id}\n".encode()
+        self._copy(
+            "conversations",
+            TABLE_COLUMNS["conversations"] + LOAD_COLUMNS,
+            [c.conversation + suffix for c in changed],
+        )
+        self.rows["conversations"] += len(changed)
+        for at, table in enumerate(CHILD_TABLES):
+            self._copy(table, TABLE_COLUMNS[table], [c.children[at] for c in changed])
+            self.rows[table] += sum(c.child_rows[at] for c in changed)
+        for at, table in enumerate(DIMENSION_TABLES):
+            self._upsert_dimension(at, table, changed)
+
+    def _stored(self, ids: list[int]) -> dict[int, tuple[str, datetime | None]]:
+        query = sql.SQL(
+            "SELECT id, content_hash, exported_at FROM {} WHERE id = ANY(%s::bigint[])"
+        ).format(self._name("conversations"))
+        with self._conn.cursor() as cur:
+            cur.execute(query, (ids,))
+            return {row[0]: (row[1], row[2]) for row in cur}
+
+    def _replaces(self, incoming: Hashed, stored: tuple[str, datetime | None] | None) -> bool:
+        if stored is None:
+            return True
+        stored_hash, stored_exported_at = stored
+        if stored_hash == incoming.content_hash:
+            return False
+        return stored_exported_at is None or self._exported_at >= stored_exported_at
+
+    def _copy(
+        self, table: str, columns: Sequence[str], chunks: list[bytes], target: Any = None
+    ) -> None:
+        chunks = [c for c in chunks if c]
+        if not chunks:
+            return
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            target or self._name(table), self._columns(columns)
+        )
+        half = len(chunks) // 2
+        with self._conn.cursor() as cur, cur.copy(statement) as copy:
+            copy.write(b"".join(chunks[:half]))
+            pause_point("mid-copy")  # tests only: ETL_TEST_PAUSE_AT
+            copy.write(b"".join(chunks[half:]))
+
+    def _upsert_dimension(self, at: int, table: str, changed: list[EncodedConversation]) -> None:
+        chunks = [c.dimensions[at] for c in changed]
+        if not any(chunks):
+            return
+        stage = sql.Identifier(f"etl_stage_{table}")
+        columns = TABLE_COLUMNS[table]
+        with self._conn.cursor() as cur:
+            if not self._staged:
+                self._create_stages(cur)
+            cur.execute(sql.SQL("TRUNCATE {}").format(stage))
+        # The stage's `ord` numbers rows in batch order: the later row wins a last_seen_at tie.
+        self._copy(table, columns, chunks, target=stage)
+        updates = sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns if c != "id"
+        )
+        statement = sql.SQL(
+            "INSERT INTO {target} AS t ({cols}) "
+            "SELECT DISTINCT ON (id) {cols} FROM {stage} "
+            "ORDER BY id, last_seen_at DESC NULLS LAST, ord DESC "
+            "ON CONFLICT (id) DO UPDATE SET {updates} "
+            "WHERE t.last_seen_at IS NULL OR EXCLUDED.last_seen_at >= t.last_seen_at"
+        ).format(
+            target=self._name(table), cols=self._columns(columns), stage=stage, updates=updates
+        )
+        with self._conn.cursor() as cur:
+            cur.execute(statement)
+        self.rows[table] += len({i for c in changed for i in c.dimension_ids[at]})
+
+    def _create_stages(self, cur: Any) -> None:
+        for table in DIMENSION_TABLES:
+            cur.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}, ord bigserial) ON COMMIT DROP"
+                ).format(sql.Identifier(f"etl_stage_{table}"), self._name(table))
+            )
+        self._staged = True

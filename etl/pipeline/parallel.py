@@ -1,0 +1,242 @@
+"""A forked worker parses, normalizes and COPY-encodes a window while this process loads it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from etl.errors import EtlError
+from etl.extract import ExportStream
+from etl.extract.errors import NumberOverflowError
+from etl.load.copytext import EncodedConversation, encode
+from etl.load.writer import WindowWriter
+from etl.normalize import normalize_conversation
+from etl.pipeline.progress import Progress
+from etl.testhooks import pause_point
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<Q")
+_PARENT_POLL_SECONDS = 0.25
+
+
+class WorkerFailed(EtlError):
+    """The parsing worker died without reporting an error (killed, out of memory)."""
+
+
+@dataclass
+class StreamEnd:
+    """What the worker saw of the stream once it was read to the end."""
+
+    received: int
+    bytes_received: int
+
+
+def _mid_stream_threshold() -> int | None:
+    """The count at which tests pause mid-stream (testhooks), so a batch can end exactly there."""
+    wanted = os.environ.get("ETL_TEST_PAUSE_AT", "")
+    if "mid-stream" not in {p.strip() for p in wanted.split(",")}:
+        return None
+    return int(os.environ.get("ETL_TEST_PAUSE_AFTER", "1") or 1)
+
+
+class ParallelFeed:
+    """Iterate batches of encoded conversations produced by a forked worker.
+
+    The worker inherits the open stream (positioned after query_info) and is the only process
+    that reads it from then on. Batches travel as pickled frames through a pipe; a pipe holds
+    one frame at a time, so the worker runs at most one batch ahead and memory stays flat.
+    Closing the feed (normally, on error or on KeyboardInterrupt) kills and reaps the worker.
+    """
+
+    def __init__(self, stream: ExportStream, *, batch_size: int, keep_raw: bool) -> None:
+        self._stream = stream
+        read_fd, write_fd = os.pipe()
+        parent = os.getpid()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            os.close(read_fd)
+            _worker_main(stream, write_fd, parent, batch_size, keep_raw)
+        os.close(write_fd)
+        self._pid: int | None = pid
+        self._pipe: IO[bytes] = os.fdopen(read_fd, "rb", buffering=1 << 20)
+        self.end: StreamEnd | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, list[EncodedConversation]]]:
+        """(conversations received so far, the batch), until the stream's end."""
+        while True:
+            kind, payload = self._receive()
+            if kind == "batch":
+                yield payload
+            elif kind == "end":
+                self.end = payload
+                return
+            else:
+                raise self._error(payload)
+
+    def _receive(self) -> tuple[str, Any]:
+        header = self._pipe.read(_HEADER.size)
+        if len(header) == _HEADER.size:
+            (size,) = _HEADER.unpack(header)
+            frame = self._pipe.read(size)
+            if len(frame) == size:
+                message: tuple[str, Any] = pickle.loads(frame)
+                return message
+        status = self._reap()
+        raise WorkerFailed(
+            f"the worker reading the export stream stopped without a word ({status}); "
+            "nothing of the window was committed"
+        )
+
+    def _error(self, payload: Any) -> BaseException:
+        cls, args, state = payload
+        # Re-created without __init__: same class, message (args) and attributes as raised.
+        error: BaseException = cls.__new__(cls)
+        error.args = args
+        error.__dict__.update(state)
+        if isinstance(error, NumberOverflowError):
+            # The stream's callback ran in the worker; the client must learn it here.
+            on_overflow = getattr(self._stream, "_on_overflow", None)
+            if on_overflow is not None:
+                on_overflow()
+        return error
+
+    def _reap(self) -> str:
+        if self._pid is None:
+            return "already reaped"
+        pid, self._pid = self._pid, None
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+    def close(self) -> None:
+        if self._pid is not None:
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._reap()
+        self._pipe.close()
+
+    def __enter__(self) -> ParallelFeed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def parallel_enabled(writer: WindowWriter) -> bool:
+    """The worker path is the default on PostgreSQL; ETL_PARALLEL=0 keeps everything in-process."""
+    return writer.accepts_encoded and os.environ.get("ETL_PARALLEL", "1") != "0"
+
+
+def feed_in_process(
+    stream: ExportStream, writer: WindowWriter, progress: Progress, keep_raw: bool
+) -> StreamEnd:
+    """Parse, normalize and write in this process (SQLite, and the fallback)."""
+    received = 0
+    for conversation in stream:
+        writer.add(normalize_conversation(conversation, keep_raw=keep_raw))
+        received += 1
+        if received % 200 == 0:
+            progress.conversations(200)
+        pause_point("mid-stream", received)  # tests only: ETL_TEST_PAUSE_AT
+    writer.flush()
+    progress.conversations(received % 200)
+    return StreamEnd(received, stream.bytes_received)
+
+
+def feed_parallel(
+    stream: ExportStream, writer: WindowWriter, progress: Progress, keep_raw: bool, batch_size: int
+) -> StreamEnd:
+    """Let a worker parse and encode while this process runs the database protocol."""
+    cut_at = _mid_stream_threshold()
+    done = 0
+    with ParallelFeed(stream, batch_size=batch_size, keep_raw=keep_raw) as feed:
+        for received, batch in feed:
+            if cut_at is not None and done < cut_at <= received:
+                pause_point("mid-stream", cut_at)  # tests only: ETL_TEST_PAUSE_AT
+            progress.conversations(received - done)
+            done = received
+            writer.load_encoded(batch)
+        assert feed.end is not None
+        return feed.end
+
+
+def _watch_parent(parent: int) -> None:
+    """Die with the parent: a SIGKILLed parent cannot kill us, so notice it is gone."""
+    while True:
+        time.sleep(_PARENT_POLL_SECONDS)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _send(out: IO[bytes], message: tuple[str, Any]) -> None:
+    frame = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(_HEADER.pack(len(frame)))
+    out.write(frame)
+    out.flush()
+
+
+def _worker_main(
+    stream: ExportStream, write_fd: int, parent: int, batch_size: int, keep_raw: bool
+) -> None:
+    # The parent owns Ctrl-C and SIGTERM handling and kills us; keep the default actions here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    code = 0
+    try:
+        with os.fdopen(write_fd, "wb") as out:
+            try:
+                _produce(stream, out, batch_size, keep_raw)
+            except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent
+                _send(out, ("error", _portable(exc)))
+    except BaseException:  # noqa: BLE001 - the parent is gone or the pipe broke: just leave
+        code = 1
+    finally:
+        # Never run the parent's exit handlers or finalizers (its database connection!).
+        os._exit(code)
+
+
+def _portable(exc: BaseException) -> tuple[type[BaseException], tuple[Any, ...], dict[str, Any]]:
+    state = dict(getattr(exc, "__dict__", {}))
+    try:
+        pickle.dumps((type(exc), exc.args, state))
+        return type(exc), exc.args, state
+    except Exception:  # noqa: BLE001 - unpicklable attributes: keep the type and message
+        try:
+            pickle.dumps(type(exc))
+            return type(exc), (str(exc),), {}
+        except Exception:  # noqa: BLE001 - a local class: say what it was
+            return RuntimeError, (f"{type(exc).__name__}: {exc}",), {}
+
+
+def _produce(stream: ExportStream, out: IO[bytes], batch_size: int, keep_raw: bool) -> None:
+    cut_at = _mid_stream_threshold()
+    batch: dict[int, EncodedConversation] = {}
+    received = 0
+    for conversation in stream:
+        encoded = encode(normalize_conversation(conversation, keep_raw=keep_raw))
+        # A later copy of the same conversation in the window wins (as in WindowWriter).
+        batch.pop(encoded.id, None)
+        batch[encoded.id] = encoded
+        received += 1
+        if len(batch) >= batch_size or received == cut_at:
+            _send(out, ("batch", (received, list(batch.values()))))
+            batch = {}
+    if batch:
+        _send(out, ("batch", (received, list(batch.values()))))
+    _send(out, ("end", StreamEnd(received, stream.bytes_received)))
