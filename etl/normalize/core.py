@@ -542,6 +542,13 @@ def _conversation_id(conv: Any) -> int:
     return cid
 
 
+# Serialising JSON recurses once per level, so hostile nesting (10,000 levels) would crash the
+# run; it is refused as a data error instead. Python's default recursion limit is 1,000.
+_TOO_DEEP = (
+    "a value in it is nested too deeply to be stored (JSON nested deeper than about 900 levels)"
+)
+
+
 def normalize_conversation(
     conv: Mapping[str, Any], *, keep_raw: bool = False
 ) -> NormalizedConversation:
@@ -553,7 +560,10 @@ def normalize_conversation(
             "missing" if messages is None else f"must be a list, got {type(messages).__name__}"
         )
         raise NormalizeError(f"messages {problem}", conversation_id=cid, field="messages")
-    content_hash, needs_cleaning = _digest(conv)
+    try:
+        content_hash, needs_cleaning = _digest(conv)
+    except RecursionError:
+        raise NormalizeError(_TOO_DEEP, conversation_id=cid) from None
     builder = _Builder(cid)
     seen: set[int] = set()
     path = ""
@@ -597,9 +607,12 @@ def normalize_conversation(
         "actions": builder.actions,
     }
     if needs_cleaning:
-        for table, table_rows in rows.items():
-            columns, extra_at = TABLE_COLUMNS[table], _EXTRA[table]
-            table_rows[:] = [clean_row(r, columns, extra_at) for r in table_rows]
+        try:
+            for table, table_rows in rows.items():
+                columns, extra_at = TABLE_COLUMNS[table], _EXTRA[table]
+                table_rows[:] = [clean_row(r, columns, extra_at) for r in table_rows]
+        except RecursionError:
+            raise NormalizeError(_TOO_DEEP, conversation_id=cid) from None
     return NormalizedConversation(cid, content_hash, rows)
 
 

@@ -27,6 +27,7 @@ from etl.load.migrate import current_revision, head_revision
 from etl.load.schema import build_metadata
 from etl.load.state import StateStore, WindowReport, state_key
 from etl.load.writer import WindowWriter
+from etl.normalize import NormalizeError
 from etl.pipeline.parallel import feed_in_process, feed_parallel, parallel_enabled
 from etl.pipeline.progress import LogProgress, Progress
 from etl.testhooks import pause_point
@@ -320,6 +321,8 @@ class Pipeline:
                     self._run_lock.ensure_held(where)  # never commit a window without the lock
         except DBAPIError as exc:
             raise database_error(exc, where) from None
+        except NormalizeError as exc:
+            raise DataError(f"{where}: {exc}") from None  # name the window or file too
         pause_point("after-commit")
 
     def _log_failure(self, report: WindowReport, exc: BaseException | None, started: float) -> None:
