@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
+import sys
 from collections.abc import Iterator, Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -33,12 +35,25 @@ from etl.windows import Window
 log = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
+# yajl re-scans a token that spans reads from its start on every read: with 64 KiB reads a
+# 50 MB string took 14 s (quadratic); 1 MiB reads make it 16 times cheaper (0.9 s).
+_PARSE_BUFFER = 1024 * 1024
 _warned_backend = False
+
+
+# Python refuses int <-> str conversions beyond 4,300 digits (CVE-2020-10735: they take
+# quadratic time). Windows re-read for integers beyond 64 bits may keep integers this long exactly
+# (in JSON columns); a longer one is refused as a data error.
+MAX_INTEGER_DIGITS = 10_000
+_LONG_INTEGER = re.compile(r"Unexpected symbol '(-?[0-9]+)'")
 
 
 def _ijson_backend(pure_python: bool = False) -> Any:
     global _warned_backend
     if pure_python:
+        limit = sys.get_int_max_str_digits()
+        if 0 < limit < MAX_INTEGER_DIGITS:
+            sys.set_int_max_str_digits(MAX_INTEGER_DIGITS)
         return ijson.get_backend("python")
     try:
         return ijson.get_backend("yajl2_c")
@@ -139,7 +154,9 @@ class ExportStream:
         self._reader = reader
         self._on_close = on_close
         self._on_overflow = on_overflow
-        self._items = _ijson_backend(pure_python).items(reader, "item", use_float=True)
+        self._items = _ijson_backend(pure_python).items(
+            reader, "item", use_float=True, buf_size=_PARSE_BUFFER
+        )
         self.query_info: dict[str, Any] = {}
         self.post_query_info: dict[str, Any] | None = None
         self.received = 0
@@ -183,7 +200,16 @@ class ExportStream:
         except ijson.JSONError as exc:
             raise self._parse_error(exc) from None
 
-    def _parse_error(self, exc: Exception) -> BrokenStreamError:
+    def _parse_error(self, exc: Exception) -> BrokenStreamError | ExportDataError:
+        long_integer = _LONG_INTEGER.match(str(exc))
+        if long_integer:
+            digits = len(long_integer.group(1).lstrip("-"))
+            return ExportDataError(
+                f"the export holds an integer of {digits:,} digits; integers of up to "
+                f"{MAX_INTEGER_DIGITS:,} digits are kept, longer ones are refused: report this "
+                "export to the vendor",
+                self.window,
+            )
         if "integer overflow" in str(exc):
             # yajl reads integers as 64-bit; Python's parser reads any size, slowly.
             if self._on_overflow is not None:
@@ -201,7 +227,7 @@ class ExportStream:
                 self.window,
             )
         return BrokenStreamError(
-            f"the export body is not valid JSON ({_short(exc)}); the window is incomplete",
+            f"the export body is not valid JSON ({_parse_detail(exc)}); the window is incomplete",
             self.window,
         )
 
@@ -287,6 +313,21 @@ class ExportStream:
 
 def _short(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def _parse_detail(exc: BaseException) -> str:
+    """yajl's error and the text it stopped at: "lexical error: …, at '{"a": NaN}'"."""
+    raw = exc.args[0] if exc.args else ""
+    text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else str(raw)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    detail = lines[0].rstrip(".")[:200]
+    if len(lines) > 1 and "(right here)" not in lines[1]:
+        detail += f", at {lines[1][:80]!r}"
+        if any(word in lines[1] for word in ("NaN", "Infinity")):
+            detail += " (NaN and Infinity are not JSON numbers)"
+    return detail
 
 
 def _guard(chunks: Iterator[bytes], window: Window) -> Iterator[bytes]:
