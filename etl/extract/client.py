@@ -155,7 +155,10 @@ class ExportStream:
         self._on_close = on_close
         self._on_overflow = on_overflow
         self._items = _ijson_backend(pure_python).items(
-            reader, "item", use_float=True, buf_size=_PARSE_BUFFER
+            reader if pure_python else _SurrogateGuard(reader),
+            "item",
+            use_float=True,
+            buf_size=_PARSE_BUFFER,
         )
         self.query_info: dict[str, Any] = {}
         self.post_query_info: dict[str, Any] | None = None
@@ -199,6 +202,16 @@ class ExportStream:
             return next(self._items)
         except ijson.JSONError as exc:
             raise self._parse_error(exc) from None
+        except _LoneSurrogate:
+            if self._on_overflow is not None:
+                self._on_overflow()
+            raise NumberOverflowError(
+                "the export holds an unpaired surrogate escape (such as \\ud800), which the fast "
+                "C parser would silently turn into '?'; the window is re-read with the "
+                "pure-Python parser (slower), which keeps it",
+                self.window,
+                retry_after=0.0,
+            ) from None
 
     def _parse_error(self, exc: Exception) -> BrokenStreamError | ExportDataError:
         long_integer = _LONG_INTEGER.match(str(exc))
@@ -309,6 +322,66 @@ class ExportStream:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class _LoneSurrogate(Exception):
+    """Internal: the body holds a surrogate escape that is not half of a pair."""
+
+
+# yajl turns "\ud800" into "?", "\ud800\ud800" into U+10000 and fails on a lone "\udc00";
+# Python's parser keeps them, and the normalizer stores them losslessly (docs/schema.md). An
+# escaped backslash before "u" can match too: that only costs a re-read, never data.
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_HIGH = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")
+_LOW = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_HOLD = 11  # an escape pair is 12 bytes: hold back what may be the start of one
+
+
+class _SurrogateGuard:
+    """Passes reads through to the C parser, raising _LoneSurrogate before it can see one.
+
+    When a backslash is among the last 11 bytes of a read, they are held back until the next, so
+    that every escape is judged with the 6 bytes after it in view (and the 6 before it, kept from
+    earlier reads). Reads without a surrogate escape pass through uncopied.
+    """
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+        self._held = b""
+        self._seen = b""  # the last 6 bytes given to the parser
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:  # ijson's probe for bytes or str
+            data: bytes = self._reader.read(0)
+            return data
+        while True:
+            data = self._reader.read(size)
+            buffer = self._held + data if self._held else data
+            cut = len(buffer)
+            if data and b"\\" in buffer[-_HOLD:]:  # an escape may start in the last bytes
+                cut = max(len(buffer) - _HOLD, 0)
+            if cut or not data:
+                break
+            self._held = buffer  # too little to judge yet: read on (b"" would mean the end)
+        if b"\\u" in buffer:
+            context = self._seen + buffer
+            for match in _SURROGATE.finditer(context, len(self._seen)):
+                at = match.start()
+                if at >= len(self._seen) + cut:
+                    break  # judged on the next read, with the bytes after it in view
+                paired = (
+                    _LOW.match(context, at + 6) is not None
+                    if context[at + 3] in b"89abAB"
+                    else at >= 6 and _HIGH.match(context, at - 6) is not None
+                )
+                if not paired:
+                    raise _LoneSurrogate()
+        if cut == len(buffer):
+            out, self._held = buffer, b""
+        else:
+            out, self._held = buffer[:cut], buffer[cut:]
+        self._seen = (self._seen + out[-6:])[-6:]
+        return out
 
 
 def _short(exc: BaseException) -> str:
