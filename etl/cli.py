@@ -271,6 +271,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
             "interrupted: the window in progress was rolled back; run again to resume",
         )
     except click.ClickException as exc:
+        if _logging_json():  # a usage error is one more JSON line, not a plain-text block
+            _fail(ExitCode.CONFIG, f"usage: {exc.format_message()} (see etl --help)")
         exc.show()
         sys.exit(ExitCode.CONFIG)
     except EtlError as exc:
@@ -283,6 +285,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
             f"unexpected {type(exc).__name__}: {exc}. This is a bug; rerun with -v for details and report it",
         )
     sys.exit(ExitCode.OK)
+
+
+def _logging_json() -> bool:
+    from etl.log import JsonFormatter
+
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
 
 
 def _fail(code: ExitCode, message: str) -> NoReturn:
