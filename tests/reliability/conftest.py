@@ -38,10 +38,14 @@ def no_secret_in_any_output() -> Iterator[None]:
     """Whatever failed, no `etl` output of the test may hold the token, secret or password."""
     h.OUTPUTS.clear()
     yield
-    for output in h.OUTPUTS:
+    outputs, h.OUTPUTS[:] = list(h.OUTPUTS), []
+    assert_no_secret(outputs)
+
+
+def assert_no_secret(outputs: list[str]) -> None:
+    for output in outputs:
         for secret in h.SECRETS:
             assert secret not in output, f"a secret leaked into the output:\n{output}"
-    h.OUTPUTS.clear()
 
 
 @pytest.fixture(scope="session")
