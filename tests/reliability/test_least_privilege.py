@@ -1,0 +1,175 @@
+"""Least privilege and SQL construction (issue group 11).
+
+The loader runs as a PostgreSQL role granted exactly what README "What happens when things
+fail" documents (`LOADER_GRANTS` below is that text), and nothing else: it cannot create tables,
+truncate, or touch another schema. A missing grant is a clear database error, not a traceback.
+And no product SQL is built by formatting values into strings: checked on the source.
+"""
+
+from __future__ import annotations
+
+import ast
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
+
+from tests.conftest import PG_URL, TestWarehouse
+from tests.reliability import helpers as h
+
+pytestmark = pytest.mark.reliability
+
+Reference = Callable[[str], h.Snapshot]
+
+# The README's grants, for schema {schema} and role {role} (after `etl migrate` made the tables).
+LOADER_GRANTS = """
+GRANT USAGE ON SCHEMA {schema} TO {role};
+GRANT SELECT ON {schema}.alembic_version TO {role};
+GRANT SELECT, INSERT, DELETE ON {schema}.conversations, {schema}.messages, {schema}.content,
+    {schema}.buttons, {schema}.intent_analysis TO {role};
+GRANT SELECT, INSERT, UPDATE ON {schema}.intents, {schema}.actions, {schema}.etl_state TO {role};
+GRANT SELECT, INSERT ON {schema}.etl_runs TO {role};
+GRANT USAGE ON SEQUENCE {schema}.etl_runs_id_seq TO {role};
+"""
+
+
+def _admin(sql: str) -> None:
+    engine = create_engine(PG_URL)
+    try:
+        with engine.begin() as conn:
+            for statement in filter(str.strip, sql.split(";")):
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def loader(pg_warehouse: TestWarehouse) -> Iterator[tuple[TestWarehouse, str]]:
+    """A migrated schema, and a login role holding only the documented grants on it."""
+    h.migrate(pg_warehouse)  # as the schema's owner
+    role = f"etl_loader_{secrets.token_hex(4)}"
+    schema = f'"{pg_warehouse.schema}"'
+    _admin(f"CREATE ROLE {role} LOGIN PASSWORD '{h.DB_PASSWORD}'")
+    try:
+        _admin(LOADER_GRANTS.format(schema=schema, role=role))
+        url = make_url(pg_warehouse.url).set(username=role, password=h.DB_PASSWORD)
+        yield TestWarehouse("postgres", url.render_as_string(False), pg_warehouse.schema), role
+    finally:
+        _admin(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+def test_loader_role_with_only_the_documented_grants_loads_everything(
+    loader: tuple[TestWarehouse, str],
+    make_sim: Any,
+    tmp_path: Path,
+    clean_reference: Reference,
+) -> None:
+    wh, role = loader
+    site, cfg = h.Site(make_sim), h.config(tmp_path)
+    site.serve()
+
+    result = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
+
+    assert result.code == 0, result.output
+    h.assert_same(h.snapshot(wh), clean_reference(wh.kind))
+    assert h.run("status", wh=wh, config=cfg).code == 0
+    again = h.run("backfill", "--from", h.START, "--to", h.UNTIL, wh=wh, site=site, config=cfg)
+    assert again.code == 0, again.output  # reloading (delete + insert + upsert) needs no more
+
+    engine = create_engine(make_url(wh.url).set(drivername="postgresql+psycopg"))
+    try:
+        for forbidden in (
+            f'CREATE TABLE "{wh.schema}".intruder (x int)',
+            f'TRUNCATE "{wh.schema}".conversations',
+            f'DROP TABLE "{wh.schema}".etl_runs',
+            "CREATE TABLE public.intruder (x int)",
+            f'UPDATE "{wh.schema}".conversations SET reference = NULL',
+        ):
+            with engine.connect() as conn, pytest.raises(ProgrammingError, match=r"denied|owner"):
+                conn.execute(text(forbidden))
+    finally:
+        engine.dispose()
+    assert role in wh.url
+
+
+def test_a_missing_grant_is_a_clear_database_error(
+    loader: tuple[TestWarehouse, str], make_sim: Any, tmp_path: Path
+) -> None:
+    wh, role = loader
+    _admin(f'REVOKE UPDATE ON "{wh.schema}".etl_state FROM {role}')
+    site, cfg = h.Site(make_sim), h.config(tmp_path)
+    site.serve()
+    h.preload(h.TestWarehouse("postgres", wh.url, wh.schema), site, cfg)  # inserts the state row
+    before = h.snapshot(wh)
+
+    result = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
+
+    assert result.code == 7, result.output  # ExitCode.DATABASE
+    message = h.error_of(result)
+    assert "permission denied for table etl_state" in message, message
+    assert f"window {h.W2}" in message and "rolled back" in message
+    assert "Traceback" not in result.output
+    h.assert_same(h.snapshot(wh), before)
+
+
+# -- SQL is never built by formatting values into strings -----------------------------------------
+
+_SQL_CALLS = {"text", "exec_driver_sql", "execute", "executemany", "SQL", "copy", "Composed"}
+
+
+def _formatted(node: ast.expr) -> str | None:
+    """How `node` builds a string at run time, if it does."""
+    if isinstance(node, ast.JoinedStr):
+        return "an f-string"
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod | ast.Add):
+        return "% or + on strings"
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "format"
+        and isinstance(node.func.value, ast.Constant | ast.JoinedStr)
+    ):
+        return "str.format"
+    return None
+
+
+def sql_built_from_strings(root: Path) -> list[str]:
+    found: list[tuple[str, int, str]] = []
+    for path in sorted(root.rglob("*.py")):
+        if "fakeapi" in path.parts:
+            continue  # the simulator runs no SQL
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            how = _formatted(node.args[0]) if name in _SQL_CALLS else None
+            if how:
+                found.append((str(path), node.lineno, f"{name}() of {how}"))
+    return [f"{path}:{line}: {what}" for path, line, what in sorted(found)]
+
+
+def test_product_sql_uses_bound_parameters_or_constructs_only() -> None:
+    etl_package = Path(__file__).parents[2] / "etl"
+    assert sql_built_from_strings(etl_package) == []
+
+
+def test_the_sql_check_would_catch_string_formatting(tmp_path: Path) -> None:
+    (tmp_path / "bad.py").write_text(
+        "def f(conn, name, text, sql):\n"
+        "    conn.execute(text(f\"SELECT * FROM t WHERE name = '{name}'\"))\n"
+        "    conn.exec_driver_sql('DELETE FROM t WHERE id = %s' % name)\n"
+        "    sql.SQL('SELECT {}'.format(name))\n"
+        "    conn.execute(text('SELECT * FROM t WHERE name = :n'), {'n': name})\n"
+    )
+    found = sql_built_from_strings(tmp_path)
+    assert [line.split(": ", 1)[1] for line in found] == [
+        "text() of an f-string",
+        "exec_driver_sql() of % or + on strings",
+        "SQL() of str.format",
+    ]
