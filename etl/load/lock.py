@@ -21,6 +21,22 @@ _MESSAGE = (
 )
 
 
+# The lock lives as long as its session. If this machine dies without closing the connection,
+# the server would keep the session (and the lock) until TCP gives up, about two hours by
+# default: have the server probe the client instead (gone within ~1 minute). And a DBA's
+# idle_session_timeout must not end the session of a run that is busy on its other connection.
+_LOCK_SESSION_SETTINGS = (
+    ("tcp_keepalives_idle", "30"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "3"),
+    ("idle_session_timeout", "0"),
+)
+
+
+def _server_version(conn: Connection) -> tuple[int, ...]:
+    return tuple(p for p in conn.dialect.server_version_info or (0,) if isinstance(p, int))
+
+
 def _lock_id(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
@@ -44,6 +60,9 @@ class RunLock:
         # A session-level advisory lock lives exactly as long as this connection.
         try:
             conn = self._engine.connect()
+            for name, value in _LOCK_SESSION_SETTINGS:
+                if name != "idle_session_timeout" or _server_version(conn) >= (14,):
+                    conn.execute(text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
             got = conn.execute(
                 text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_id(self._key)}
             ).scalar()
