@@ -191,3 +191,36 @@ def test_lock_of_a_frozen_run_holds_and_of_a_killed_run_does_not(
     assert again.code == 0, again.output
     h.assert_same(h.snapshot(wh), clean_reference(wh.kind))
     assert before.watermark == h.MIDDLE_UTC
+
+
+def test_lock_session_outlives_idle_timeouts_and_not_a_dead_machine(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    """A machine that dies without closing its connection leaves no FIN for the server to see:
+    the lock session asks the server to probe it (gone within about a minute, not the 2-hour
+    TCP default), and is exempt from a DBA's idle_session_timeout (it is idle by design)."""
+    from sqlalchemy import text
+
+    from etl.load.lock import RunLock
+
+    engine = pg_warehouse.engine()
+    try:
+        with RunLock(engine, f"probe:{pg_warehouse.schema}") as lock:
+            conn = lock._conn
+            assert conn is not None
+            settings = {
+                name: conn.execute(text(f"SHOW {name}")).scalar()
+                for name in (
+                    "tcp_keepalives_idle",
+                    "tcp_keepalives_interval",
+                    "tcp_keepalives_count",
+                    "idle_session_timeout",
+                )
+            }
+    finally:
+        engine.dispose()
+    idle, interval, count = (
+        int(settings[f"tcp_keepalives_{k}"]) for k in ("idle", "interval", "count")
+    )
+    assert idle + interval * count <= 90
+    assert settings["idle_session_timeout"] == "0"
