@@ -49,6 +49,9 @@ class PgBatchLoader:
         self.rows: dict[str, int] = dict.fromkeys(TABLE_COLUMNS, 0)
         self.conversations_changed = 0
         self.conversations_unchanged = 0
+        # Changed ids `decide` promised to load and `load` has not loaded yet, with their hash:
+        # a later batch decided before an earlier one is loaded compares against these.
+        self._pending: dict[int, str] = {}
 
     def _name(self, table: str) -> sql.Composable:
         if self._schema:
@@ -57,6 +60,39 @@ class PgBatchLoader:
 
     def _columns(self, columns: Sequence[str]) -> sql.Composable:
         return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+
+    def decide(self, batch: Sequence[tuple[int, str]]) -> list[bool]:
+        """Which of a batch's `(id, content_hash)` (ids unique within it) must be loaded.
+
+        For a producer that encodes only what changed: it must then `load_decided` exactly the
+        conversations marked True, batches in the order they were decided. A batch may be
+        decided before the previous one is loaded (that one's ids count as stored already).
+        """
+        if not batch:
+            return []
+        stored = self._stored([cid for cid, _ in batch])
+        pending = self._pending
+        flags = []
+        for cid, content_hash in batch:
+            promised = pending.get(cid)
+            if promised is not None:  # stored by then, from this export: replaced if it differs
+                changed = promised != content_hash
+            else:
+                changed = self._replaces_hash(content_hash, stored.get(cid))
+            if changed:
+                pending[cid] = content_hash
+            flags.append(changed)
+        self.conversations_unchanged += len(flags) - sum(flags)
+        return flags
+
+    def load_decided(self, changed: Sequence[EncodedConversation]) -> None:
+        """Merge the conversations `decide` marked as changed (already encoded)."""
+        pending = self._pending
+        for c in changed:
+            if pending.get(c.id) == c.content_hash:
+                del pending[c.id]
+        if changed:
+            self._merge(list(changed))
 
     def load(self, batch: Sequence[Hashed], encoder: Callable[[Any], EncodedConversation]) -> None:
         """Merge one batch (ids unique within it; the caller keeps the later copy).
@@ -70,6 +106,9 @@ class PgBatchLoader:
         self.conversations_unchanged += len(batch) - len(changed)
         if not changed:
             return
+        self._merge(changed)
+
+    def _merge(self, changed: list[EncodedConversation]) -> None:
         self.conversations_changed += len(changed)
         ids = [c.id for c in changed]
         with self._conn.cursor() as cur:
@@ -105,10 +144,13 @@ class PgBatchLoader:
             return {row[0]: (row[1], row[2]) for row in cur}
 
     def _replaces(self, incoming: Hashed, stored: tuple[str, datetime | None] | None) -> bool:
+        return self._replaces_hash(incoming.content_hash, stored)
+
+    def _replaces_hash(self, content_hash: str, stored: tuple[str, datetime | None] | None) -> bool:
         if stored is None:
             return True
         stored_hash, stored_exported_at = stored
-        if stored_hash == incoming.content_hash:
+        if stored_hash == content_hash:
             return False
         return stored_exported_at is None or self._exported_at >= stored_exported_at
 

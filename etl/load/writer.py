@@ -88,6 +88,16 @@ class WindowWriter:
         assert self._pg is not None
         self._pg.load(batch, already_encoded)
 
+    def decide(self, batch: Sequence[tuple[int, str]]) -> list[bool]:
+        """PostgreSQL only: which `(id, content_hash)` must be loaded (see PgBatchLoader.decide)."""
+        assert self._pg is not None
+        return self._pg.decide(batch)
+
+    def load_decided(self, changed: Sequence[EncodedConversation]) -> None:
+        """PostgreSQL only: merge the encoded conversations `decide` marked as changed."""
+        assert self._pg is not None
+        self._pg.load_decided(changed)
+
     def _json_columns(self, name: str) -> tuple[int, ...]:
         table = self._tables[name]
         return tuple(

@@ -549,10 +549,21 @@ _TOO_DEEP = (
 )
 
 
-def normalize_conversation(
-    conv: Mapping[str, Any], *, keep_raw: bool = False
-) -> NormalizedConversation:
-    """Split one exported conversation into rows; raise NormalizeError if it is malformed."""
+@dataclass(slots=True, frozen=True)
+class Digest:
+    """A conversation's id and content hash, computed before (and without) normalizing it."""
+
+    id: int
+    content_hash: str
+    needs_cleaning: bool
+
+
+def content_digest(conv: Mapping[str, Any]) -> Digest:
+    """Check the conversation's id and messages list and hash it; raise NormalizeError if not.
+
+    The cheap first half of `normalize_conversation`: a loader that finds the hash already
+    stored can skip the rest.
+    """
     cid = _conversation_id(conv)
     messages = conv.get("messages")
     if not isinstance(messages, list):
@@ -564,6 +575,20 @@ def normalize_conversation(
         content_hash, needs_cleaning = _digest(conv)
     except RecursionError:
         raise NormalizeError(_TOO_DEEP, conversation_id=cid) from None
+    return Digest(cid, content_hash, needs_cleaning)
+
+
+def normalize_conversation(
+    conv: Mapping[str, Any], *, keep_raw: bool = False, digest: Digest | None = None
+) -> NormalizedConversation:
+    """Split one exported conversation into rows; raise NormalizeError if it is malformed.
+
+    `digest` is `content_digest(conv)` when the caller has it already.
+    """
+    if digest is None:
+        digest = content_digest(conv)
+    cid, content_hash, needs_cleaning = digest.id, digest.content_hash, digest.needs_cleaning
+    messages: list[Any] = conv["messages"]
     builder = _Builder(cid)
     seen: set[int] = set()
     path = ""

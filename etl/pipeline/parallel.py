@@ -10,7 +10,8 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -20,6 +21,7 @@ from etl.extract.errors import NumberOverflowError
 from etl.load.copytext import EncodedConversation, encode
 from etl.load.writer import WindowWriter
 from etl.normalize import normalize_conversation
+from etl.normalize.core import Digest, content_digest
 from etl.pipeline.progress import Progress
 from etl.testhooks import pause_point
 
@@ -53,37 +55,65 @@ class ParallelFeed:
     """Iterate batches of encoded conversations produced by a forked worker.
 
     The worker inherits the open stream (positioned after query_info) and is the only process
-    that reads it from then on. Batches travel as pickled frames through a pipe; a pipe holds
-    one frame at a time, so the worker runs at most one batch ahead and memory stays flat.
-    Closing the feed (normally, on error or on KeyboardInterrupt) kills and reaps the worker.
+    that reads it from then on. It hashes a batch first and sends its `(id, content_hash)`
+    list; `decide` (run here, where the database is) answers which ones changed, through a
+    second pipe, and the worker normalizes and encodes only those: a re-run costs little more
+    than the parse and the hash. The worker parses and hashes the next batch before it waits
+    for the answer, so this process answers batch N+1 before it loads batch N (`decide` allows
+    that) and the two processes overlap. Frames are pickled; a pipe holds one frame at a time,
+    so the worker runs at most one batch ahead and memory stays flat. Closing the feed
+    (normally, on error or on KeyboardInterrupt) kills and reaps the worker.
     """
 
-    def __init__(self, stream: ExportStream, *, batch_size: int, keep_raw: bool) -> None:
+    def __init__(
+        self,
+        stream: ExportStream,
+        *,
+        batch_size: int,
+        keep_raw: bool,
+        decide: Callable[[Sequence[tuple[int, str]]], list[bool]],
+    ) -> None:
         self._stream = stream
+        self._decide = decide
         read_fd, write_fd = os.pipe()
+        answer_read_fd, answer_write_fd = os.pipe()
         parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the worker: never returns
             os.close(read_fd)
-            _worker_main(stream, write_fd, parent, batch_size, keep_raw)
+            os.close(answer_write_fd)
+            _worker_main(stream, write_fd, answer_read_fd, parent, batch_size, keep_raw)
         os.close(write_fd)
+        os.close(answer_read_fd)
         self._pid: int | None = pid
         self._pipe: IO[bytes] = os.fdopen(read_fd, "rb", buffering=1 << 20)
+        self._answers: IO[bytes] = os.fdopen(answer_write_fd, "wb")
         self.end: StreamEnd | None = None
 
     def __iter__(self) -> Iterator[tuple[int, list[EncodedConversation]]]:
-        """(conversations received so far, the batch), until the stream's end."""
+        """(conversations received so far, the changed ones encoded), until the stream's end."""
         while True:
             kind, payload = self._receive()
-            if kind == "batch":
+            if kind == "hashes":
+                self._answer(self._decide(payload))
+            elif kind == "batch":
                 yield payload
             elif kind == "end":
                 self.end = payload
                 return
             else:
                 raise self._error(payload)
+
+    def _answer(self, flags: list[bool]) -> None:
+        # One bit per conversation: at most two answers wait in the pipe (64 KiB), so this
+        # write cannot block for any batch size below 256k conversations.
+        try:
+            self._answers.write(_HEADER.pack(len(flags)) + _pack(flags))
+            self._answers.flush()
+        except BrokenPipeError:
+            pass  # the worker is gone: the next _receive says how
 
     def _receive(self) -> tuple[str, Any]:
         header = self._pipe.read(_HEADER.size)
@@ -129,6 +159,10 @@ class ParallelFeed:
                 pass
             self._reap()
         self._pipe.close()
+        try:
+            self._answers.close()
+        except BrokenPipeError:
+            pass
 
     def __enter__(self) -> ParallelFeed:
         return self
@@ -164,13 +198,15 @@ def feed_parallel(
     """Let a worker parse and encode while this process runs the database protocol."""
     cut_at = _mid_stream_threshold()
     done = 0
-    with ParallelFeed(stream, batch_size=batch_size, keep_raw=keep_raw) as feed:
+    with ParallelFeed(
+        stream, batch_size=batch_size, keep_raw=keep_raw, decide=writer.decide
+    ) as feed:
         for received, batch in feed:
             if cut_at is not None and done < cut_at <= received:
                 pause_point("mid-stream", cut_at)  # tests only: ETL_TEST_PAUSE_AT
             progress.conversations(received - done)
             done = received
-            writer.load_encoded(batch)
+            writer.load_decided(batch)
         assert feed.end is not None
         return feed.end
 
@@ -190,8 +226,25 @@ def _send(out: IO[bytes], message: tuple[str, Any]) -> None:
     out.flush()
 
 
+def _pack(flags: list[bool]) -> bytes:
+    bits = bytearray((len(flags) + 7) // 8)
+    for i, flag in enumerate(flags):
+        if flag:
+            bits[i >> 3] |= 1 << (i & 7)
+    return bytes(bits)
+
+
+def _unpack(bits: bytes, count: int) -> list[bool]:
+    return [bool(bits[i >> 3] >> (i & 7) & 1) for i in range(count)]
+
+
 def _worker_main(
-    stream: ExportStream, write_fd: int, parent: int, batch_size: int, keep_raw: bool
+    stream: ExportStream,
+    write_fd: int,
+    answer_fd: int,
+    parent: int,
+    batch_size: int,
+    keep_raw: bool,
 ) -> None:
     # The parent owns Ctrl-C and SIGTERM handling and kills us; keep the default actions here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -199,9 +252,9 @@ def _worker_main(
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     code = 0
     try:
-        with os.fdopen(write_fd, "wb") as out:
+        with os.fdopen(write_fd, "wb") as out, os.fdopen(answer_fd, "rb") as answers:
             try:
-                _produce(stream, out, batch_size, keep_raw)
+                _produce(stream, out, answers, batch_size, keep_raw)
             except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent
                 _send(out, ("error", _portable(exc)))
     except BaseException:  # noqa: BLE001 - the parent is gone or the pipe broke: just leave
@@ -224,19 +277,81 @@ def _portable(exc: BaseException) -> tuple[type[BaseException], tuple[Any, ...],
             return RuntimeError, (f"{type(exc).__name__}: {exc}",), {}
 
 
-def _produce(stream: ExportStream, out: IO[bytes], batch_size: int, keep_raw: bool) -> None:
+_Parsed = dict[int, tuple[Any, Digest]]
+
+
+class _Producer:
+    """The worker's loop: hash batch N+1 while encoding the changed conversations of batch N.
+
+    Order of frames: hashes(N+1), then batch(N): the parent answers N+1 before it loads N, so
+    the answer is ready by the time batch N+1 is parsed. Parsing one conversation of N+1 and
+    encoding one of N in turn keeps about one batch of parsed conversations in memory.
+    """
+
+    def __init__(self, out: IO[bytes], answers: IO[bytes], keep_raw: bool) -> None:
+        self._out = out
+        self._answers = answers
+        self._keep_raw = keep_raw
+        self._todo: deque[tuple[Any, Digest]] = deque()  # changed ones of batch N, not encoded
+        self._encoded: list[EncodedConversation] = []
+        self._received: int | None = None  # conversations received up to batch N's end
+
+    def step(self) -> None:
+        """Encode one conversation of batch N, if any is left."""
+        if self._todo:
+            self._encode_one()
+
+    def _encode_one(self) -> None:
+        conversation, digest = self._todo.popleft()
+        normalized = normalize_conversation(conversation, keep_raw=self._keep_raw, digest=digest)
+        self._encoded.append(encode(normalized))
+
+    def _finish(self) -> None:
+        while self._todo:
+            self._encode_one()
+        if self._received is not None:
+            _send(self._out, ("batch", (self._received, self._encoded)))
+        self._encoded = []
+        self._received = None
+
+    def batch_done(self, received: int, batch: _Parsed) -> None:
+        """Batch N+1 is parsed: ask about it, finish and send N, then take N+1's answer."""
+        _send(self._out, ("hashes", [(d.id, d.content_hash) for _, d in batch.values()]))
+        self._finish()
+        header = self._answers.read(_HEADER.size)
+        if len(header) != _HEADER.size:
+            raise EOFError("the loading process stopped answering")
+        (count,) = _HEADER.unpack(header)
+        if count != len(batch):
+            raise RuntimeError(f"answer for {count} conversations, the batch has {len(batch)}")
+        flags = _unpack(self._answers.read((count + 7) // 8), count)
+        self._todo = deque(
+            item for item, changed in zip(batch.values(), flags, strict=True) if changed
+        )
+        self._received = received
+
+    def end(self, received: int, bytes_received: int) -> None:
+        self._finish()
+        _send(self._out, ("end", StreamEnd(received, bytes_received)))
+
+
+def _produce(
+    stream: ExportStream, out: IO[bytes], answers: IO[bytes], batch_size: int, keep_raw: bool
+) -> None:
     cut_at = _mid_stream_threshold()
-    batch: dict[int, EncodedConversation] = {}
+    producer = _Producer(out, answers, keep_raw)
+    batch: _Parsed = {}
     received = 0
     for conversation in stream:
-        encoded = encode(normalize_conversation(conversation, keep_raw=keep_raw))
+        digest = content_digest(conversation)
         # A later copy of the same conversation in the window wins (as in WindowWriter).
-        batch.pop(encoded.id, None)
-        batch[encoded.id] = encoded
+        batch.pop(digest.id, None)
+        batch[digest.id] = (conversation, digest)
         received += 1
+        producer.step()
         if len(batch) >= batch_size or received == cut_at:
-            _send(out, ("batch", (received, list(batch.values()))))
+            producer.batch_done(received, batch)
             batch = {}
     if batch:
-        _send(out, ("batch", (received, list(batch.values()))))
-    _send(out, ("end", StreamEnd(received, stream.bytes_received)))
+        producer.batch_done(received, batch)
+    producer.end(received, stream.bytes_received)
