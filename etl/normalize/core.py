@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from hashlib import blake2b
 from typing import Any, Final
 
+import orjson
+
 from etl.normalize.clean import clean_row
 from etl.normalize.columns import BOOL, INT, JSON, TABLE_COLUMNS, TEXT, TIME, index
 from etl.normalize.errors import NormalizeError
@@ -192,6 +194,8 @@ class NormalizedConversation:
     id: int
     content_hash: str
     rows: dict[str, list[Row]]
+    # Every value is plain JSON orjson encodes exactly (see _digest): JSON columns may use it.
+    plain: bool = False
 
 
 def _time(value: Any, key: str) -> datetime:
@@ -508,13 +512,28 @@ _encode = json.JSONEncoder(
 ).encode
 
 
-def _digest(conv: Mapping[str, Any]) -> tuple[str, bool]:
-    """The content hash, and whether the conversation needs the slow cleaning path.
+def _digest(conv: Mapping[str, Any]) -> tuple[str, bool, bool]:
+    """The content hash, whether the conversation needs the slow cleaning path, and whether
+    it is plain JSON that orjson encodes exactly.
 
     The serialisation is needed for the hash anyway, so it doubles as a cheap detector: a NUL
     shows as the escape "\\u0000", a lone surrogate makes UTF-8 encoding fail, and a value that
     is not plain JSON (Decimal) makes the strict encoder fail.
+
+    orjson (several times faster than the stdlib encoder) serialises what it accepts; it
+    refuses lone surrogates, integers beyond 64 bits, Decimal and non-dict mappings (TypeError),
+    and writes NaN and ±Infinity as null: when its text holds a null, a round trip must give
+    the value back, else the stdlib encoder (which writes NaN/Infinity) takes over. Both write
+    the same compact text except some floats' exponent form (1e-06 vs 1e-6), and each text
+    determines the value, so the hash stays exact: same export, same hash; any change, another.
     """
+    try:
+        data = orjson.dumps(conv)
+    except TypeError:  # orjson.JSONEncodeError included
+        pass
+    else:
+        if b"null" not in data or orjson.loads(data) == conv:
+            return blake2b(data, digest_size=16).hexdigest(), b"\\u0000" in data, True
     needs_cleaning = False
     try:
         text = _encode(conv)
@@ -528,7 +547,7 @@ def _digest(conv: Mapping[str, Any]) -> tuple[str, bool]:
         needs_cleaning = True
     if "\\u0000" in text:
         needs_cleaning = True
-    return blake2b(data, digest_size=16).hexdigest(), needs_cleaning
+    return blake2b(data, digest_size=16).hexdigest(), needs_cleaning, False
 
 
 def _conversation_id(conv: Any) -> int:
@@ -556,6 +575,7 @@ class Digest:
     id: int
     content_hash: str
     needs_cleaning: bool
+    plain: bool = False
 
 
 def content_digest(conv: Mapping[str, Any]) -> Digest:
@@ -572,10 +592,10 @@ def content_digest(conv: Mapping[str, Any]) -> Digest:
         )
         raise NormalizeError(f"messages {problem}", conversation_id=cid, field="messages")
     try:
-        content_hash, needs_cleaning = _digest(conv)
+        content_hash, needs_cleaning, plain = _digest(conv)
     except RecursionError:
         raise NormalizeError(_TOO_DEEP, conversation_id=cid) from None
-    return Digest(cid, content_hash, needs_cleaning)
+    return Digest(cid, content_hash, needs_cleaning, plain)
 
 
 def normalize_conversation(
@@ -638,7 +658,7 @@ def normalize_conversation(
                 table_rows[:] = [clean_row(r, columns, extra_at) for r in table_rows]
         except RecursionError:
             raise NormalizeError(_TOO_DEEP, conversation_id=cid) from None
-    return NormalizedConversation(cid, content_hash, rows)
+    return NormalizedConversation(cid, content_hash, rows, digest.plain and not needs_cleaning)
 
 
 def iter_rows(
