@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -234,6 +235,7 @@ class Launcher:
             assert self._proc.stdin is not None
             self._proc.stdin.close()
             self._proc.wait(timeout=10)
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
