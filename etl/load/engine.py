@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -16,7 +18,7 @@ def make_engine(url: str, *, connect_timeout: int = 10) -> Engine:
         engine = create_engine(parsed, poolclass=NullPool, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_on_connect)
         # pysqlite's own transaction handling would commit behind our back; take control.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(
         parsed.set(drivername="postgresql+psycopg"),
@@ -33,6 +35,20 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A writer takes the write lock up front, so it never fails upgrading a read snapshot;
+    # readers (status, watermark checks) stay deferred and never wait behind a loading window.
+    write = conn.get_execution_options().get("etl_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@contextmanager
+def begin_write(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: committed on success, rolled back on any exception."""
+    with engine.connect().execution_options(etl_write=True) as conn, conn.begin():
+        yield conn
 
 
 def is_postgres(engine: Engine) -> bool:
