@@ -21,7 +21,7 @@ from etl.errors import ConfigError, DatabaseError, DataError, EtlError, Interrup
 from etl.extract import BrokenStreamError, ExportClient, ExportStream, window_retrying
 from etl.extract.errors import NumberOverflowError
 from etl.extract.files import open_export_file
-from etl.load.engine import make_engine
+from etl.load.engine import begin_write, make_engine
 from etl.load.lock import RunLock
 from etl.load.migrate import current_revision, head_revision
 from etl.load.schema import build_metadata
@@ -285,7 +285,7 @@ class Pipeline:
         )
         keep_raw = self.settings.warehouse.keep_raw
         try:
-            with self.engine.begin() as conn:
+            with begin_write(self.engine) as conn:
                 writer = WindowWriter(
                     conn,
                     self.metadata,
@@ -332,7 +332,7 @@ class Pipeline:
         report.conversations = 0
         report.rows = {}
         try:
-            with self.engine.begin() as conn:
+            with begin_write(self.engine) as conn:
                 self.store.log_window(conn, report)
         except DBAPIError:
             log.warning(
