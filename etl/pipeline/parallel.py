@@ -100,6 +100,9 @@ class ParallelFeed:
                 self._answer(self._decide(payload))
             elif kind == "batch":
                 yield payload
+                # Not held while the next frame is read and unpickled: two batches at once
+                # made peak memory grow with the window's size.
+                del payload
             elif kind == "end":
                 self.end = payload
                 return
@@ -207,6 +210,7 @@ def feed_parallel(
             progress.conversations(received - done)
             done = received
             writer.load_decided(batch)
+            del batch  # not held while the next batch is received (see ParallelFeed)
         assert feed.end is not None
         return feed.end
 
@@ -283,9 +287,12 @@ _Parsed = dict[int, tuple[Any, Digest]]
 class _Producer:
     """The worker's loop: hash batch N+1 while encoding the changed conversations of batch N.
 
-    Order of frames: hashes(N+1), then batch(N): the parent answers N+1 before it loads N, so
-    the answer is ready by the time batch N+1 is parsed. Parsing one conversation of N+1 and
-    encoding one of N in turn keeps about one batch of parsed conversations in memory.
+    Two of N are encoded per conversation of N+1 parsed, and batch(N) is sent as soon as it is
+    complete, mid-way through N+1: the parent loads N while the worker parses the rest of N+1,
+    and the worker never holds batch N's encoded frame together with all of N+1 parsed. So
+    peak memory is about one batch of parsed conversations, as for a one-batch window (holding
+    both made the peak grow with the window's size). If N+1 is parsed first, hashes(N+1) goes
+    out before batch(N) and the parent answers N+1 before it loads N (decide allows that).
     """
 
     def __init__(self, out: IO[bytes], answers: IO[bytes], keep_raw: bool) -> None:
@@ -297,9 +304,13 @@ class _Producer:
         self._received: int | None = None  # conversations received up to batch N's end
 
     def step(self) -> None:
-        """Encode one conversation of batch N, if any is left."""
+        """Encode two conversations of batch N, if any are left; send N once it is done."""
         if self._todo:
             self._encode_one()
+            if self._todo:
+                self._encode_one()
+            if not self._todo:
+                self._finish()
 
     def _encode_one(self) -> None:
         conversation, digest = self._todo.popleft()
@@ -310,9 +321,10 @@ class _Producer:
         while self._todo:
             self._encode_one()
         if self._received is not None:
-            _send(self._out, ("batch", (self._received, self._encoded)))
-        self._encoded = []
-        self._received = None
+            message = ("batch", (self._received, self._encoded))
+            self._encoded = []
+            self._received = None
+            _send(self._out, message)
 
     def batch_done(self, received: int, batch: _Parsed) -> None:
         """Batch N+1 is parsed: ask about it, finish and send N, then take N+1's answer."""
@@ -329,6 +341,8 @@ class _Producer:
             item for item, changed in zip(batch.values(), flags, strict=True) if changed
         )
         self._received = received
+        if not self._todo:
+            self._finish()  # nothing changed: tell the parent now
 
     def end(self, received: int, bytes_received: int) -> None:
         self._finish()
