@@ -60,7 +60,7 @@ class RetrySettings:
 class WarehouseSettings:
     url: str = DEFAULT_DATABASE_URL
     schema: str | None = None
-    batch_size: int = 1000
+    batch_size: int = 500
     keep_raw: bool = False
 
     @property
@@ -230,7 +230,7 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
     warehouse = WarehouseSettings(
         url=_database_url(source, str(wh_raw.get("url", DEFAULT_DATABASE_URL))),
         schema=wh_raw.get("schema") or None,
-        batch_size=_int(source, "warehouse.batch_size", wh_raw.get("batch_size", 1000), minimum=1),
+        batch_size=_int(source, "warehouse.batch_size", wh_raw.get("batch_size", 500), minimum=1),
         keep_raw=bool(wh_raw.get("keep_raw", False)),
     )
     api = ApiSettings(

@@ -44,7 +44,7 @@ class WindowWriter:
         *,
         run_id: str,
         exported_at: datetime,
-        batch_size: int = 1000,
+        batch_size: int = 500,
     ) -> None:
         self._conn = conn
         self._tables = {
