@@ -512,7 +512,7 @@ _encode = json.JSONEncoder(
 ).encode
 
 
-def _digest(conv: Mapping[str, Any]) -> tuple[str, bool, bool]:
+def _digest(conv: Mapping[str, Any], finite_floats: bool) -> tuple[str, bool, bool]:
     """The content hash, whether the conversation needs the slow cleaning path, and whether
     it is plain JSON that orjson encodes exactly.
 
@@ -526,13 +526,15 @@ def _digest(conv: Mapping[str, Any]) -> tuple[str, bool, bool]:
     the value back, else the stdlib encoder (which writes NaN/Infinity) takes over. Both write
     the same compact text except some floats' exponent form (1e-06 vs 1e-6), and each text
     determines the value, so the hash stays exact: same export, same hash; any change, another.
+    With `finite_floats` (the caller knows no float is NaN or infinite) the round trip is
+    skipped: it is the most expensive part, and yajl's parser never produces such a float.
     """
     try:
         data = orjson.dumps(conv)
     except TypeError:  # orjson.JSONEncodeError included
         pass
     else:
-        if b"null" not in data or orjson.loads(data) == conv:
+        if finite_floats or b"null" not in data or orjson.loads(data) == conv:
             return blake2b(data, digest_size=16).hexdigest(), b"\\u0000" in data, True
     needs_cleaning = False
     try:
@@ -578,11 +580,13 @@ class Digest:
     plain: bool = False
 
 
-def content_digest(conv: Mapping[str, Any]) -> Digest:
+def content_digest(conv: Mapping[str, Any], *, finite_floats: bool = False) -> Digest:
     """Check the conversation's id and messages list and hash it; raise NormalizeError if not.
 
     The cheap first half of `normalize_conversation`: a loader that finds the hash already
-    stored can skip the rest.
+    stored can skip the rest. `finite_floats` promises that no float in `conv` is NaN or
+    infinite (true of everything yajl parsed: it refuses NaN and overflowing numbers); it saves
+    a check and must not be passed otherwise, or such a float would be hashed as null.
     """
     cid = _conversation_id(conv)
     messages = conv.get("messages")
@@ -592,7 +596,7 @@ def content_digest(conv: Mapping[str, Any]) -> Digest:
         )
         raise NormalizeError(f"messages {problem}", conversation_id=cid, field="messages")
     try:
-        content_hash, needs_cleaning, plain = _digest(conv)
+        content_hash, needs_cleaning, plain = _digest(conv, finite_floats)
     except RecursionError:
         raise NormalizeError(_TOO_DEEP, conversation_id=cid) from None
     return Digest(cid, content_hash, needs_cleaning, plain)

@@ -1,0 +1,68 @@
+"""ExportStream's parsing: read sizes that adapt to the items, and what it promises of floats."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from etl.extract import ExportStream
+from etl.extract.client import _MAX_PARSE_READ, _PARSE_READ
+
+
+class _RecordingReader:
+    """A body that remembers how much the parser asked for on every read."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = io.BytesIO(body)
+        self.sizes: list[int] = []
+
+    def read(self, size: int = -1) -> bytes:
+        if size:
+            self.sizes.append(size)
+        return self._body.read(size)
+
+
+def _export(*conversations: dict[str, Any]) -> bytes:
+    items = [
+        {"type": "query_info", "conversations": len(conversations)},
+        *conversations,
+        {"type": "post_query_info", "conversations": len(conversations)},
+    ]
+    return json.dumps(items).encode()
+
+
+def _conversation(cid: int, **fields: Any) -> dict[str, Any]:
+    return {"type": "conversation", "id": cid, "messages": [], **fields}
+
+
+def test_small_conversations_are_parsed_in_small_reads() -> None:
+    body = _export(*(_conversation(i, note="x" * 500) for i in range(1, 2001)))
+    reader = _RecordingReader(body)
+    stream = ExportStream(reader, None, source="test")
+    assert [c["id"] for c in stream] == list(range(1, 2001))
+    assert len(body) > 10 * _PARSE_READ  # many reads...
+    assert set(reader.sizes) == {_PARSE_READ}  # ...all of the small size
+
+
+def test_reads_grow_while_one_conversation_spans_them_and_shrink_after() -> None:
+    huge = "y" * (6 * 1024 * 1024)
+    body = _export(_conversation(1, note=huge), *(_conversation(i) for i in range(2, 5000)))
+    reader = _RecordingReader(body)
+    stream = ExportStream(reader, None, source="test")
+    conversations = list(stream)
+    assert conversations[0]["note"] == huge
+    assert [c["id"] for c in conversations] == list(range(1, 5000))
+    biggest = max(reader.sizes)
+    assert _PARSE_READ * 16 <= biggest <= _MAX_PARSE_READ
+    # Doubling: about log2(6 MiB / 64 KiB) reads for the big string, not 96 fixed ones.
+    assert reader.sizes.index(biggest) < 12
+    assert reader.sizes[-1] == _PARSE_READ  # back to small reads once it came out
+
+
+def test_c_parser_promises_finite_floats_and_the_python_one_does_not() -> None:
+    body = _export(_conversation(1, score=0.5))
+    assert ExportStream(io.BytesIO(body), None, source="test").finite_floats is True
+    pure = ExportStream(io.BytesIO(body), None, source="test", pure_python=True)
+    assert pure.finite_floats is False
+    assert [c["score"] for c in pure] == [0.5]

@@ -1,0 +1,37 @@
+"""content_digest: the finite-floats shortcut hashes exactly as the full check does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from etl.normalize.core import content_digest
+
+_json: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.sampled_from(["a", "é", "😀", "\x00", "\ud800", "n", "u", "l"]), max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["a", "b", "user_information"]), _json, max_size=3))
+def test_finite_floats_shortcut_gives_the_same_digest(fields: dict[str, Any]) -> None:
+    conversation = {"id": 7, "messages": [], **fields}
+    assert content_digest(conversation, finite_floats=True) == content_digest(conversation)
+
+
+def test_without_the_promise_a_nan_is_not_hashed_as_null() -> None:
+    # orjson writes NaN as null: only the full check keeps the two conversations apart.
+    with_nan = {"id": 7, "messages": [], "score": float("nan")}
+    with_null = {"id": 7, "messages": [], "score": None}
+    assert content_digest(with_nan).content_hash != content_digest(with_null).content_hash
+    assert content_digest(with_nan).plain is False
