@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
@@ -184,8 +186,10 @@ def feed_in_process(
 ) -> StreamEnd:
     """Parse, normalize and write in this process (SQLite, and the fallback)."""
     received = 0
+    finite_floats = stream.finite_floats
     for conversation in stream:
-        writer.add(normalize_conversation(conversation, keep_raw=keep_raw))
+        digest = content_digest(conversation, finite_floats=finite_floats)
+        writer.add(normalize_conversation(conversation, keep_raw=keep_raw, digest=digest))
         received += 1
         if received % 200 == 0:
             progress.conversations(200)
@@ -256,9 +260,13 @@ def _worker_main(
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     code = 0
     try:
-        with os.fdopen(write_fd, "wb") as out, os.fdopen(answer_fd, "rb") as answers:
+        # Parsing allocates millions of short-lived, cycle-free objects: automatic collection
+        # would spend a tenth of the worker's time scanning them (and everything inherited).
+        gc.freeze()
+        gc.disable()
+        with os.fdopen(write_fd, "wb") as out:
             try:
-                _produce(stream, out, answers, batch_size, keep_raw)
+                _produce(stream, out, _Answers(answer_fd), batch_size, keep_raw)
             except BaseException as exc:  # noqa: BLE001 - every failure goes to the parent
                 _send(out, ("error", _portable(exc)))
     except BaseException:  # noqa: BLE001 - the parent is gone or the pipe broke: just leave
@@ -282,29 +290,84 @@ def _portable(exc: BaseException) -> tuple[type[BaseException], tuple[Any, ...],
 
 
 _Parsed = dict[int, tuple[Any, Digest]]
+# Automatic garbage collection is off in the worker (see _worker_main); this backstop collects
+# every so many conversations in case some path ever makes reference cycles.
+_COLLECT_EVERY = 20_000
+
+
+class _Answers:
+    """The parent's answers to `hashes` frames, read without blocking until one is needed."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+
+    def ready(self) -> bool:
+        """Whether a whole answer has arrived (never blocks)."""
+        while True:
+            if self._complete():
+                return True
+            readable, _, _ = select.select([self._fd], [], [], 0)
+            if not readable:
+                return False
+            if not self._read_some():
+                return True  # the end of the pipe: `take` reports it
+
+    def take(self, count: int) -> list[bool]:
+        """The next answer (waiting for it): one flag per conversation of a batch of `count`."""
+        while not self._complete():
+            if not self._read_some():
+                raise EOFError("the loading process stopped answering")
+        (size,) = _HEADER.unpack_from(self._buffer)
+        if size != count:
+            raise RuntimeError(f"answer for {size} conversations, the batch has {count}")
+        end = _HEADER.size + (size + 7) // 8
+        flags = _unpack(bytes(self._buffer[_HEADER.size : end]), size)
+        del self._buffer[:end]
+        return flags
+
+    def _complete(self) -> bool:
+        if len(self._buffer) < _HEADER.size:
+            return False
+        size: int = _HEADER.unpack_from(self._buffer)[0]
+        return len(self._buffer) >= _HEADER.size + (size + 7) // 8
+
+    def _read_some(self) -> bool:
+        data = os.read(self._fd, 1 << 16)
+        self._buffer += data
+        return bool(data)
 
 
 class _Producer:
-    """The worker's loop: hash batch N+1 while encoding the changed conversations of batch N.
+    """The worker's loop: parse batch N+1 while encoding the changed conversations of batch N.
 
-    Two of N are encoded per conversation of N+1 parsed, and batch(N) is sent as soon as it is
-    complete, mid-way through N+1: the parent loads N while the worker parses the rest of N+1,
-    and the worker never holds batch N's encoded frame together with all of N+1 parsed. So
-    peak memory is about one batch of parsed conversations, as for a one-batch window (holding
-    both made the peak grow with the window's size). If N+1 is parsed first, hashes(N+1) goes
-    out before batch(N) and the parent answers N+1 before it loads N (decide allows that).
+    When batch N is parsed, its `(id, hash)` list goes to the parent and the worker parses on;
+    it checks for the answer between conversations (without waiting: the parent may still be
+    loading an earlier batch), then encodes two of N's changed conversations per conversation
+    of N+1 parsed, and sends batch(N) as soon as it is complete, mid-way through N+1. Only when
+    N+1 is parsed too does it wait for N's answer and finish N. So the parent's round trip
+    never stalls the parse, and peak memory stays about two batches of parsed conversations
+    whatever the window's size (holding more made it grow with the window). The parent may
+    answer N+1 before it loads N (decide allows that).
     """
 
-    def __init__(self, out: IO[bytes], answers: IO[bytes], keep_raw: bool) -> None:
+    def __init__(self, out: IO[bytes], answers: _Answers, keep_raw: bool) -> None:
         self._out = out
         self._answers = answers
         self._keep_raw = keep_raw
+        # Batch N, asked about and not answered yet: conversations received up to its end, and
+        # its parsed conversations.
+        self._asked: tuple[int, _Parsed] | None = None
         self._todo: deque[tuple[Any, Digest]] = deque()  # changed ones of batch N, not encoded
         self._encoded: list[EncodedConversation] = []
         self._received: int | None = None  # conversations received up to batch N's end
 
     def step(self) -> None:
-        """Encode two conversations of batch N, if any are left; send N once it is done."""
+        """Take N's answer if it is in; encode two of its changed conversations; send N if done."""
+        if self._asked is not None:
+            if not self._answers.ready():
+                return
+            self._take_answer()
         if self._todo:
             self._encode_one()
             if self._todo:
@@ -312,12 +375,27 @@ class _Producer:
             if not self._todo:
                 self._finish()
 
+    def _take_answer(self) -> None:
+        assert self._asked is not None
+        received, batch = self._asked
+        self._asked = None
+        flags = self._answers.take(len(batch))
+        self._todo = deque(
+            item for item, changed in zip(batch.values(), flags, strict=True) if changed
+        )
+        self._received = received
+        if not self._todo:
+            self._finish()  # nothing changed: tell the parent now
+
     def _encode_one(self) -> None:
         conversation, digest = self._todo.popleft()
         normalized = normalize_conversation(conversation, keep_raw=self._keep_raw, digest=digest)
         self._encoded.append(encode(normalized))
 
     def _finish(self) -> None:
+        """Wait for N's answer if need be, encode what is left of N and send it."""
+        if self._asked is not None:
+            self._take_answer()
         while self._todo:
             self._encode_one()
         if self._received is not None:
@@ -327,22 +405,10 @@ class _Producer:
             _send(self._out, message)
 
     def batch_done(self, received: int, batch: _Parsed) -> None:
-        """Batch N+1 is parsed: ask about it, finish and send N, then take N+1's answer."""
+        """Batch N+1 is parsed: ask about it, finish and send N, and parse on."""
         _send(self._out, ("hashes", [(d.id, d.content_hash) for _, d in batch.values()]))
         self._finish()
-        header = self._answers.read(_HEADER.size)
-        if len(header) != _HEADER.size:
-            raise EOFError("the loading process stopped answering")
-        (count,) = _HEADER.unpack(header)
-        if count != len(batch):
-            raise RuntimeError(f"answer for {count} conversations, the batch has {len(batch)}")
-        flags = _unpack(self._answers.read((count + 7) // 8), count)
-        self._todo = deque(
-            item for item, changed in zip(batch.values(), flags, strict=True) if changed
-        )
-        self._received = received
-        if not self._todo:
-            self._finish()  # nothing changed: tell the parent now
+        self._asked = (received, batch)
 
     def end(self, received: int, bytes_received: int) -> None:
         self._finish()
@@ -350,14 +416,15 @@ class _Producer:
 
 
 def _produce(
-    stream: ExportStream, out: IO[bytes], answers: IO[bytes], batch_size: int, keep_raw: bool
+    stream: ExportStream, out: IO[bytes], answers: _Answers, batch_size: int, keep_raw: bool
 ) -> None:
     cut_at = _mid_stream_threshold()
     producer = _Producer(out, answers, keep_raw)
+    finite_floats = stream.finite_floats
     batch: _Parsed = {}
     received = 0
     for conversation in stream:
-        digest = content_digest(conversation)
+        digest = content_digest(conversation, finite_floats=finite_floats)
         # A later copy of the same conversation in the window wins (as in WindowWriter).
         batch.pop(digest.id, None)
         batch[digest.id] = (conversation, digest)
@@ -366,6 +433,8 @@ def _produce(
         if len(batch) >= batch_size or received == cut_at:
             producer.batch_done(received, batch)
             batch = {}
+        if received % _COLLECT_EVERY == 0:
+            gc.collect()
     if batch:
         producer.batch_done(received, batch)
     producer.end(received, stream.bytes_received)
