@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from psycopg import Connection, sql
 
-from etl.load.copytext import CHILD_TABLES, DIMENSION_TABLES, EncodedConversation, escape
-from etl.normalize import TABLE_COLUMNS
+from etl.load.copytext import (
+    CHILD_TABLES,
+    DIMENSION_TABLES,
+    EncodedBatch,
+    encode_batch,
+    escape,
+)
+from etl.normalize import TABLE_COLUMNS, NormalizedConversation
 from etl.testhooks import pause_point
 
 # Columns the loader adds to `conversations` beyond what the normalizer produces.
@@ -24,11 +30,6 @@ class Hashed(Protocol):
 
     @property
     def content_hash(self) -> str: ...
-
-
-def already_encoded(item: EncodedConversation) -> EncodedConversation:
-    """The encoder for batches a worker has encoded already."""
-    return item
 
 
 class PgBatchLoader:
@@ -85,30 +86,30 @@ class PgBatchLoader:
         self.conversations_unchanged += len(flags) - sum(flags)
         return flags
 
-    def load_decided(self, changed: Sequence[EncodedConversation]) -> None:
+    def load_decided(self, changed: EncodedBatch) -> None:
         """Merge the conversations `decide` marked as changed (already encoded)."""
         pending = self._pending
-        for c in changed:
+        for c in changed.conversations:
             if pending.get(c.id) == c.content_hash:
                 del pending[c.id]
-        if changed:
-            self._merge(list(changed))
+        if changed.conversations:
+            self._merge(changed)
 
-    def load(self, batch: Sequence[Hashed], encoder: Callable[[Any], EncodedConversation]) -> None:
+    def load(self, batch: Sequence[NormalizedConversation]) -> None:
         """Merge one batch (ids unique within it; the caller keeps the later copy).
 
-        `encoder` turns a changed item into COPY text: unchanged ones are never encoded.
+        Unchanged conversations are never encoded.
         """
         if not batch:
             return
         stored = self._stored([c.id for c in batch])
-        changed = [encoder(c) for c in batch if self._replaces(c, stored.get(c.id))]
+        changed = [c for c in batch if self._replaces(c, stored.get(c.id))]
         self.conversations_unchanged += len(batch) - len(changed)
-        if not changed:
-            return
-        self._merge(changed)
+        if changed:
+            self._merge(encode_batch(changed))
 
-    def _merge(self, changed: list[EncodedConversation]) -> None:
+    def _merge(self, batch: EncodedBatch) -> None:
+        changed = batch.conversations
         self.conversations_changed += len(changed)
         ids = [c.id for c in changed]
         with self._conn.cursor() as cur:
@@ -133,7 +134,7 @@ class PgBatchLoader:
             self._copy(table, TABLE_COLUMNS[table], [c.children[at] for c in changed])
             self.rows[table] += sum(c.child_rows[at] for c in changed)
         for at, table in enumerate(DIMENSION_TABLES):
-            self._upsert_dimension(at, table, changed)
+            self._upsert_dimension(table, batch.dimensions[at], len(batch.dimension_ids[at]))
 
     def _stored(self, ids: list[int]) -> dict[int, tuple[str, datetime | None]]:
         query = sql.SQL(
@@ -169,9 +170,8 @@ class PgBatchLoader:
             pause_point("mid-copy")  # tests only: ETL_TEST_PAUSE_AT
             copy.write(b"".join(chunks[half:]))
 
-    def _upsert_dimension(self, at: int, table: str, changed: list[EncodedConversation]) -> None:
-        chunks = [c.dimensions[at] for c in changed]
-        if not any(chunks):
+    def _upsert_dimension(self, table: str, lines: bytes, count: int) -> None:
+        if not lines:
             return
         stage = sql.Identifier(f"etl_stage_{table}")
         columns = TABLE_COLUMNS[table]
@@ -180,7 +180,7 @@ class PgBatchLoader:
                 self._create_stages(cur)
             cur.execute(sql.SQL("TRUNCATE {}").format(stage))
         # The stage's `ord` numbers rows in batch order: the later row wins a last_seen_at tie.
-        self._copy(table, columns, chunks, target=stage)
+        self._copy(table, columns, [lines], target=stage)
         updates = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns if c != "id"
         )
@@ -195,7 +195,7 @@ class PgBatchLoader:
         )
         with self._conn.cursor() as cur:
             cur.execute(statement)
-        self.rows[table] += len({i for c in changed for i in c.dimension_ids[at]})
+        self.rows[table] += count
 
     def _create_stages(self, cur: Any) -> None:
         for table in DIMENSION_TABLES:

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import JSON, Connection, MetaData, Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from etl.load.copytext import EncodedConversation, encode
-from etl.load.pgload import PgBatchLoader, already_encoded
+from etl.load.copytext import EncodedBatch
+from etl.load.pgload import PgBatchLoader
 from etl.normalize import TABLE_COLUMNS, NormalizedConversation
 from etl.testhooks import pause_point
 
@@ -68,7 +68,7 @@ class WindowWriter:
 
     @property
     def accepts_encoded(self) -> bool:
-        """Whether `load_encoded` works here (PostgreSQL)."""
+        """Whether `decide` and `load_decided` work here (PostgreSQL)."""
         return self._pg is not None
 
     @property
@@ -83,17 +83,12 @@ class WindowWriter:
     def conversations_unchanged(self) -> int:
         return self._pg.conversations_unchanged if self._pg is not None else self._unchanged
 
-    def load_encoded(self, batch: Sequence[EncodedConversation]) -> None:
-        """PostgreSQL only: merge conversations already encoded as COPY text (by a worker)."""
-        assert self._pg is not None
-        self._pg.load(batch, already_encoded)
-
     def decide(self, batch: Sequence[tuple[int, str]]) -> list[bool]:
         """PostgreSQL only: which `(id, content_hash)` must be loaded (see PgBatchLoader.decide)."""
         assert self._pg is not None
         return self._pg.decide(batch)
 
-    def load_decided(self, changed: Sequence[EncodedConversation]) -> None:
+    def load_decided(self, changed: EncodedBatch) -> None:
         """PostgreSQL only: merge the encoded conversations `decide` marked as changed."""
         assert self._pg is not None
         self._pg.load_decided(changed)
@@ -120,7 +115,7 @@ class WindowWriter:
             return
         batch, self._batch = list(self._batch.values()), {}
         if self._pg is not None:
-            self._pg.load(batch, encode)
+            self._pg.load(batch)
             return
         stored = self._stored(tuple(c.id for c in batch))
         changed = [c for c in batch if self._replaces(c, stored.get(c.id))]

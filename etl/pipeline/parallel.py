@@ -20,7 +20,7 @@ from typing import IO, Any
 from etl.errors import EtlError
 from etl.extract import ExportStream
 from etl.extract.errors import NumberOverflowError
-from etl.load.copytext import EncodedConversation, encode
+from etl.load.copytext import BatchEncoder, EncodedBatch
 from etl.load.writer import WindowWriter
 from etl.normalize import normalize_conversation
 from etl.normalize.core import Digest, content_digest
@@ -94,7 +94,7 @@ class ParallelFeed:
         self._answers: IO[bytes] = os.fdopen(answer_write_fd, "wb")
         self.end: StreamEnd | None = None
 
-    def __iter__(self) -> Iterator[tuple[int, list[EncodedConversation]]]:
+    def __iter__(self) -> Iterator[tuple[int, EncodedBatch]]:
         """(conversations received so far, the changed ones encoded), until the stream's end."""
         while True:
             kind, payload = self._receive()
@@ -359,7 +359,7 @@ class _Producer:
         # its parsed conversations.
         self._asked: tuple[int, _Parsed] | None = None
         self._todo: deque[tuple[Any, Digest]] = deque()  # changed ones of batch N, not encoded
-        self._encoded: list[EncodedConversation] = []
+        self._encoder = BatchEncoder()
         self._received: int | None = None  # conversations received up to batch N's end
 
     def step(self) -> None:
@@ -390,7 +390,7 @@ class _Producer:
     def _encode_one(self) -> None:
         conversation, digest = self._todo.popleft()
         normalized = normalize_conversation(conversation, keep_raw=self._keep_raw, digest=digest)
-        self._encoded.append(encode(normalized))
+        self._encoder.add(normalized)
 
     def _finish(self) -> None:
         """Wait for N's answer if need be, encode what is left of N and send it."""
@@ -399,8 +399,7 @@ class _Producer:
         while self._todo:
             self._encode_one()
         if self._received is not None:
-            message = ("batch", (self._received, self._encoded))
-            self._encoded = []
+            message = ("batch", (self._received, self._encoder.finish()))
             self._received = None
             _send(self._out, message)
 
