@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from hashlib import blake2b
 from typing import Any, Final
 
@@ -14,19 +14,20 @@ import orjson
 from etl.normalize.clean import clean_row
 from etl.normalize.columns import BOOL, INT, JSON, TABLE_COLUMNS, TEXT, TIME, index
 from etl.normalize.errors import NormalizeError
+from etl.normalize.project import (
+    INT_MAX,
+    INT_MIN,
+    SKIP,
+    TAG,
+    BadField,
+    Fields,
+    project,
+)
 
 Row = tuple[Any, ...]
-Fields = dict[str, tuple[int, int]]
 
-SKIP: Final = 5  # a known key the caller handles itself (sub-objects, lists)
-TAG: Final = 6  # the `type` tag: dropped when it has the expected value, else kept in extra
-
-# BIGINT bounds: a larger integer would make the database refuse the whole batch.
-_INT_MIN: Final = -(2**63)
-_INT_MAX: Final = 2**63 - 1
 _KNOWN_CONTENT: Final = frozenset({"text", "image", "video", "json", "link", "ssml"})
 _KNOWN_MESSAGE: Final = frozenset({"question", "answer"})
-_fromisoformat = datetime.fromisoformat
 
 _C, _M, _CT, _B, _A, _I, _AC = (
     index(t)
@@ -178,15 +179,6 @@ _ACTION_FIELDS = _fields(
 )
 
 
-class _BadField(Exception):
-    """Internal: a field that makes the conversation unloadable; `path` grows as it bubbles up."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(problem)
-        self.path = path
-        self.problem = problem
-
-
 @dataclass(slots=True)
 class NormalizedConversation:
     """One conversation as rows: `rows[table]` holds tuples in `TABLE_COLUMNS[table]` order."""
@@ -196,63 +188,6 @@ class NormalizedConversation:
     rows: dict[str, list[Row]]
     # Every value is plain JSON orjson encodes exactly (see _digest): JSON columns may use it.
     plain: bool = False
-
-
-def _time(value: Any, key: str) -> datetime:
-    if value.__class__ is not str:
-        raise _BadField(key, f"expected an ISO-8601 timestamp string, got {type(value).__name__}")
-    try:
-        parsed = _fromisoformat(value)
-        if parsed.tzinfo is not None:
-            return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted out of range
-        raise _BadField(key, f"unparseable timestamp {value!r}") from None
-    # The API always sends an offset; guessing a zone would silently shift times.
-    raise _BadField(key, f"timestamp {value!r} has no UTC offset")
-
-
-def _project(
-    obj: Mapping[str, Any], fields: Fields, row: list[Any], tag: str | None = None
-) -> dict[str, Any] | None:
-    """Copy the known keys of `obj` into `row`; return the rest (unknown keys, misfits) or None.
-
-    A value whose type does not fit its column (a "misfit") is returned with the unknown keys,
-    so it ends up in `extra` under its source key: nothing crashes, nothing is lost.
-    """
-    rest: dict[str, Any] | None = None
-    for key, value in obj.items():
-        spec = fields.get(key)
-        if spec is not None:
-            if value is None:
-                continue  # null and absent mean the same: the column stays NULL
-            at, kind = spec
-            cls = value.__class__
-            if kind == TEXT:
-                if cls is str:
-                    row[at] = value
-                    continue
-            elif kind == TIME:
-                row[at] = _time(value, key)
-                continue
-            elif kind == INT:
-                if cls is int and _INT_MIN <= value <= _INT_MAX:
-                    row[at] = value
-                    continue
-            elif kind == BOOL:
-                if cls is bool:
-                    row[at] = value
-                    continue
-            elif kind == JSON:
-                row[at] = value
-                continue
-            elif kind == SKIP:
-                continue
-            elif value == tag:  # TAG
-                continue
-        if rest is None:
-            rest = {}
-        rest[key] = value
-    return rest
 
 
 def _extra(rest: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -278,7 +213,7 @@ def _dimension(
     the dimension row was emitted (its own `extra` holds the rest), else the remainder.
     """
     values: list[Any] = [None] * _N[table]
-    rest = _project(obj, fields, values, tag)
+    rest = project(obj, fields, values, tag)
     if values[0] is not None:
         values[-2] = seen_at
         values[-1] = _extra(rest)
@@ -364,10 +299,10 @@ class _Builder:
         row[2] = position
         mtype = msg.get("type")
         if mtype.__class__ is not str or mtype not in _KNOWN_MESSAGE:
-            row[-1] = _extra(_project(msg, _MSG_OTHER_FIELDS, row))
+            row[-1] = _extra(project(msg, _MSG_OTHER_FIELDS, row))
             self.messages.append(tuple(row))
             return
-        rest = _project(msg, _MSG_FIELDS, row)
+        rest = project(msg, _MSG_FIELDS, row)
         seen_at: datetime | None = row[3]
         question = msg.get("question")
         if question is not None:
@@ -401,7 +336,7 @@ class _Builder:
         clicked = msg.get("button_clicked")
         if clicked is not None:
             left = (
-                _project(clicked, _CLICK_FIELDS, row, "button")
+                project(clicked, _CLICK_FIELDS, row, "button")
                 if (clicked.__class__ is dict or isinstance(clicked, Mapping))
                 else clicked
             )
@@ -413,7 +348,7 @@ class _Builder:
                 for at, item in enumerate(content):
                     try:
                         self._content(item, mid, at)
-                    except _BadField as exc:
+                    except BadField as exc:
                         exc.path = f"content[{at}].{exc.path}"
                         raise
             else:
@@ -431,7 +366,7 @@ class _Builder:
     ) -> dict[str, Any] | None:
         if not (question.__class__ is dict or isinstance(question, Mapping)):
             return _nest(rest, "question", question)
-        left = _project(question, _QUESTION_FIELDS, row, "question_analysis")
+        left = project(question, _QUESTION_FIELDS, row, "question_analysis")
         analysis = question.get("analysis")
         if analysis is not None:
             if isinstance(analysis, list):
@@ -449,7 +384,7 @@ class _Builder:
         if not (item.__class__ is dict or isinstance(item, Mapping)):
             row[-1] = {"_value": item}
         else:
-            rest = _project(item, _ANALYSIS_FIELDS, row)
+            rest = project(item, _ANALYSIS_FIELDS, row)
             intent = item.get("intent")
             if intent is not None:
                 if intent.__class__ is dict or isinstance(intent, Mapping):
@@ -475,10 +410,10 @@ class _Builder:
             return
         ctype = item.get("type")
         if ctype.__class__ is not str or ctype not in _KNOWN_CONTENT:
-            row[-1] = _extra(_project(item, _CONTENT_OTHER_FIELDS, row))
+            row[-1] = _extra(project(item, _CONTENT_OTHER_FIELDS, row))
             self.content.append(tuple(row))
             return
-        rest = _project(item, _CONTENT_FIELDS, row)
+        rest = project(item, _CONTENT_FIELDS, row)
         buttons = item.get("buttons")
         if buttons is not None:
             if isinstance(buttons, list):
@@ -496,7 +431,7 @@ class _Builder:
         row[2] = position
         row[3] = self.cid
         if item.__class__ is dict or isinstance(item, Mapping):
-            row[-1] = _extra(_project(item, _BUTTON_FIELDS, row, "button"))
+            row[-1] = _extra(project(item, _BUTTON_FIELDS, row, "button"))
         else:
             row[-1] = {"_value": item}
         self.buttons.append(tuple(row))
@@ -558,7 +493,7 @@ def _conversation_id(conv: Any) -> int:
     cid = conv.get("id")
     if cid is None:
         raise NormalizeError("the conversation has no id", field="id")
-    if cid.__class__ is not int or not _INT_MIN <= cid <= _INT_MAX:
+    if cid.__class__ is not int or not INT_MIN <= cid <= INT_MAX:
         raise NormalizeError(f"conversation id must be an integer, got {cid!r}", field="id")
     return cid
 
@@ -619,12 +554,12 @@ def normalize_conversation(
     try:
         row: list[Any] = [None] * _N["conversations"]
         row[0] = cid
-        rest = _project(conv, _CONV_FIELDS, row, "conversation")
+        rest = project(conv, _CONV_FIELDS, row, "conversation")
         times = conv.get("time")
         if times is not None:
             path = "time."
             left = (
-                _project(times, _CONV_TIME_FIELDS, row)
+                project(times, _CONV_TIME_FIELDS, row)
                 if (times.__class__ is dict or isinstance(times, Mapping))
                 else times
             )
@@ -633,14 +568,14 @@ def normalize_conversation(
         for position, msg in enumerate(messages):
             path = f"messages[{position}]."
             mid = msg.get("id") if (msg.__class__ is dict or isinstance(msg, Mapping)) else None
-            if mid.__class__ is not int or not _INT_MIN <= mid <= _INT_MAX:
-                raise _BadField("id", f"message id must be an integer, got {mid!r}")
+            if mid.__class__ is not int or not INT_MIN <= mid <= INT_MAX:
+                raise BadField("id", f"message id must be an integer, got {mid!r}")
             if mid in seen:
-                raise _BadField("id", f"message id {mid} appears twice in the conversation")
+                raise BadField("id", f"message id {mid} appears twice in the conversation")
             seen.add(mid)
             builder.message(msg, position, mid)
         path = ""
-    except _BadField as exc:
+    except BadField as exc:
         raise NormalizeError(exc.problem, conversation_id=cid, field=path + exc.path) from None
     row[9] = len(messages)
     row[10] = _extra(rest)
