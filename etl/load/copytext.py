@@ -164,6 +164,23 @@ def encode(conversation: NormalizedConversation) -> EncodedConversation:
     )
 
 
+class Prepared(NamedTuple):
+    """A conversation ready to join a batch: fact rows encoded, dimension rows kept as rows."""
+
+    encoded: EncodedConversation
+    dimension_rows: tuple[list[tuple[Any, ...]], ...]  # per DIMENSION_TABLES entry
+    plain: bool
+
+
+def prepare(conversation: NormalizedConversation) -> Prepared:
+    """Encode what can be encoded before the conversation's batch is known (see BatchEncoder)."""
+    return Prepared(
+        encode(conversation),
+        tuple(conversation.rows[table] for table in DIMENSION_TABLES),
+        conversation.plain,
+    )
+
+
 class BatchEncoder:
     """Encodes a batch conversation by conversation; its dimension rows once per id at the end.
 
@@ -187,10 +204,13 @@ class BatchEncoder:
         return len(self._encoded)
 
     def add(self, conversation: NormalizedConversation) -> None:
-        self._encoded.append(encode(conversation))
-        for collected, table in zip(self._dimension_rows, DIMENSION_TABLES, strict=True):
-            collected.extend(conversation.rows[table])
-        self._plain = self._plain and conversation.plain
+        self.add_prepared(prepare(conversation))
+
+    def add_prepared(self, prepared: Prepared) -> None:
+        self._encoded.append(prepared.encoded)
+        for collected, rows in zip(self._dimension_rows, prepared.dimension_rows, strict=True):
+            collected.extend(rows)
+        self._plain = self._plain and prepared.plain
 
     def finish(self) -> EncodedBatch:
         """The batch so far; the encoder starts empty again."""

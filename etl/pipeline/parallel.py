@@ -12,7 +12,6 @@ import struct
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -20,10 +19,11 @@ from typing import IO, Any
 from etl.errors import EtlError
 from etl.extract import ExportStream
 from etl.extract.errors import NumberOverflowError
-from etl.load.copytext import BatchEncoder, EncodedBatch
+from etl.load.copytext import BatchEncoder, EncodedBatch, Prepared, prepare
 from etl.load.writer import WindowWriter
 from etl.normalize import normalize_conversation
 from etl.normalize.core import Digest, content_digest
+from etl.normalize.errors import NormalizeError
 from etl.pipeline.progress import Progress
 from etl.testhooks import pause_point
 
@@ -338,16 +338,30 @@ class _Answers:
         return bool(data)
 
 
-class _Producer:
-    """The worker's loop: parse batch N+1 while encoding the changed conversations of batch N.
+@dataclass
+class _Asked:
+    """Batch N once its `(id, hash)` list is sent: its conversations, encoded as time allows."""
 
-    When batch N is parsed, its `(id, hash)` list goes to the parent and the worker parses on;
-    it checks for the answer between conversations (without waiting: the parent may still be
-    loading an earlier batch), then encodes two of N's changed conversations per conversation
-    of N+1 parsed, and sends batch(N) as soon as it is complete, mid-way through N+1. Only when
-    N+1 is parsed too does it wait for N's answer and finish N. So the parent's round trip
-    never stalls the parse, and peak memory stays about two batches of parsed conversations
-    whatever the window's size (holding more made it grow with the window). The parent may
+    received: int  # conversations received up to the batch's end
+    items: list[tuple[Any, Digest] | None]  # None once encoded or known unchanged
+    results: list[Prepared | NormalizeError | None]
+    flags: list[bool] | None = None  # the parent's answer: which ones changed
+    cursor: int = 0  # items before it are encoded or skipped
+
+
+class _Producer:
+    """The worker's loop: parse batch N+1 while encoding batch N.
+
+    When batch N is parsed, its `(id, hash)` list goes to the parent and the worker parses on,
+    encoding two of N's conversations per conversation of N+1 parsed and checking for the
+    answer between conversations without waiting (the parent may be busy loading an earlier
+    batch). Until the answer is in, it encodes every conversation, as if all had changed (on a
+    first load all have; on a re-run the parent, with little to load, answers at once), and
+    afterwards only the changed ones; a conversation that failed to normalize fails the window
+    only if it changed. Batch(N) goes out as soon as it is complete, mid-way through N+1, and
+    only when N+1 is parsed too does the worker wait for N's answer. So the parent's round trip
+    never stalls the parse, each parsed conversation is released once encoded, and peak memory
+    is about one batch of parsed conversations whatever the window's size. The parent may
     answer N+1 before it loads N (decide allows that).
     """
 
@@ -355,59 +369,71 @@ class _Producer:
         self._out = out
         self._answers = answers
         self._keep_raw = keep_raw
-        # Batch N, asked about and not answered yet: conversations received up to its end, and
-        # its parsed conversations.
-        self._asked: tuple[int, _Parsed] | None = None
-        self._todo: deque[tuple[Any, Digest]] = deque()  # changed ones of batch N, not encoded
+        self._asked: _Asked | None = None
         self._encoder = BatchEncoder()
-        self._received: int | None = None  # conversations received up to batch N's end
 
     def step(self) -> None:
-        """Take N's answer if it is in; encode two of its changed conversations; send N if done."""
-        if self._asked is not None:
-            if not self._answers.ready():
-                return
-            self._take_answer()
-        if self._todo:
-            self._encode_one()
-            if self._todo:
-                self._encode_one()
-            if not self._todo:
-                self._finish()
+        """Take N's answer if it is in; encode two of its conversations; send N if done."""
+        asked = self._asked
+        if asked is None:
+            return
+        if asked.flags is None and self._answers.ready():
+            asked.flags = self._answers.take(len(asked.items))
+        self._encode_next(asked)
+        self._encode_next(asked)
+        if asked.flags is not None and asked.cursor == len(asked.items):
+            self._send_batch(asked)
 
-    def _take_answer(self) -> None:
-        assert self._asked is not None
-        received, batch = self._asked
+    def _encode_next(self, asked: _Asked) -> None:
+        """Encode the next conversation of N that may be needed."""
+        items, flags, at = asked.items, asked.flags, asked.cursor
+        if flags is not None:
+            while at < len(items) and not flags[at]:
+                items[at] = None  # unchanged: never encoded
+                at += 1
+        if at < len(items):
+            item = items[at]
+            assert item is not None
+            items[at] = None
+            conversation, digest = item
+            try:
+                normalized = normalize_conversation(
+                    conversation, keep_raw=self._keep_raw, digest=digest
+                )
+                asked.results[at] = prepare(normalized)
+            except NormalizeError as exc:
+                asked.results[at] = exc  # raised if the answer says it changed
+            at += 1
+        asked.cursor = at
+
+    def _send_batch(self, asked: _Asked) -> None:
+        assert asked.flags is not None
         self._asked = None
-        flags = self._answers.take(len(batch))
-        self._todo = deque(
-            item for item, changed in zip(batch.values(), flags, strict=True) if changed
-        )
-        self._received = received
-        if not self._todo:
-            self._finish()  # nothing changed: tell the parent now
-
-    def _encode_one(self) -> None:
-        conversation, digest = self._todo.popleft()
-        normalized = normalize_conversation(conversation, keep_raw=self._keep_raw, digest=digest)
-        self._encoder.add(normalized)
+        for result, changed in zip(asked.results, asked.flags, strict=True):
+            if changed:
+                if isinstance(result, NormalizeError):
+                    raise result
+                assert result is not None
+                self._encoder.add_prepared(result)
+        _send(self._out, ("batch", (asked.received, self._encoder.finish())))
 
     def _finish(self) -> None:
         """Wait for N's answer if need be, encode what is left of N and send it."""
-        if self._asked is not None:
-            self._take_answer()
-        while self._todo:
-            self._encode_one()
-        if self._received is not None:
-            message = ("batch", (self._received, self._encoder.finish()))
-            self._received = None
-            _send(self._out, message)
+        asked = self._asked
+        if asked is None:
+            return
+        if asked.flags is None:
+            asked.flags = self._answers.take(len(asked.items))
+        while asked.cursor < len(asked.items):
+            self._encode_next(asked)
+        self._send_batch(asked)
 
     def batch_done(self, received: int, batch: _Parsed) -> None:
         """Batch N+1 is parsed: ask about it, finish and send N, and parse on."""
         _send(self._out, ("hashes", [(d.id, d.content_hash) for _, d in batch.values()]))
         self._finish()
-        self._asked = (received, batch)
+        items: list[tuple[Any, Digest] | None] = list(batch.values())
+        self._asked = _Asked(received, items, [None] * len(items))
 
     def end(self, received: int, bytes_received: int) -> None:
         self._finish()

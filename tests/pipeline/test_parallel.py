@@ -1,13 +1,17 @@
-"""The worker's side of the answer pipe: never blocks to check, frames split or merged."""
+"""The worker's side of the pipes: answers read without blocking, speculative encoding."""
 
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from etl.pipeline.parallel import _HEADER, _Answers, _pack
+from etl.normalize.core import content_digest
+from etl.normalize.errors import NormalizeError
+from etl.pipeline.parallel import _HEADER, _Answers, _pack, _Producer
 
 
 @pytest.fixture
@@ -67,3 +71,76 @@ def test_an_answer_for_another_batch_size_is_refused(pipe: tuple[int, int]) -> N
     os.write(write_fd, _frame([True, True]))
     with pytest.raises(RuntimeError, match="answer for 2 conversations, the batch has 3"):
         answers.take(3)
+
+
+# -- the producer: speculative encoding until the parent's answer is in -----------------------
+
+
+def _conversation(cid: int, when: str = "2024-01-01T10:00:00+00:00") -> dict[str, Any]:
+    return {
+        "type": "conversation",
+        "id": cid,
+        "messages": [{"id": cid * 10, "time": when, "type": "answer", "content": []}],
+    }
+
+
+class _Parent:
+    """The test's side of both pipes: reads the worker's frames, writes answers."""
+
+    def __init__(self) -> None:
+        frames_read, frames_write = os.pipe()
+        answers_read, self._answers_write = os.pipe()
+        self.frames = os.fdopen(frames_read, "rb")
+        self.out = os.fdopen(frames_write, "wb")
+        self.answers = _Answers(answers_read)
+
+    def frame(self) -> tuple[str, Any]:
+        (size,) = _HEADER.unpack(self.frames.read(_HEADER.size))
+        message: tuple[str, Any] = pickle.loads(self.frames.read(size))
+        return message
+
+    def answer(self, flags: list[bool]) -> None:
+        os.write(self._answers_write, _frame(flags))
+
+
+def _batch(*conversations: dict[str, Any]) -> dict[int, tuple[Any, Any]]:
+    return {c["id"]: (c, content_digest(c)) for c in conversations}
+
+
+def test_a_late_answer_keeps_only_the_changed_conversations_in_order() -> None:
+    parent = _Parent()
+    producer = _Producer(parent.out, parent.answers, keep_raw=False)
+    producer.batch_done(4, _batch(*(_conversation(cid) for cid in (1, 2, 3, 4))))
+    assert parent.frame() == (
+        "hashes",
+        [(c, content_digest(_conversation(c)).content_hash) for c in (1, 2, 3, 4)],
+    )
+    for _ in range(3):
+        producer.step()  # no answer yet: all four are encoded speculatively
+    parent.answer([False, True, False, True])
+    producer.step()
+    kind, (received, batch) = parent.frame()
+    assert (kind, received) == ("batch", 4)
+    assert [c.id for c in batch.conversations] == [2, 4]
+    assert batch.dimensions == (b"", b"")
+
+
+def test_an_unloadable_conversation_fails_the_window_only_if_it_changed() -> None:
+    bad = _conversation(2, when="not a time")
+    for changed, fails in (([True, False], False), ([False, True], True)):
+        parent = _Parent()
+        producer = _Producer(parent.out, parent.answers, keep_raw=False)
+        producer.batch_done(2, _batch(_conversation(1), bad))
+        parent.frame()  # hashes
+        producer.step()  # both normalized before the answer: the bad one's error is kept
+        parent.answer(changed)
+        if fails:
+            with pytest.raises(NormalizeError, match="unparseable timestamp") as raised:
+                producer.end(2, 0)
+            assert raised.value.conversation_id == 2
+        else:
+            producer.end(2, 0)
+            kind, (_, batch) = parent.frame()
+            assert kind == "batch"
+            assert [c.id for c in batch.conversations] == [1]
+            assert parent.frame()[0] == "end"
