@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -30,6 +31,7 @@ from etl.extract.errors import (
     RequestRejected,
     RetriableAPIError,
 )
+from etl.extract.split import split_elements
 from etl.windows import Window
 
 log = logging.getLogger(__name__)
@@ -142,6 +144,9 @@ class ExportStream:
     """One export body: `query_info` up front, conversations as iterated, then `post_query_info`.
 
     Iterating to the end checks the stream is complete; any gap raises BrokenStreamError.
+    Conversations are parsed by orjson where the body allows (see split_elements; `split=False`
+    leaves everything to ijson), by yajl through ijson otherwise, and by ijson's pure-Python
+    parser when a window is re-read for what yajl cannot represent (`pure_python`).
     """
 
     def __init__(
@@ -153,6 +158,7 @@ class ExportStream:
         source: str | None = None,
         pure_python: bool = False,
         on_overflow: Any = None,
+        split: bool = True,
     ) -> None:
         # Errors name the window, or the file for saved exports.
         self.window: Window | str | None = window if window is not None else source
@@ -162,18 +168,28 @@ class ExportStream:
         backend = _ijson_backend(pure_python)
         # yajl refuses NaN, Infinity and numbers that overflow a double: every float is finite.
         self.finite_floats: bool = backend.backend_name == "yajl2_c"
-        self._guard = None if pure_python else _SurrogateGuard(reader)
-        self._items = backend.items(
-            reader if self._guard is None else self._guard,
-            "item",
-            use_float=True,
-            buf_size=_PARSE_BUFFER if pure_python else _PARSE_READ,
-        )
+        self._guard: _SurrogateGuard | None = None
+        if pure_python:
+            self._items = backend.items(reader, "item", use_float=True, buf_size=_PARSE_BUFFER)
+        elif not split:  # ijson for everything (what split_elements falls back to)
+            self._items = self._fallback(backend, b"")
+        else:
+            self._items = split_elements(
+                reader, lambda prefix: self._fallback(backend, prefix), lambda p: _exact(backend, p)
+            )
         self.query_info: dict[str, Any] = {}
         self.post_query_info: dict[str, Any] | None = None
         self.received = 0
         self.complete = False
         self._read_query_info()
+
+    def _fallback(self, backend: Any, prefix: bytes) -> Iterator[Any]:
+        """ijson over `prefix` and the rest of the body (see split_elements)."""
+        self._guard = _SurrogateGuard(_Prefixed(prefix, self._reader))
+        items: Iterator[Any] = backend.items(
+            self._guard, "item", use_float=True, buf_size=_PARSE_READ
+        )
+        return items
 
     @classmethod
     def from_response(
@@ -214,6 +230,13 @@ class ExportStream:
             return item
         except ijson.JSONError as exc:
             raise self._parse_error(exc) from None
+        except UnicodeDecodeError as exc:
+            # yajl passes a surrogate encoded as UTF-8 bytes (ED A0 80), Python refuses it.
+            raise BrokenStreamError(
+                f"the export body is not valid JSON (invalid UTF-8: bytes {exc.object[exc.start : exc.end]!r} "
+                "in a string); the window is incomplete",
+                self.window,
+            ) from None
         except _LoneSurrogate:
             if self._on_overflow is not None:
                 self._on_overflow()
@@ -334,6 +357,26 @@ class ExportStream:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _exact(backend: Any, piece: bytes) -> Any:
+    """One element parsed by ijson, which keeps integers beyond 64 bits exact (or refuses them)."""
+    return next(backend.items(io.BytesIO(b"[" + piece + b"]"), "item", use_float=True))
+
+
+class _Prefixed:
+    """A reader that gives `prefix` first, then what `reader` gives."""
+
+    def __init__(self, prefix: bytes, reader: Any) -> None:
+        self._prefix = prefix
+        self._reader = reader
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix and size != 0:
+            data, self._prefix = self._prefix, b""
+            return data
+        rest: bytes = self._reader.read(size)
+        return rest
 
 
 class _LoneSurrogate(Exception):

@@ -1,4 +1,4 @@
-"""ExportStream's parsing: read sizes that adapt to the items, and what it promises of floats."""
+"""ExportStream's ijson path: read sizes that adapt to the items; what it promises of floats."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _conversation(cid: int, **fields: Any) -> dict[str, Any]:
 def test_small_conversations_are_parsed_in_small_reads() -> None:
     body = _export(*(_conversation(i, note="x" * 500) for i in range(1, 2001)))
     reader = _RecordingReader(body)
-    stream = ExportStream(reader, None, source="test")
+    stream = ExportStream(reader, None, source="test", split=False)
     assert [c["id"] for c in stream] == list(range(1, 2001))
     assert len(body) > 10 * _PARSE_READ  # many reads...
     assert set(reader.sizes) == {_PARSE_READ}  # ...all of the small size
@@ -49,7 +49,7 @@ def test_reads_grow_while_one_conversation_spans_them_and_shrink_after() -> None
     huge = "y" * (6 * 1024 * 1024)
     body = _export(_conversation(1, note=huge), *(_conversation(i) for i in range(2, 5000)))
     reader = _RecordingReader(body)
-    stream = ExportStream(reader, None, source="test")
+    stream = ExportStream(reader, None, source="test", split=False)
     conversations = list(stream)
     assert conversations[0]["note"] == huge
     assert [c["id"] for c in conversations] == list(range(1, 5000))
