@@ -11,7 +11,7 @@ import pytest
 
 from etl.normalize.core import content_digest
 from etl.normalize.errors import NormalizeError
-from etl.pipeline.parallel import _HEADER, _Answers, _pack, _Producer
+from etl.pipeline.parallel import _HEADER, _Answers, _Entry, _pack, _Producer
 
 
 @pytest.fixture
@@ -103,8 +103,8 @@ class _Parent:
         os.write(self._answers_write, _frame(flags))
 
 
-def _batch(*conversations: dict[str, Any]) -> dict[int, tuple[Any, Any]]:
-    return {c["id"]: (c, content_digest(c)) for c in conversations}
+def _batch(*conversations: dict[str, Any]) -> dict[int, _Entry]:
+    return {c["id"]: _Entry(c, content_digest(c)) for c in conversations}
 
 
 def test_a_late_answer_keeps_only_the_changed_conversations_in_order() -> None:
@@ -144,3 +144,20 @@ def test_an_unloadable_conversation_fails_the_window_only_if_it_changed() -> Non
             assert kind == "batch"
             assert [c.id for c in batch.conversations] == [1]
             assert parent.frame()[0] == "end"
+
+
+def test_encoding_turns_lazy_after_a_mostly_unchanged_batch_and_eager_again() -> None:
+    parent = _Parent()
+    producer = _Producer(parent.out, parent.answers, keep_raw=False)
+    assert producer.eager  # a first load: everything is new
+    for first, flags in ((1, [False, False, True]), (4, [True, True, False])):
+        producer.batch_done(first + 2, _batch(*(_conversation(c) for c in range(first, first + 3))))
+        parent.frame()  # hashes
+        parent.answer(flags)
+        producer.end(first + 2, 0)
+        kind, (_, batch) = parent.frame()
+        assert kind == "batch"
+        changed = [c for c, flag in zip(range(first, first + 3), flags, strict=True) if flag]
+        assert [c.id for c in batch.conversations] == changed
+        assert producer.eager is (sum(flags) >= 2)
+        assert parent.frame()[0] == "end"
