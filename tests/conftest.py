@@ -73,6 +73,16 @@ def pg_server() -> str:
 
 @pytest.fixture
 def pg_warehouse(pg_server: str) -> Iterator[TestWarehouse]:
+    yield from _pg_schema(pg_server)
+
+
+@pytest.fixture
+def another_pg_warehouse(pg_server: str) -> Iterator[TestWarehouse]:
+    """A second throwaway schema, for comparing two loads side by side."""
+    yield from _pg_schema(pg_server)
+
+
+def _pg_schema(pg_server: str) -> Iterator[TestWarehouse]:
     schema = f"t_{secrets.token_hex(6)}"
     url = (
         make_url(pg_server)
