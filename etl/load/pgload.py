@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -53,6 +54,11 @@ class PgBatchLoader:
         # Changed ids `decide` promised to load and `load` has not loaded yet, with their hash:
         # a later batch decided before an earlier one is loaded compares against these.
         self._pending: dict[int, str] = {}
+        # Per decided batch not loaded yet: its changed ids whose old rows must be deleted first
+        # (stored, or promised by an earlier batch). A new conversation needs no DELETE: on a
+        # first load that spares five statements and their index probes a batch.
+        self._replacing: deque[set[int]] = deque()
+        self._dimensions_staged = False
 
     def _name(self, table: str) -> sql.Composable:
         if self._schema:
@@ -74,6 +80,7 @@ class PgBatchLoader:
         stored = self._stored([cid for cid, _ in batch])
         pending = self._pending
         flags = []
+        replacing: set[int] = set()
         for cid, content_hash in batch:
             promised = pending.get(cid)
             if promised is not None:  # stored by then, from this export: replaced if it differs
@@ -82,18 +89,22 @@ class PgBatchLoader:
                 changed = self._replaces_hash(content_hash, stored.get(cid))
             if changed:
                 pending[cid] = content_hash
+                if promised is not None or cid in stored:
+                    replacing.add(cid)
             flags.append(changed)
+        self._replacing.append(replacing)
         self.conversations_unchanged += len(flags) - sum(flags)
         return flags
 
     def load_decided(self, changed: EncodedBatch) -> None:
-        """Merge the conversations `decide` marked as changed (already encoded)."""
+        """Merge the conversations `decide` marked as changed in the oldest batch not loaded."""
+        replacing = self._replacing.popleft()
         pending = self._pending
         for c in changed.conversations:
             if pending.get(c.id) == c.content_hash:
                 del pending[c.id]
         if changed.conversations:
-            self._merge(changed)
+            self._merge(changed, [c.id for c in changed.conversations if c.id in replacing])
 
     def load(self, batch: Sequence[NormalizedConversation]) -> None:
         """Merge one batch (ids unique within it; the caller keeps the later copy).
@@ -106,21 +117,34 @@ class PgBatchLoader:
         changed = [c for c in batch if self._replaces(c, stored.get(c.id))]
         self.conversations_unchanged += len(batch) - len(changed)
         if changed:
-            self._merge(encode_batch(changed))
+            self._merge(encode_batch(changed), [c.id for c in changed if c.id in stored])
 
-    def _merge(self, batch: EncodedBatch) -> None:
+    def finish(self) -> None:
+        """Upsert the dimension rows the window's batches staged; once, before the commit.
+
+        One upsert a window instead of one a batch: the stage keeps every batch's rows in
+        order, so the same row wins (latest last_seen_at, the later row on a tie).
+        """
+        if not self._dimensions_staged:
+            return
+        for table in DIMENSION_TABLES:
+            self._upsert_dimension(table)
+        self._dimensions_staged = False
+
+    def _merge(self, batch: EncodedBatch, replacing: list[int]) -> None:
+        """COPY a batch in; `replacing` are the ids stored already, whose rows go first."""
         changed = batch.conversations
         self.conversations_changed += len(changed)
-        ids = [c.id for c in changed]
-        with self._conn.cursor() as cur:
-            for table in (*CHILD_TABLES, "conversations"):
-                column = "id" if table == "conversations" else "conversation_id"
-                cur.execute(
-                    sql.SQL("DELETE FROM {} WHERE {} = ANY(%s::bigint[])").format(
-                        self._name(table), sql.Identifier(column)
-                    ),
-                    (ids,),
-                )
+        if replacing:
+            with self._conn.cursor() as cur:
+                for table in (*CHILD_TABLES, "conversations"):
+                    column = "id" if table == "conversations" else "conversation_id"
+                    cur.execute(
+                        sql.SQL("DELETE FROM {} WHERE {} = ANY(%s::bigint[])").format(
+                            self._name(table), sql.Identifier(column)
+                        ),
+                        (replacing,),
+                    )
         loaded_at = datetime.now(UTC).isoformat()
         run_id = escape(self._run_id)
         suffix = f"\t{self._exported_at.isoformat()}\t{loaded_at}\t{run_id}\n".encode()
@@ -134,7 +158,7 @@ class PgBatchLoader:
             self._copy(table, TABLE_COLUMNS[table], [c.children[at] for c in changed])
             self.rows[table] += sum(c.child_rows[at] for c in changed)
         for at, table in enumerate(DIMENSION_TABLES):
-            self._upsert_dimension(table, batch.dimensions[at], len(batch.dimension_ids[at]))
+            self._stage_dimension(table, batch.dimensions[at], len(batch.dimension_ids[at]))
 
     def _stored(self, ids: list[int]) -> dict[int, tuple[str, datetime | None]]:
         query = sql.SQL(
@@ -170,17 +194,20 @@ class PgBatchLoader:
             pause_point("mid-copy")  # tests only: ETL_TEST_PAUSE_AT
             copy.write(b"".join(chunks[half:]))
 
-    def _upsert_dimension(self, table: str, lines: bytes, count: int) -> None:
+    def _stage_dimension(self, table: str, lines: bytes, count: int) -> None:
         if not lines:
             return
-        stage = sql.Identifier(f"etl_stage_{table}")
-        columns = TABLE_COLUMNS[table]
-        with self._conn.cursor() as cur:
-            if not self._staged:
+        if not self._staged:
+            with self._conn.cursor() as cur:
                 self._create_stages(cur)
-            cur.execute(sql.SQL("TRUNCATE {}").format(stage))
-        # The stage's `ord` numbers rows in batch order: the later row wins a last_seen_at tie.
-        self._copy(table, columns, [lines], target=stage)
+        # The stage's `ord` numbers rows in window order: the later row wins a last_seen_at tie.
+        self._copy(table, TABLE_COLUMNS[table], [lines], target=self._stage(table))
+        self._dimensions_staged = True
+        self.rows[table] += count
+
+    def _upsert_dimension(self, table: str) -> None:
+        columns = TABLE_COLUMNS[table]
+        stage = self._stage(table)
         updates = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns if c != "id"
         )
@@ -195,13 +222,16 @@ class PgBatchLoader:
         )
         with self._conn.cursor() as cur:
             cur.execute(statement)
-        self.rows[table] += count
+            cur.execute(sql.SQL("TRUNCATE {}").format(stage))
+
+    def _stage(self, table: str) -> sql.Identifier:
+        return sql.Identifier(f"etl_stage_{table}")
 
     def _create_stages(self, cur: Any) -> None:
         for table in DIMENSION_TABLES:
             cur.execute(
                 sql.SQL(
                     "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}, ord bigserial) ON COMMIT DROP"
-                ).format(sql.Identifier(f"etl_stage_{table}"), self._name(table))
+                ).format(self._stage(table), self._name(table))
             )
         self._staged = True

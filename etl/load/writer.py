@@ -104,13 +104,19 @@ class WindowWriter:
         self._batch.pop(conversation.id, None)
         self._batch[conversation.id] = conversation
         if len(self._batch) >= self._batch_size:
-            self.flush()
+            self._flush_batch()
 
     def add_all(self, conversations: Iterable[NormalizedConversation]) -> None:
         for conversation in conversations:
             self.add(conversation)
 
     def flush(self) -> None:
+        """Write what is left of the window; call once at its end, before the commit."""
+        self._flush_batch()
+        if self._pg is not None:
+            self._pg.finish()
+
+    def _flush_batch(self) -> None:
         if not self._batch:
             return
         batch, self._batch = list(self._batch.values()), {}

@@ -216,7 +216,8 @@ def feed_parallel(
             writer.load_decided(batch)
             del batch  # not held while the next batch is received (see ParallelFeed)
         assert feed.end is not None
-        return feed.end
+    writer.flush()
+    return feed.end
 
 
 def _watch_parent(parent: int) -> None:

@@ -1,0 +1,71 @@
+"""PostgreSQL's decide/load protocol (the worker's path): batches decided before they load."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from etl.load.copytext import encode_batch
+from etl.load.migrate import upgrade
+from etl.load.pgload import PgBatchLoader
+from etl.normalize import normalize_conversation
+from tests.conftest import TestWarehouse
+
+EXPORTED = datetime(2024, 4, 1, tzinfo=UTC)
+
+
+def _conversation(cid: int, text_: str, title: str) -> dict[str, Any]:
+    return {
+        "type": "conversation",
+        "id": cid,
+        "messages": [
+            {
+                "id": cid * 10,
+                "time": "2024-03-25T10:00:00+00:00",
+                "type": "answer",
+                "actions": {"displayed": {"type": "action", "id": 7, "action_type": title}},
+                "content": [{"type": "text", "text": text_}],
+            }
+        ],
+    }
+
+
+def _decide_and_load(loader: PgBatchLoader, *batches: list[dict[str, Any]]) -> list[list[bool]]:
+    """Decide every batch first, then load them in order: the worker's worst case."""
+    normalized = [[normalize_conversation(c) for c in batch] for batch in batches]
+    answers = [loader.decide([(n.id, n.content_hash) for n in batch]) for batch in normalized]
+    for batch, flags in zip(normalized, answers, strict=True):
+        loader.load_decided(encode_batch(n for n, f in zip(batch, flags, strict=True) if f))
+    loader.finish()
+    return answers
+
+
+def test_a_conversation_changed_in_two_batches_decided_before_loading(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    upgrade(pg_warehouse.url, pg_warehouse.schema)
+    engine = pg_warehouse.engine()
+    try:
+        with engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            loader = PgBatchLoader(raw, pg_warehouse.schema, run_id="t", exported_at=EXPORTED)
+            answers = _decide_and_load(
+                loader,
+                [_conversation(1, "first", "a"), _conversation(2, "other", "a")],
+                [_conversation(1, "second", "b")],  # replaces 1 before it was loaded
+                [_conversation(1, "second", "b"), _conversation(3, "new", "c")],
+            )
+            assert answers == [[True, True], [True], [False, True]]
+        with engine.connect() as conn:
+            content = conn.execute(
+                text(f"SELECT conversation_id, text FROM {pg_warehouse.table('content')}")
+            ).all()
+            action = conn.execute(
+                text(f"SELECT action_type FROM {pg_warehouse.table('actions')} WHERE id = 7")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert sorted(content) == [(1, "second"), (2, "other"), (3, "new")]
+    assert action == "c"  # the same last_seen_at in all three: the latest row staged wins
