@@ -23,24 +23,22 @@ import json
 import math
 import os
 import platform
-import queue
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from measure import Measurement, run_measured
+
+from etl.fakeapi.process import fake_api_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -87,12 +85,6 @@ def libpq_dsn(url: str) -> str:
     if not sep or not scheme.startswith("postgresql"):
         raise SystemExit(f"ETL_BENCH_DATABASE_URL must be a postgresql URL, got {url!r}")
     return f"postgresql://{rest}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tail(text: str, lines: int = 15) -> str:
@@ -288,78 +280,6 @@ def _read_export_summary(path: Path) -> tuple[dict[str, Any], int]:
     return first, size
 
 
-# ---- the simulator as a server ------------------------------------------------------------------
-
-
-class FakeApiServer:
-    """`etl fake-api` in the background on a free loopback port, until stop()."""
-
-    def __init__(self, args: Sequence[str], env: Mapping[str, str]) -> None:
-        self._args = list(args)
-        self._env = dict(env)
-        self._proc: subprocess.Popen[str] | None = None
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._tail: deque[str] = deque(maxlen=40)
-        self.url = ""
-
-    def start(self, timeout: float = 300.0) -> FakeApiServer:
-        port = free_port()
-        self._proc = subprocess.Popen(
-            [ETL, "fake-api", "--port", str(port), *self._args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**self._env, "FAKE_API_TOKEN": TOKEN},
-        )
-        threading.Thread(target=self._drain, daemon=True).start()  # never let the pipe fill
-        deadline = time.monotonic() + timeout
-        marker = "fake-api listening on "
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.stop()
-                raise RuntimeError(f"etl fake-api did not start within {timeout:.0f} s")
-            try:
-                line = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                code = self._proc.wait()
-                raise RuntimeError(
-                    f"etl fake-api exited (status {code}) before listening:\n"
-                    + "\n".join(self._tail)
-                )
-            if marker in line:
-                self.url = line.split(marker, 1)[1].strip()
-                return self
-
-    def _drain(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
-            self._tail.append(line.rstrip())
-            if not self.url:
-                self._lines.put(line)
-        self._lines.put(None)
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def __enter__(self) -> FakeApiServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 # ---- variants and their results -----------------------------------------------------------------
 
 
@@ -548,10 +468,10 @@ class Bench:
                 v.rows = sum(v.row_detail.values())
                 v.conversations = v.row_detail.get("conversations")
 
-    def run_project(self, data: Dataset, server: FakeApiServer | None, rnd: int) -> None:
+    def run_project(self, data: Dataset, api_url: str | None, rnd: int) -> None:
         n = f" #{rnd + 1}"
-        if server is not None and ("c" in self.groups or "e" in self.groups):
-            env = self.project_env(server.url)
+        if api_url is not None and ("c" in self.groups or "e" in self.groups):
+            env = self.project_env(api_url)
             first, rerun = self.variants["c_backfill"], self.variants["e_rerun"]
             if not first.failed and self.migrate(first, env):
                 m = self.measure(first, self.backfill_argv(data), env, n)
@@ -650,8 +570,8 @@ class Bench:
             size = base * factor
             try:
                 data = ensure_dataset(size, self.base_env)
-                with FakeApiServer(data.args, self.base_env).start() as server:
-                    env = self.project_env(server.url)
+                with simulator(data, self.base_env) as api_url:
+                    env = self.project_env(api_url)
                     v = Variant(f"scaling_{factor}x", "s", f"scaling {factor:>2}x ({size:,})", True)
                     if not self.migrate(v, env):
                         raise RuntimeError(v.failure or "etl migrate failed")
@@ -696,16 +616,18 @@ class Bench:
         self.pg.close()
 
 
+def simulator(data: Dataset, env: Mapping[str, str]) -> AbstractContextManager[str]:
+    """`etl fake-api` serving the dataset's conversations on a free loopback port."""
+    return fake_api_process(*data.args, token=TOKEN, env=env, start_timeout=300.0)
+
+
 @contextmanager
-def maybe_server(enabled: bool, data: Dataset, env: Mapping[str, str]) -> Iterator[Any]:
+def maybe_simulator(enabled: bool, data: Dataset, env: Mapping[str, str]) -> Iterator[str | None]:
     if not enabled:
         yield None
         return
-    server = FakeApiServer(data.args, env).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    with simulator(data, env) as api_url:
+        yield api_url
 
 
 # ---- machine, ratios, report --------------------------------------------------------------------
@@ -973,12 +895,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.warm_up()
         need_server = bool({"c", "e"} & bench.groups)
         say(f"\nRuns (--repeat {args.repeat}, dlt {args.dlt_repeat}):")
-        with maybe_server(need_server, data, bench.base_env) as server:
-            if server is not None:
-                say(f"  simulator serving the same dataset at {server.url}")
+        with maybe_simulator(need_server, data, bench.base_env) as api_url:
+            if api_url is not None:
+                say(f"  simulator serving the same dataset at {api_url}")
             for rnd in range(args.repeat):
                 bench.run_floors(data, rnd)
-                bench.run_project(data, server, rnd)
+                bench.run_project(data, api_url, rnd)
                 bench.run_dlt(data, rnd)
         if args.scaling and ({"c", "e"} & bench.groups):
             bench.run_scaling()
