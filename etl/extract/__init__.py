@@ -1,6 +1,6 @@
 """Extract: the streaming Export API v3 client and its window retry policy."""
 
-from etl.extract.client import ExportClient, ExportStream, request_body, validate_response
+from etl.extract.client import ExportClient, request_body, validate_response
 from etl.extract.errors import (
     AuthError,
     BrokenStreamError,
@@ -12,6 +12,7 @@ from etl.extract.errors import (
     RetriableAPIError,
 )
 from etl.extract.retry import is_retryable, window_retrying
+from etl.extract.stream import ExportStream
 
 __all__ = [
     "AuthError",

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import IO
 
 from etl.errors import ConfigError
-from etl.extract.client import ExportStream
 from etl.extract.errors import BrokenStreamError
+from etl.extract.stream import ExportStream
 
 
 class _CountingReader:

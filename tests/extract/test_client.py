@@ -76,7 +76,7 @@ def test_gzip_is_negotiated_and_smaller_than_identity(make_sim: Any) -> None:
 def test_identity_body_is_parsed(make_sim: Any) -> None:
     import requests
 
-    from etl.extract.client import ExportStream
+    from etl.extract.stream import ExportStream
 
     api = make_sim()
     response = requests.post(

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from etl.extract import ExportStream
-from etl.extract.client import _MAX_PARSE_READ, _PARSE_READ
+from etl.extract.reads import MAX_PARSE_READ, PARSE_READ
 
 
 class _RecordingReader:
@@ -41,8 +41,8 @@ def test_small_conversations_are_parsed_in_small_reads() -> None:
     reader = _RecordingReader(body)
     stream = ExportStream(reader, None, source="test", split=False)
     assert [c["id"] for c in stream] == list(range(1, 2001))
-    assert len(body) > 10 * _PARSE_READ  # many reads...
-    assert set(reader.sizes) == {_PARSE_READ}  # ...all of the small size
+    assert len(body) > 10 * PARSE_READ  # many reads...
+    assert set(reader.sizes) == {PARSE_READ}  # ...all of the small size
 
 
 def test_reads_grow_while_one_conversation_spans_them_and_shrink_after() -> None:
@@ -54,10 +54,10 @@ def test_reads_grow_while_one_conversation_spans_them_and_shrink_after() -> None
     assert conversations[0]["note"] == huge
     assert [c["id"] for c in conversations] == list(range(1, 5000))
     biggest = max(reader.sizes)
-    assert _PARSE_READ * 16 <= biggest <= _MAX_PARSE_READ
+    assert PARSE_READ * 16 <= biggest <= MAX_PARSE_READ
     # Doubling: about log2(6 MiB / 64 KiB) reads for the big string, not 96 fixed ones.
     assert reader.sizes.index(biggest) < 12
-    assert reader.sizes[-1] == _PARSE_READ  # back to small reads once it came out
+    assert reader.sizes[-1] == PARSE_READ  # back to small reads once it came out
 
 
 def test_c_parser_promises_finite_floats_and_the_python_one_does_not() -> None:

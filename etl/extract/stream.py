@@ -1,0 +1,308 @@
+"""One export body as a stream: query_info, the conversations as parsed, post_query_info."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+import ijson
+import requests
+
+from etl.extract.decode import DecodedReader
+from etl.extract.errors import (
+    BrokenStreamError,
+    ExportDataError,
+    NumberOverflowError,
+)
+from etl.extract.reads import (
+    PARSE_READ,
+    LoneSurrogate,
+    Prefixed,
+    SurrogateGuard,
+    transport_guard,
+)
+from etl.extract.split import split_elements
+from etl.windows import Window
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024  # raw body bytes per network read
+# What the pure-Python parser reads at a time (it has none of yajl's cache effect: see reads.py).
+_PARSE_BUFFER = 1024 * 1024
+_warned_backend = False
+
+
+# Python refuses int <-> str conversions beyond 4,300 digits (CVE-2020-10735: they take
+# quadratic time). Windows re-read for integers beyond 64 bits may keep integers this long exactly
+# (in JSON columns); a longer one is refused as a data error.
+MAX_INTEGER_DIGITS = 10_000
+_LONG_INTEGER = re.compile(r"Unexpected symbol '(-?[0-9]+)'")
+
+
+def _ijson_backend(pure_python: bool = False) -> Any:
+    global _warned_backend
+    if pure_python:
+        limit = sys.get_int_max_str_digits()
+        if 0 < limit < MAX_INTEGER_DIGITS:
+            sys.set_int_max_str_digits(MAX_INTEGER_DIGITS)
+        return ijson.get_backend("python")
+    try:
+        return ijson.get_backend("yajl2_c")
+    except ImportError:
+        if not _warned_backend:
+            _warned_backend = True
+            log.warning(
+                "ijson's C backend (yajl2_c) is not available: parsing will be several times slower"
+            )
+        return ijson
+
+
+class ExportStream:
+    """One export body: `query_info` up front, conversations as iterated, then `post_query_info`.
+
+    Iterating to the end checks the stream is complete; any gap raises BrokenStreamError.
+    Conversations are parsed by orjson where the body allows (see split_elements; `split=False`
+    leaves everything to ijson), by yajl through ijson otherwise, and by ijson's pure-Python
+    parser when a window is re-read for what yajl cannot represent (`pure_python`).
+    """
+
+    def __init__(
+        self,
+        reader: Any,
+        window: Window | None,
+        *,
+        on_close: Any = None,
+        source: str | None = None,
+        pure_python: bool = False,
+        on_overflow: Any = None,
+        split: bool = True,
+    ) -> None:
+        # Errors name the window, or the file for saved exports.
+        self.window: Window | str | None = window if window is not None else source
+        self._reader = reader
+        self._on_close = on_close
+        self._on_overflow = on_overflow
+        backend = _ijson_backend(pure_python)
+        # yajl refuses NaN, Infinity and numbers that overflow a double: every float is finite.
+        self.finite_floats: bool = backend.backend_name == "yajl2_c"
+        self._guard: SurrogateGuard | None = None
+        if pure_python:
+            self._items = backend.items(reader, "item", use_float=True, buf_size=_PARSE_BUFFER)
+        elif not split:  # ijson for everything (what split_elements falls back to)
+            self._items = self._fallback(backend, b"")
+        else:
+            self._items = split_elements(
+                reader, lambda prefix: self._fallback(backend, prefix), lambda p: _exact(backend, p)
+            )
+        self.query_info: dict[str, Any] = {}
+        self.post_query_info: dict[str, Any] | None = None
+        self.received = 0
+        self.complete = False
+        self._read_query_info()
+
+    def _fallback(self, backend: Any, prefix: bytes) -> Iterator[Any]:
+        """ijson over `prefix` and the rest of the body (see split_elements)."""
+        self._guard = SurrogateGuard(Prefixed(prefix, self._reader))
+        items: Iterator[Any] = backend.items(
+            self._guard, "item", use_float=True, buf_size=PARSE_READ
+        )
+        return items
+
+    @classmethod
+    def from_response(
+        cls,
+        response: requests.Response,
+        window: Window,
+        max_bytes: int,
+        *,
+        pure_python: bool = False,
+        on_overflow: Any = None,
+    ) -> ExportStream:
+        chunks = response.raw.stream(_CHUNK, decode_content=False)
+        reader = DecodedReader(
+            transport_guard(chunks, window),
+            response.headers.get("Content-Encoding", ""),
+            max_bytes,
+            window,
+        )
+        return cls(
+            reader,
+            window,
+            on_close=response.close,
+            pure_python=pure_python,
+            on_overflow=on_overflow,
+        )
+
+    @property
+    def expected(self) -> int | None:
+        count = self.query_info.get("conversations")
+        return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+    @property
+    def bytes_received(self) -> int:
+        return int(getattr(self._reader, "bytes_in", 0))
+
+    def _next(self) -> Any:
+        try:
+            item = next(self._items)
+            if self._guard is not None:
+                self._guard.item_done()
+            return item
+        except ijson.JSONError as exc:
+            raise self._parse_error(exc) from None
+        except UnicodeDecodeError as exc:
+            # yajl passes a surrogate encoded as UTF-8 bytes (ED A0 80), Python refuses it.
+            raise BrokenStreamError(
+                f"the export body is not valid JSON (invalid UTF-8: bytes {exc.object[exc.start : exc.end]!r} "
+                "in a string); the window is incomplete",
+                self.window,
+            ) from None
+        except LoneSurrogate:
+            if self._on_overflow is not None:
+                self._on_overflow()
+            raise NumberOverflowError(
+                "the export holds an unpaired surrogate escape (such as \\ud800), which the fast "
+                "C parser would silently turn into '?'; the window is re-read with the "
+                "pure-Python parser (slower), which keeps it",
+                self.window,
+                retry_after=0.0,
+            ) from None
+
+    def _parse_error(self, exc: Exception) -> BrokenStreamError | ExportDataError:
+        long_integer = _LONG_INTEGER.match(str(exc))
+        if long_integer:
+            digits = len(long_integer.group(1).lstrip("-"))
+            return ExportDataError(
+                f"the export holds an integer of {digits:,} digits; integers of up to "
+                f"{MAX_INTEGER_DIGITS:,} digits are kept, longer ones are refused: report this "
+                "export to the vendor",
+                self.window,
+            )
+        if "integer overflow" in str(exc):
+            # yajl reads integers as 64-bit; Python's parser reads any size, slowly.
+            if self._on_overflow is not None:
+                self._on_overflow()
+            return NumberOverflowError(
+                "the export holds an integer beyond 64 bits, which the fast C parser cannot "
+                "read; the window is re-read with the pure-Python parser (slower)",
+                self.window,
+                retry_after=0.0,
+            )
+        if "premature EOF" in str(exc) or "Incomplete JSON content" in str(exc):
+            return BrokenStreamError(
+                f"the export stream ended before its JSON array was closed ({_short(exc)}); "
+                "the window is incomplete",
+                self.window,
+            )
+        return BrokenStreamError(
+            f"the export body is not valid JSON ({_parse_detail(exc)}); the window is incomplete",
+            self.window,
+        )
+
+    def _read_query_info(self) -> None:
+        try:
+            first = self._next()
+        except StopIteration:
+            raise BrokenStreamError(
+                "the export body is not a JSON array beginning with query_info", self.window
+            ) from None
+        if not isinstance(first, dict) or first.get("type") != "query_info":
+            if isinstance(first, dict) and first.get("type") == "error":
+                raise BrokenStreamError(
+                    f"the API reported an error: {first.get('message', '')}", self.window
+                )
+            raise ExportDataError("the export's first element is not query_info", self.window)
+        self.query_info = first
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            try:
+                element = self._next()
+            except StopIteration:
+                break
+            if not isinstance(element, dict):
+                raise ExportDataError(
+                    f"element {self.received + 1} of the export is a {type(element).__name__}, not an object",
+                    self.window,
+                )
+            kind = element.get("type")
+            if kind == "conversation" or (kind is None and "messages" in element):
+                if self.post_query_info is not None:
+                    raise ExportDataError("a conversation came after post_query_info", self.window)
+                if not isinstance(element.get("id"), int) or isinstance(element.get("id"), bool):
+                    raise ExportDataError(
+                        f"conversation #{self.received + 1} in the stream has no integer id "
+                        f"(got {element.get('id')!r}); report this export to the vendor",
+                        self.window,
+                    )
+                self.received += 1
+                yield element
+            elif kind == "post_query_info":
+                self.post_query_info = element
+            elif kind == "error":
+                raise BrokenStreamError(
+                    f"the API reported an error mid-stream after {self.received} conversations: "
+                    f"{element.get('message', '')!s}; the window is incomplete",
+                    self.window,
+                )
+            else:
+                log.warning(
+                    "window %s: skipping an export element of unknown type %r", self.window, kind
+                )
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        if self.post_query_info is None:
+            raise BrokenStreamError(
+                f"the export stream ended without post_query_info after {self.received} "
+                "conversations; the window is incomplete",
+                self.window,
+            )
+        if self.expected is not None and self.received != self.expected:
+            raise BrokenStreamError(
+                f"query_info announced {self.expected} conversations but the stream carried "
+                f"{self.received}; the window is incomplete",
+                self.window,
+            )
+        self.complete = True
+
+    def close(self) -> None:
+        if self._on_close is not None:
+            self._on_close()
+
+    def __enter__(self) -> ExportStream:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _exact(backend: Any, piece: bytes) -> Any:
+    """One element parsed by ijson, which keeps integers beyond 64 bits exact (or refuses them)."""
+    return next(backend.items(io.BytesIO(b"[" + piece + b"]"), "item", use_float=True))
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def _parse_detail(exc: BaseException) -> str:
+    """yajl's error and the text it stopped at: "lexical error: …, at '{"a": NaN}'"."""
+    raw = exc.args[0] if exc.args else ""
+    text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else str(raw)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    detail = lines[0].rstrip(".")[:200]
+    if len(lines) > 1 and "(right here)" not in lines[1]:
+        detail += f", at {lines[1][:80]!r}"
+        if any(word in lines[1] for word in ("NaN", "Infinity")):
+            detail += " (NaN and Infinity are not JSON numbers)"
+    return detail
