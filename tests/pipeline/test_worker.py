@@ -11,7 +11,7 @@ import pytest
 
 from etl.normalize.core import content_digest
 from etl.normalize.errors import NormalizeError
-from etl.pipeline.parallel import _HEADER, _Answers, _Entry, _pack, _Producer
+from etl.pipeline.worker import HEADER, _Answers, _Entry, _Producer, pack
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def pipe() -> Iterator[tuple[int, int]]:
 
 
 def _frame(flags: list[bool]) -> bytes:
-    return _HEADER.pack(len(flags)) + _pack(flags)
+    return HEADER.pack(len(flags)) + pack(flags)
 
 
 def test_ready_is_false_until_a_whole_answer_is_in(pipe: tuple[int, int]) -> None:
@@ -95,7 +95,7 @@ class _Parent:
         self.answers = _Answers(answers_read)
 
     def frame(self) -> tuple[str, Any]:
-        (size,) = _HEADER.unpack(self.frames.read(_HEADER.size))
+        (size,) = HEADER.unpack(self.frames.read(HEADER.size))
         message: tuple[str, Any] = pickle.loads(self.frames.read(size))
         return message
 
