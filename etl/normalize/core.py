@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from hashlib import blake2b
 from typing import Any, Final
 
-import orjson
-
 from etl.normalize.clean import clean_row
-from etl.normalize.columns import BOOL, INT, JSON, TABLE_COLUMNS, TEXT, TIME, index
+from etl.normalize.columns import TABLE_COLUMNS
+from etl.normalize.digest import TOO_DEEP, Digest, content_digest
 from etl.normalize.errors import NormalizeError
+from etl.normalize.fields import (
+    ACTION_FIELDS,
+    ANALYSIS_FIELDS,
+    BUTTON_FIELDS,
+    CLICK_FIELDS,
+    CONTENT_FIELDS,
+    CONTENT_OTHER_FIELDS,
+    CONV_FIELDS,
+    CONV_TIME_FIELDS,
+    INTENT_FIELDS,
+    MESSAGE_COLUMN,
+    MSG_FIELDS,
+    MSG_OTHER_FIELDS,
+    QUESTION_FIELDS,
+)
 from etl.normalize.project import (
     INT_MAX,
     INT_MIN,
-    SKIP,
-    TAG,
     BadField,
     Fields,
     project,
@@ -29,154 +39,8 @@ Row = tuple[Any, ...]
 _KNOWN_CONTENT: Final = frozenset({"text", "image", "video", "json", "link", "ssml"})
 _KNOWN_MESSAGE: Final = frozenset({"question", "answer"})
 
-_C, _M, _CT, _B, _A, _I, _AC = (
-    index(t)
-    for t in (
-        "conversations",
-        "messages",
-        "content",
-        "buttons",
-        "intent_analysis",
-        "intents",
-        "actions",
-    )
-)
 _N = {table: len(columns) for table, columns in TABLE_COLUMNS.items()}
 _EXTRA = {table: columns.index("extra") for table, columns in TABLE_COLUMNS.items()}
-
-
-def _fields(table: dict[str, int], spec: dict[str, tuple[str | None, int]]) -> Fields:
-    return {key: (table[column] if column else -1, kind) for key, (column, kind) in spec.items()}
-
-
-_CONV_FIELDS = _fields(
-    _C,
-    {
-        "type": (None, TAG),
-        "id": (None, SKIP),
-        "messages": (None, SKIP),
-        "time": (None, SKIP),
-        "reference": ("reference", TEXT),
-        "environment": ("environment", TEXT),
-        "reviewed": ("reviewed", BOOL),
-        "quality_label": ("quality_label", TEXT),
-        "authentication_identifier": ("authentication_identifier", TEXT),
-        "user_information": ("user_information", JSON),
-    },
-)
-_CONV_TIME_FIELDS = _fields(
-    _C, {"created": ("created_at", TIME), "last_message_created": ("last_message_at", TIME)}
-)
-_MSG_COMMON: dict[str, tuple[str | None, int]] = {
-    "id": (None, SKIP),
-    "time": ("time", TIME),
-    "type": ("type", TEXT),
-    "is_human_chat": ("is_human_chat", BOOL),
-    "session_id": ("session_id", TEXT),
-}
-# An undocumented message type keeps everything but the common fields in `extra`.
-_MSG_OTHER_FIELDS = _fields(_M, _MSG_COMMON)
-# Question and answer fields are mapped for both types: a field on the "wrong" type still has
-# one meaning, and a column is more useful than `extra`.
-_MSG_FIELDS = _fields(
-    _M,
-    {
-        **_MSG_COMMON,
-        "question": (None, SKIP),
-        "intents": (None, SKIP),
-        "actions": (None, SKIP),
-        "content": (None, SKIP),
-        "button_clicked": (None, SKIP),
-        "source_url": ("source_url", TEXT),
-        "device": ("device", TEXT),
-        "system_action_trigger": ("system_action_trigger", TEXT),
-        "human_agent": ("human_agent", JSON),
-        "matched_filter": ("matched_filter", JSON),
-        "sent_filter_values": ("sent_filter_values", JSON),
-    },
-)
-_QUESTION_FIELDS = _fields(
-    _M,
-    {
-        "type": (None, TAG),
-        "analysis": (None, SKIP),
-        "input": ("input", TEXT),
-        "predicted_language": ("predicted_language", TEXT),
-        "sentiment": ("sentiment", TEXT),
-        "labels": ("labels", JSON),
-        "important_words": ("important_words", JSON),
-    },
-)
-_CLICK_FIELDS = _fields(
-    _M,
-    {
-        "type": (None, TAG),
-        "id": ("clicked_button_id", INT),
-        "button_type": ("clicked_button_type", TEXT),
-        "text": ("clicked_button_text", TEXT),
-        "url": ("clicked_button_url", TEXT),
-        "hidden": ("clicked_button_hidden", BOOL),
-        "source_url": ("clicked_button_source_url", TEXT),
-    },
-)
-_CONTENT_COMMON: dict[str, tuple[str | None, int]] = {
-    "type": ("type", TEXT),
-    "time": ("time", TIME),
-}
-_CONTENT_OTHER_FIELDS = _fields(_CT, _CONTENT_COMMON)
-_CONTENT_FIELDS = _fields(
-    _CT,
-    {
-        **_CONTENT_COMMON,
-        "buttons": (None, SKIP),
-        "text": ("text", TEXT),
-        "url": ("url", TEXT),
-        "video_type": ("video_type", TEXT),
-        "video_fullscreen": ("video_fullscreen", BOOL),
-        "ssml": ("ssml", TEXT),
-        "json": ("json", JSON),
-    },
-)
-_BUTTON_FIELDS = _fields(
-    _B,
-    {
-        "type": (None, TAG),
-        "id": ("button_id", INT),
-        "button_type": ("button_type", TEXT),
-        "text": ("text", TEXT),
-        "url": ("url", TEXT),
-        "hidden": ("hidden", BOOL),
-        "attributes": ("attributes", JSON),
-    },
-)
-_ANALYSIS_FIELDS = _fields(
-    _A,
-    {
-        "intent": (None, SKIP),
-        "processed": ("processed", TEXT),
-        "translated": ("translated", TEXT),
-        "winner": ("winner", BOOL),
-    },
-)
-_INTENT_FIELDS = _fields(
-    _I,
-    {
-        "type": (None, TAG),
-        "id": ("id", INT),
-        "title": ("title", TEXT),
-        "inherit_skill": ("inherit_skill", BOOL),
-    },
-)
-_ACTION_FIELDS = _fields(
-    _AC,
-    {
-        "type": (None, TAG),
-        "id": ("id", INT),
-        "action_type": ("action_type", TEXT),
-        "language": ("language", TEXT),
-        "transfer_to_human": ("transfer_to_human", BOOL),
-    },
-)
 
 
 @dataclass(slots=True)
@@ -231,7 +95,7 @@ def _intent_into(
     out: list[Row],
 ) -> dict[str, Any] | None:
     """Fill a parent's intent id/title columns; return what the parent's extra must keep."""
-    values, rest = _dimension(obj, _INTENT_FIELDS, "intents", "intent", seen_at, out)
+    values, rest = _dimension(obj, INTENT_FIELDS, "intents", "intent", seen_at, out)
     parent[id_at] = values[0]
     parent[title_at] = values[1]
     if values[0] is None and values[2] is not None:
@@ -269,12 +133,12 @@ def _refs(
 
 
 _ACTION_AT = {
-    "displayed": _M["displayed_action_id"],
-    "came_from": _M["came_from_action_id"],
+    "displayed": MESSAGE_COLUMN["displayed_action_id"],
+    "came_from": MESSAGE_COLUMN["came_from_action_id"],
 }
 _INTENT_AT = {
-    "predicted": (_M["predicted_intent_id"], _M["predicted_intent_title"]),
-    "came_from": (_M["came_from_intent_id"], _M["came_from_intent_title"]),
+    "predicted": (MESSAGE_COLUMN["predicted_intent_id"], MESSAGE_COLUMN["predicted_intent_title"]),
+    "came_from": (MESSAGE_COLUMN["came_from_intent_id"], MESSAGE_COLUMN["came_from_intent_title"]),
 }
 
 
@@ -299,10 +163,10 @@ class _Builder:
         row[2] = position
         mtype = msg.get("type")
         if mtype.__class__ is not str or mtype not in _KNOWN_MESSAGE:
-            row[-1] = _extra(project(msg, _MSG_OTHER_FIELDS, row))
+            row[-1] = _extra(project(msg, MSG_OTHER_FIELDS, row))
             self.messages.append(tuple(row))
             return
-        rest = project(msg, _MSG_FIELDS, row)
+        rest = project(msg, MSG_FIELDS, row)
         seen_at: datetime | None = row[3]
         question = msg.get("question")
         if question is not None:
@@ -326,7 +190,7 @@ class _Builder:
                 row: list[Any], name: str, ref: Mapping[str, Any]
             ) -> dict[str, Any] | None:
                 values, left = _dimension(
-                    ref, _ACTION_FIELDS, "actions", "action", seen_at, out_actions
+                    ref, ACTION_FIELDS, "actions", "action", seen_at, out_actions
                 )
                 at = _ACTION_AT[name]
                 row[at : at + 4] = values[0:4]
@@ -336,7 +200,7 @@ class _Builder:
         clicked = msg.get("button_clicked")
         if clicked is not None:
             left = (
-                project(clicked, _CLICK_FIELDS, row, "button")
+                project(clicked, CLICK_FIELDS, row, "button")
                 if (clicked.__class__ is dict or isinstance(clicked, Mapping))
                 else clicked
             )
@@ -366,7 +230,7 @@ class _Builder:
     ) -> dict[str, Any] | None:
         if not (question.__class__ is dict or isinstance(question, Mapping)):
             return _nest(rest, "question", question)
-        left = project(question, _QUESTION_FIELDS, row, "question_analysis")
+        left = project(question, QUESTION_FIELDS, row, "question_analysis")
         analysis = question.get("analysis")
         if analysis is not None:
             if isinstance(analysis, list):
@@ -384,12 +248,12 @@ class _Builder:
         if not (item.__class__ is dict or isinstance(item, Mapping)):
             row[-1] = {"_value": item}
         else:
-            rest = project(item, _ANALYSIS_FIELDS, row)
+            rest = project(item, ANALYSIS_FIELDS, row)
             intent = item.get("intent")
             if intent is not None:
                 if intent.__class__ is dict or isinstance(intent, Mapping):
                     values, left = _dimension(
-                        intent, _INTENT_FIELDS, "intents", "intent", seen_at, self.intents
+                        intent, INTENT_FIELDS, "intents", "intent", seen_at, self.intents
                     )
                     row[6:9] = values[0:3]
                 else:
@@ -410,10 +274,10 @@ class _Builder:
             return
         ctype = item.get("type")
         if ctype.__class__ is not str or ctype not in _KNOWN_CONTENT:
-            row[-1] = _extra(project(item, _CONTENT_OTHER_FIELDS, row))
+            row[-1] = _extra(project(item, CONTENT_OTHER_FIELDS, row))
             self.content.append(tuple(row))
             return
-        rest = project(item, _CONTENT_FIELDS, row)
+        rest = project(item, CONTENT_FIELDS, row)
         buttons = item.get("buttons")
         if buttons is not None:
             if isinstance(buttons, list):
@@ -431,110 +295,10 @@ class _Builder:
         row[2] = position
         row[3] = self.cid
         if item.__class__ is dict or isinstance(item, Mapping):
-            row[-1] = _extra(project(item, _BUTTON_FIELDS, row, "button"))
+            row[-1] = _extra(project(item, BUTTON_FIELDS, row, "button"))
         else:
             row[-1] = {"_value": item}
         self.buttons.append(tuple(row))
-
-
-def _strict_default(value: object) -> Any:
-    raise TypeError("not plain JSON")
-
-
-# One reusable C-accelerated encoder; the exact form is the documented hash input.
-_encode = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), check_circular=False, default=_strict_default
-).encode
-
-
-def _digest(conv: Mapping[str, Any], finite_floats: bool) -> tuple[str, bool, bool]:
-    """The content hash, whether the conversation needs the slow cleaning path, and whether
-    it is plain JSON that orjson encodes exactly.
-
-    The serialisation is needed for the hash anyway, so it doubles as a cheap detector: a NUL
-    shows as the escape "\\u0000", a lone surrogate makes UTF-8 encoding fail, and a value that
-    is not plain JSON (Decimal) makes the strict encoder fail.
-
-    orjson (several times faster than the stdlib encoder) serialises what it accepts; it
-    refuses lone surrogates, integers beyond 64 bits, Decimal and non-dict mappings (TypeError),
-    and writes NaN and ±Infinity as null: when its text holds a null, a round trip must give
-    the value back, else the stdlib encoder (which writes NaN/Infinity) takes over. Both write
-    the same compact text except some floats' exponent form (1e-06 vs 1e-6), and each text
-    determines the value, so the hash stays exact: same export, same hash; any change, another.
-    With `finite_floats` (the caller knows no float is NaN or infinite) the round trip is
-    skipped: it is the most expensive part, and yajl's parser never produces such a float.
-    """
-    try:
-        data = orjson.dumps(conv)
-    except TypeError:  # orjson.JSONEncodeError included
-        pass
-    else:
-        if finite_floats or b"null" not in data or orjson.loads(data) == conv:
-            return blake2b(data, digest_size=16).hexdigest(), b"\\u0000" in data, True
-    needs_cleaning = False
-    try:
-        text = _encode(conv)
-    except TypeError:
-        text = json.dumps(conv, separators=(",", ":"), ensure_ascii=False, default=str)
-        needs_cleaning = True
-    try:
-        data = text.encode()
-    except UnicodeEncodeError:
-        data = text.encode("utf-8", "surrogatepass")
-        needs_cleaning = True
-    if "\\u0000" in text:
-        needs_cleaning = True
-    return blake2b(data, digest_size=16).hexdigest(), needs_cleaning, False
-
-
-def _conversation_id(conv: Any) -> int:
-    if not (conv.__class__ is dict or isinstance(conv, Mapping)):
-        raise NormalizeError(f"expected a conversation object, got {type(conv).__name__}")
-    cid = conv.get("id")
-    if cid is None:
-        raise NormalizeError("the conversation has no id", field="id")
-    if cid.__class__ is not int or not INT_MIN <= cid <= INT_MAX:
-        raise NormalizeError(f"conversation id must be an integer, got {cid!r}", field="id")
-    return cid
-
-
-# Serialising JSON recurses once per level, so hostile nesting (10,000 levels) would crash the
-# run; it is refused as a data error instead. Python's default recursion limit is 1,000.
-_TOO_DEEP = (
-    "a value in it is nested too deeply to be stored (JSON nested deeper than about 900 levels)"
-)
-
-
-@dataclass(slots=True, frozen=True)
-class Digest:
-    """A conversation's id and content hash, computed before (and without) normalizing it."""
-
-    id: int
-    content_hash: str
-    needs_cleaning: bool
-    plain: bool = False
-
-
-def content_digest(conv: Mapping[str, Any], *, finite_floats: bool = False) -> Digest:
-    """Check the conversation's id and messages list and hash it; raise NormalizeError if not.
-
-    The cheap first half of `normalize_conversation`: a loader that finds the hash already
-    stored can skip the rest. `finite_floats` promises that no float in `conv` is NaN or
-    infinite (true of everything yajl parsed: it refuses NaN and overflowing numbers); it saves
-    a check and must not be passed otherwise, or such a float would be hashed as null.
-    """
-    cid = _conversation_id(conv)
-    messages = conv.get("messages")
-    if not isinstance(messages, list):
-        problem = (
-            "missing" if messages is None else f"must be a list, got {type(messages).__name__}"
-        )
-        raise NormalizeError(f"messages {problem}", conversation_id=cid, field="messages")
-    try:
-        content_hash, needs_cleaning, plain = _digest(conv, finite_floats)
-    except RecursionError:
-        raise NormalizeError(_TOO_DEEP, conversation_id=cid) from None
-    return Digest(cid, content_hash, needs_cleaning, plain)
 
 
 def normalize_conversation(
@@ -554,12 +318,12 @@ def normalize_conversation(
     try:
         row: list[Any] = [None] * _N["conversations"]
         row[0] = cid
-        rest = project(conv, _CONV_FIELDS, row, "conversation")
+        rest = project(conv, CONV_FIELDS, row, "conversation")
         times = conv.get("time")
         if times is not None:
             path = "time."
             left = (
-                project(times, _CONV_TIME_FIELDS, row)
+                project(times, CONV_TIME_FIELDS, row)
                 if (times.__class__ is dict or isinstance(times, Mapping))
                 else times
             )
@@ -596,7 +360,7 @@ def normalize_conversation(
                 columns, extra_at = TABLE_COLUMNS[table], _EXTRA[table]
                 table_rows[:] = [clean_row(r, columns, extra_at) for r in table_rows]
         except RecursionError:
-            raise NormalizeError(_TOO_DEEP, conversation_id=cid) from None
+            raise NormalizeError(TOO_DEEP, conversation_id=cid) from None
     return NormalizedConversation(cid, content_hash, rows, digest.plain and not needs_cleaning)
 
 

@@ -15,7 +15,7 @@ from etl.extract.errors import NumberOverflowError
 from etl.load.copytext import EncodedBatch
 from etl.load.writer import WindowWriter
 from etl.normalize import normalize_conversation
-from etl.normalize.core import content_digest
+from etl.normalize.digest import content_digest
 from etl.pipeline.progress import Progress
 from etl.pipeline.worker import (
     HEADER,

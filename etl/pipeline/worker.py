@@ -16,7 +16,7 @@ from typing import IO, Any
 from etl.extract import ExportStream
 from etl.load.copytext import BatchEncoder, Prepared, prepare
 from etl.normalize import normalize_conversation
-from etl.normalize.core import Digest, content_digest
+from etl.normalize.digest import Digest, content_digest
 from etl.normalize.errors import NormalizeError
 
 HEADER = struct.Struct("<Q")

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.normalize.core import content_digest
+from etl.normalize.digest import content_digest
 
 _json: st.SearchStrategy[Any] = st.recursive(
     st.none()

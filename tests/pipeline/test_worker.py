@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from etl.normalize.core import content_digest
+from etl.normalize.digest import content_digest
 from etl.normalize.errors import NormalizeError
 from etl.pipeline.worker import HEADER, _Answers, _Entry, _Producer, pack
 
