@@ -44,13 +44,6 @@ def parse_time(value: Any, key: str) -> datetime:
     raise BadField(key, f"timestamp {value!r} has no UTC offset")
 
 
-def _keep(rest: dict[str, Any] | None, key: str, value: Any) -> dict[str, Any]:
-    if rest is None:
-        rest = {}
-    rest[key] = value
-    return rest
-
-
 def project(
     obj: Mapping[str, Any], fields: Fields, row: list[Any], tag: str | None = None
 ) -> dict[str, Any] | None:
