@@ -54,21 +54,29 @@ class DecodedReader:
 
     def read(self, size: int = -1) -> bytes:
         want = _READ_SIZE if size is None or size < 0 else size
-        while len(self._buffer) < want and not self._eof:
-            self._fill()
+        if len(self._buffer) < want and not self._eof:
+            # Joined once: growing a bytes object piece by piece copies it again each time
+            # (a quarter of a gigabyte for one 8 MiB read).
+            parts, have = [self._buffer], len(self._buffer)
+            while have < want and not self._eof:
+                out = self._fill()
+                parts.append(out)
+                have += len(out)
+            self._buffer = b"".join(parts)
         data, self._buffer = self._buffer[:want], self._buffer[want:]
         return data
 
-    def _fill(self) -> None:
+    def _fill(self) -> bytes:
         try:
-            self._fill_once()
+            return self._fill_once()
         except zlib.error as exc:
             raise BrokenStreamError(
                 f"the compressed body is corrupt ({exc}); the window is incomplete",
                 self._window,
             ) from None
 
-    def _fill_once(self) -> None:
+    def _fill_once(self) -> bytes:
+        """The next piece of decoded body (b"" at its end)."""
         decomp = self._decomp
         if decomp is not None and decomp.unconsumed_tail:
             out = decomp.decompress(decomp.unconsumed_tail, _READ_SIZE)
@@ -76,11 +84,11 @@ class DecodedReader:
             chunk = next(self._chunks, b"")
             if not chunk:
                 self._finish()
-                return
+                return b""
             self.bytes_in += len(chunk)
             out = chunk if decomp is None else decomp.decompress(chunk, _READ_SIZE)
         self._count(out)
-        self._buffer += out
+        return out
 
     def _finish(self) -> None:
         self._eof = True

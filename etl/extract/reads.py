@@ -38,15 +38,21 @@ def transport_guard(chunks: Iterator[bytes], window: Window) -> Iterator[bytes]:
 
 
 class Prefixed:
-    """A reader that gives `prefix` first, then what `reader` gives."""
+    """A reader that gives `prefix` first, then what `reader` gives.
+
+    The prefix goes out in reads of the size asked for, like the rest: handed over whole (up
+    to 8 MiB from split_elements), ijson would build every element in it at once.
+    """
 
     def __init__(self, prefix: bytes, reader: Any) -> None:
-        self._prefix = prefix
+        self._prefix = memoryview(prefix)
         self._reader = reader
 
     def read(self, size: int = -1) -> bytes:
         if self._prefix and size != 0:
-            data, self._prefix = self._prefix, b""
+            cut = len(self._prefix) if size < 0 else size
+            data = bytes(self._prefix[:cut])
+            self._prefix = self._prefix[cut:]
             return data
         rest: bytes = self._reader.read(size)
         return rest

@@ -21,8 +21,8 @@ _OPENING: Final = re.compile(rb"\s*\[\s*(\{)")
 _OPENING_BYTES: Final = 256  # read before judging how the body opens
 _READ: Final = 64 * 1024
 _COMPACT_AT: Final = 1024 * 1024  # bytes already parsed before the buffer is shifted
-# A conversation larger than this is left to ijson (with the rest of the body): looking for
-# its end would hold it whole in memory, twice.
+# A conversation larger than this is left to ijson (with the rest of the body), which builds it
+# as it reads: looking further for its end would buffer ever more of the body.
 _MAX_PIECE: Final = 8 * 1024 * 1024
 # orjson reads integers beyond 64 bits as floats (silently inexact); yajl refuses them. A piece
 # with a run of 19 digits may hold one, so it is parsed again the exact (ijson) way. The run is
@@ -60,7 +60,7 @@ def split_elements(reader: Any, fallback: Fallback, exact: Callable[[bytes], Any
         pass
     opening = _OPENING.match(buffer)
     if opening is None:
-        yield from fallback(bytes(buffer))
+        yield from _hand_over(buffer, 0, b"", fallback)
         return
     start = search_from = opening.start(1)
     while True:
@@ -69,7 +69,7 @@ def split_elements(reader: Any, fallback: Fallback, exact: Callable[[bytes], Any
         if after is None:  # no literal yet, or too few bytes after it to judge
             searched = len(buffer) if found < 0 else found
             if len(buffer) - start > _MAX_PIECE or not read():
-                yield from fallback(b"[" + bytes(buffer[start:]))
+                yield from _hand_over(buffer, start, b"[", fallback)
                 return
             search_from = max(start, searched - len(_TYPE_VALUE))
             continue
@@ -90,10 +90,17 @@ def split_elements(reader: Any, fallback: Fallback, exact: Callable[[bytes], Any
                     element = exact(bytes(piece))
             piece.release()
         if element is _REFUSED:
-            yield from fallback(b"[" + bytes(buffer[start:]))
+            yield from _hand_over(buffer, start, b"[", fallback)
             return
         yield element
         start = search_from = boundary.start(1)
         if start >= _COMPACT_AT:
             del buffer[:start]
             start = search_from = 0
+
+
+def _hand_over(buffer: bytearray, start: int, opening: bytes, fallback: Fallback) -> Iterator[Any]:
+    """The rest of the body to ijson; the buffer is emptied first (not held for the window)."""
+    prefix = opening + bytes(buffer[start:])
+    buffer.clear()
+    return fallback(prefix)

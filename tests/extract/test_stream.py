@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 from typing import Any
 
 from etl.extract import ExportStream
-from etl.extract.reads import MAX_PARSE_READ, PARSE_READ
+from etl.extract.decode import DecodedReader
+from etl.extract.reads import MAX_PARSE_READ, PARSE_READ, Prefixed
 
 
 class _RecordingReader:
@@ -66,3 +68,22 @@ def test_c_parser_promises_finite_floats_and_the_python_one_does_not() -> None:
     pure = ExportStream(io.BytesIO(body), None, source="test", pure_python=True)
     assert pure.finite_floats is False
     assert [c["score"] for c in pure] == [0.5]
+
+
+def test_the_fallback_prefix_goes_out_in_reads_of_the_size_asked() -> None:
+    prefix = bytes(range(256)) * 4096  # 1 MiB, as split_elements may hand over
+    reader = Prefixed(prefix, io.BytesIO(b"rest"))
+    pieces = [reader.read(PARSE_READ) for _ in range(17)]
+    assert [len(p) for p in pieces[:16]] == [PARSE_READ] * 16
+    assert b"".join(pieces[:16]) == prefix
+    assert pieces[16] == b"rest"
+
+
+def test_a_large_read_of_a_gzip_body_is_exact() -> None:
+    body = json.dumps([{"n": i, "s": "x" * (i % 97)} for i in range(200_000)]).encode()
+    packed = gzip.compress(body, 6)
+    chunks = iter([packed[i : i + 16384] for i in range(0, len(packed), 16384)])
+    reader = DecodedReader(chunks, "gzip", max_bytes=len(body))
+    first = reader.read(MAX_PARSE_READ)  # 8 MiB, assembled from many decompressed pieces
+    assert first == body[:MAX_PARSE_READ]
+    assert first + reader.read(len(body)) == body
