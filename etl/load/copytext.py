@@ -11,7 +11,8 @@ import orjson
 from sqlalchemy import JSON, BigInteger, Boolean, Integer, Text
 
 from etl.load.schema import UTCDateTime, build_metadata
-from etl.normalize import TABLE_COLUMNS, NormalizedConversation
+from etl.normalize import TABLE_COLUMNS, NormalizedConversation, NormalizeError
+from etl.normalize.digest import TOO_DEEP
 
 CHILD_TABLES: Final = ("messages", "content", "buttons", "intent_analysis")
 DIMENSION_TABLES: Final = ("intents", "actions")
@@ -176,9 +177,17 @@ class Prepared(NamedTuple):
 
 
 def prepare(conversation: NormalizedConversation) -> Prepared:
-    """Encode what can be encoded before the conversation's batch is known (see BatchEncoder)."""
+    """Encode what can be encoded before the conversation's batch is known (see BatchEncoder).
+
+    Raises NormalizeError for JSON nested too deeply to serialise (the hash, taken at a
+    shallower stack, may have passed), so that it is a data error like any other.
+    """
+    try:
+        encoded = encode(conversation)
+    except RecursionError:
+        raise NormalizeError(TOO_DEEP, conversation_id=conversation.id) from None
     return Prepared(
-        encode(conversation),
+        encoded,
         tuple(conversation.rows[table] for table in DIMENSION_TABLES),
         conversation.plain,
     )

@@ -109,8 +109,9 @@ def _portable(exc: BaseException) -> tuple[type[BaseException], tuple[Any, ...],
             return RuntimeError, (f"{type(exc).__name__}: {exc}",), {}
 
 
-# Automatic garbage collection is off in the worker (see worker_main); this backstop collects
-# every so many conversations in case some path ever makes reference cycles.
+# Automatic garbage collection is off in the worker (see worker_main): parsed JSON has no
+# reference cycles, and stored data errors drop their tracebacks (which would make one). This
+# backstop collects every so many conversations, for a cycle nobody thought of.
 _COLLECT_EVERY = 20_000
 
 
@@ -231,8 +232,32 @@ class _Producer:
             )
             entry.result = prepare(normalized)
         except NormalizeError as exc:
-            entry.result = exc  # raised if the answer says it changed
+            # Raised if the answer says it changed. Without its traceback, which would hold
+            # this frame and the entry in a cycle that only the collector (off here) can free.
+            entry.result = exc.with_traceback(None)
         entry.conversation = None
+
+    def settle(self) -> None:
+        """Raise the data error of the batch asked about, if one of its changed has one.
+
+        For a stream that fails mid-way: a conversation of the previous batch that cannot be
+        loaded is reported first (a data error), as when batches were finished one by one,
+        rather than depending on when the parent's answer came.
+        """
+        asked = self._asked
+        if asked is None:
+            return
+        try:
+            if asked.flags is None:
+                self._take_answer(asked)
+        except (EOFError, OSError, RuntimeError):
+            return  # the parent is gone: the stream's own error is the one to report
+        assert asked.flags is not None
+        for entry, changed in zip(asked.entries, asked.flags, strict=True):
+            if changed and entry.result is None and entry.conversation is not None:
+                self.encode(entry)
+            if changed and isinstance(entry.result, NormalizeError):
+                raise entry.result
 
     def _encode_next(self, asked: _Asked) -> None:
         """Encode the next conversation of N that may be needed, if any."""
@@ -288,7 +313,15 @@ def _produce(
     finite_floats = stream.finite_floats
     batch: _Batch = {}
     received = 0
-    for conversation in stream:
+    conversations = iter(stream)
+    while True:
+        try:
+            conversation = next(conversations)
+        except StopIteration:
+            break
+        except Exception:
+            producer.settle()
+            raise
         entry = _Entry(conversation, content_digest(conversation, finite_floats=finite_floats))
         if producer.eager:
             producer.encode(entry)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+import sys
 from typing import Any
 
-from etl.load.copytext import BatchEncoder, encode_batch
-from etl.normalize import normalize_conversation
+import pytest
+
+from etl.load.copytext import BatchEncoder, encode_batch, prepare
+from etl.normalize import NormalizeError, normalize_conversation
 
 
 def _conversation(cid: int, when: str, title: str) -> dict[str, Any]:
@@ -53,3 +57,20 @@ def test_on_a_tie_the_later_row_wins_and_the_encoder_starts_empty_again() -> Non
     assert len(encoder) == 0
     empty = encoder.finish()
     assert empty.conversations == [] and empty.dimensions == (b"", b"")
+
+
+def test_json_too_deep_to_encode_is_a_data_error_naming_the_conversation() -> None:
+    deep: Any = "leaf"
+    for _ in range(300):  # beyond orjson's 255 levels: the standard encoder takes over
+        deep = [deep]
+    conversation = _conversation(5, "2024-01-01T10:00:00Z", "t")
+    conversation["user_information"] = deep
+    normalized = normalize_conversation(conversation)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 150)  # deep enough to hash, not to encode
+    try:
+        with pytest.raises(NormalizeError, match="nested too deeply") as raised:
+            prepare(normalized)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert raised.value.conversation_id == 5

@@ -161,3 +161,22 @@ def test_encoding_turns_lazy_after_a_mostly_unchanged_batch_and_eager_again() ->
         assert [c.id for c in batch.conversations] == changed
         assert producer.eager is (sum(flags) >= 2)
         assert parent.frame()[0] == "end"
+
+
+def test_a_stream_failing_mid_way_reports_the_previous_batchs_data_error_first() -> None:
+    bad = _conversation(2, when="not a time")
+    for flags, reported in (([True, True], True), ([True, False], False)):
+        parent = _Parent()
+        producer = _Producer(parent.out, parent.answers, keep_raw=False)
+        batch = _batch(_conversation(1), bad)
+        for entry in batch.values():
+            producer.encode(entry)  # eager, as on a first load
+        assert batch[2].result is not None and batch[2].result.__traceback__ is None
+        producer.batch_done(2, batch)
+        parent.frame()  # hashes
+        parent.answer(flags)
+        if reported:
+            with pytest.raises(NormalizeError, match="unparseable timestamp"):
+                producer.settle()
+        else:
+            producer.settle()  # unchanged: nothing to report, the stream's error stands
