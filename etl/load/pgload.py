@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -54,10 +53,6 @@ class PgBatchLoader:
         # Changed ids `decide` promised to load and `load` has not loaded yet, with their hash:
         # a later batch decided before an earlier one is loaded compares against these.
         self._pending: dict[int, str] = {}
-        # Per decided batch not loaded yet: its changed ids whose old rows must be deleted first
-        # (stored, or promised by an earlier batch). A new conversation needs no DELETE: on a
-        # first load that spares five statements and their index probes a batch.
-        self._replacing: deque[set[int]] = deque()
         self._dimensions_staged = False
 
     def _name(self, table: str) -> sql.Composable:
@@ -80,7 +75,6 @@ class PgBatchLoader:
         stored = self._stored([cid for cid, _ in batch])
         pending = self._pending
         flags = []
-        replacing: set[int] = set()
         for cid, content_hash in batch:
             promised = pending.get(cid)
             if promised is not None:  # stored by then, from this export: replaced if it differs
@@ -89,22 +83,18 @@ class PgBatchLoader:
                 changed = self._replaces_hash(content_hash, stored.get(cid))
             if changed:
                 pending[cid] = content_hash
-                if promised is not None or cid in stored:
-                    replacing.add(cid)
             flags.append(changed)
-        self._replacing.append(replacing)
         self.conversations_unchanged += len(flags) - sum(flags)
         return flags
 
     def load_decided(self, changed: EncodedBatch) -> None:
-        """Merge the conversations `decide` marked as changed in the oldest batch not loaded."""
-        replacing = self._replacing.popleft()
+        """Merge the conversations `decide` marked as changed (already encoded)."""
         pending = self._pending
         for c in changed.conversations:
             if pending.get(c.id) == c.content_hash:
                 del pending[c.id]
         if changed.conversations:
-            self._merge(changed, [c.id for c in changed.conversations if c.id in replacing])
+            self._merge(changed)
 
     def load(self, batch: Sequence[NormalizedConversation]) -> None:
         """Merge one batch (ids unique within it; the caller keeps the later copy).
@@ -117,7 +107,7 @@ class PgBatchLoader:
         changed = [c for c in batch if self._replaces(c, stored.get(c.id))]
         self.conversations_unchanged += len(batch) - len(changed)
         if changed:
-            self._merge(encode_batch(changed), [c.id for c in changed if c.id in stored])
+            self._merge(encode_batch(changed))
 
     def finish(self) -> None:
         """Upsert the dimension rows the window's batches staged; once, before the commit.
@@ -131,20 +121,13 @@ class PgBatchLoader:
             self._upsert_dimension(table)
         self._dimensions_staged = False
 
-    def _merge(self, batch: EncodedBatch, replacing: list[int]) -> None:
-        """COPY a batch in; `replacing` are the ids stored already, whose rows go first."""
+    def _merge(self, batch: EncodedBatch) -> None:
         changed = batch.conversations
         self.conversations_changed += len(changed)
-        if replacing:
-            with self._conn.cursor() as cur:
-                for table in (*CHILD_TABLES, "conversations"):
-                    column = "id" if table == "conversations" else "conversation_id"
-                    cur.execute(
-                        sql.SQL("DELETE FROM {} WHERE {} = ANY(%s::bigint[])").format(
-                            self._name(table), sql.Identifier(column)
-                        ),
-                        (replacing,),
-                    )
+        # Every changed id, stored or not: rows left by a conversation deleted by hand (there
+        # are no foreign keys) must not block its reload. One statement for the five tables.
+        with self._conn.cursor() as cur:
+            cur.execute(self._delete_statement(), {"ids": [c.id for c in changed]})
         loaded_at = datetime.now(UTC).isoformat()
         run_id = escape(self._run_id)
         suffix = f"\t{self._exported_at.isoformat()}\t{loaded_at}\t{run_id}\n".encode()
@@ -223,6 +206,17 @@ class PgBatchLoader:
         with self._conn.cursor() as cur:
             cur.execute(statement)
             cur.execute(sql.SQL("TRUNCATE {}").format(stage))
+
+    def _delete_statement(self) -> sql.Composed:
+        deletes = [
+            sql.SQL("{} AS (DELETE FROM {} WHERE conversation_id = ANY(%(ids)s::bigint[]))").format(
+                sql.Identifier(f"deleted_{table}"), self._name(table)
+            )
+            for table in CHILD_TABLES
+        ]
+        return sql.SQL("WITH {} DELETE FROM {} WHERE id = ANY(%(ids)s::bigint[])").format(
+            sql.SQL(", ").join(deletes), self._name("conversations")
+        )
 
     def _stage(self, table: str) -> sql.Identifier:
         return sql.Identifier(f"etl_stage_{table}")

@@ -69,3 +69,26 @@ def test_a_conversation_changed_in_two_batches_decided_before_loading(
         engine.dispose()
     assert sorted(content) == [(1, "second"), (2, "other"), (3, "new")]
     assert action == "c"  # the same last_seen_at in all three: the latest row staged wins
+
+
+def test_rows_left_by_a_conversation_deleted_by_hand_do_not_block_its_reload(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    upgrade(pg_warehouse.url, pg_warehouse.schema)
+    engine = pg_warehouse.engine()
+    try:
+        for content in ("before", "after"):
+            with engine.begin() as conn:
+                raw = conn.connection.driver_connection
+                loader = PgBatchLoader(raw, pg_warehouse.schema, run_id="t", exported_at=EXPORTED)
+                _decide_and_load(loader, [_conversation(1, content, "a")])
+            if content == "before":  # an erasure that forgot the child tables (no foreign keys)
+                with engine.begin() as conn:
+                    conn.execute(text(f"DELETE FROM {pg_warehouse.table('conversations')}"))
+        with engine.connect() as conn:
+            stored = conn.execute(
+                text(f"SELECT conversation_id, text FROM {pg_warehouse.table('content')}")
+            ).all()
+    finally:
+        engine.dispose()
+    assert stored == [(1, "after")]
