@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from psycopg import Connection, sql
 
@@ -22,14 +22,21 @@ from etl.testhooks import pause_point
 LOAD_COLUMNS = ("content_hash", "exported_at", "loaded_at", "load_run_id")
 
 
-class Hashed(Protocol):
-    """A conversation as far as change detection needs it."""
+Stored = tuple[str, datetime | None]  # a stored conversation's content_hash and exported_at
 
-    @property
-    def id(self) -> int: ...
 
-    @property
-    def content_hash(self) -> str: ...
+def replaces(exported_at: datetime, content_hash: str, stored: Stored | None) -> bool:
+    """Whether an incoming conversation replaces the stored copy (both warehouses' rule).
+
+    Only when it differs, and the stored copy is from an older (or the same) export: an old
+    window loaded after a newer one never brings stale data back.
+    """
+    if stored is None:
+        return True
+    stored_hash, stored_exported_at = stored
+    if stored_hash == content_hash:
+        return False
+    return stored_exported_at is None or exported_at >= stored_exported_at
 
 
 class PgBatchLoader:
@@ -80,7 +87,7 @@ class PgBatchLoader:
             if promised is not None:  # stored by then, from this export: replaced if it differs
                 changed = promised != content_hash
             else:
-                changed = self._replaces_hash(content_hash, stored.get(cid))
+                changed = replaces(self._exported_at, content_hash, stored.get(cid))
             if changed:
                 pending[cid] = content_hash
             flags.append(changed)
@@ -104,7 +111,9 @@ class PgBatchLoader:
         if not batch:
             return
         stored = self._stored([c.id for c in batch])
-        changed = [c for c in batch if self._replaces(c, stored.get(c.id))]
+        changed = [
+            c for c in batch if replaces(self._exported_at, c.content_hash, stored.get(c.id))
+        ]
         self.conversations_unchanged += len(batch) - len(changed)
         if changed:
             self._merge(encode_batch(changed))
@@ -143,24 +152,13 @@ class PgBatchLoader:
         for at, table in enumerate(DIMENSION_TABLES):
             self._stage_dimension(table, batch.dimensions[at], len(batch.dimension_ids[at]))
 
-    def _stored(self, ids: list[int]) -> dict[int, tuple[str, datetime | None]]:
+    def _stored(self, ids: list[int]) -> dict[int, Stored]:
         query = sql.SQL(
             "SELECT id, content_hash, exported_at FROM {} WHERE id = ANY(%s::bigint[])"
         ).format(self._name("conversations"))
         with self._conn.cursor() as cur:
             cur.execute(query, (ids,))
             return {row[0]: (row[1], row[2]) for row in cur}
-
-    def _replaces(self, incoming: Hashed, stored: tuple[str, datetime | None] | None) -> bool:
-        return self._replaces_hash(incoming.content_hash, stored)
-
-    def _replaces_hash(self, content_hash: str, stored: tuple[str, datetime | None] | None) -> bool:
-        if stored is None:
-            return True
-        stored_hash, stored_exported_at = stored
-        if stored_hash == content_hash:
-            return False
-        return stored_exported_at is None or self._exported_at >= stored_exported_at
 
     def _copy(
         self, table: str, columns: Sequence[str], chunks: list[bytes], target: Any = None

@@ -10,15 +10,11 @@ from typing import Any
 from sqlalchemy import JSON, Connection, MetaData, Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from etl.load.copytext import EncodedBatch
-from etl.load.pgload import PgBatchLoader
+from etl.load.copytext import CHILD_TABLES, DIMENSION_TABLES, EncodedBatch, latest_per_id
+from etl.load.pgload import LOAD_COLUMNS, PgBatchLoader, Stored, replaces
 from etl.normalize import TABLE_COLUMNS, NormalizedConversation
 from etl.testhooks import pause_point
 
-CHILD_TABLES = ("messages", "content", "buttons", "intent_analysis")
-DIMENSION_TABLES = ("intents", "actions")
-# Columns the loader adds to `conversations` beyond what the normalizer produces.
-LOAD_COLUMNS = ("content_hash", "exported_at", "loaded_at", "load_run_id")
 # SQLite's default limit on bound variables is 32766 since 3.32; stay far below it.
 _SQLITE_IN_CHUNK = 900
 
@@ -124,7 +120,9 @@ class WindowWriter:
             self._pg.load(batch)
             return
         stored = self._stored(tuple(c.id for c in batch))
-        changed = [c for c in batch if self._replaces(c, stored.get(c.id))]
+        changed = [
+            c for c in batch if replaces(self._exported_at, c.content_hash, stored.get(c.id))
+        ]
         self._unchanged += len(batch) - len(changed)
         if not changed:
             return
@@ -144,19 +142,9 @@ class WindowWriter:
         for name in DIMENSION_TABLES:
             self._upsert_dimension(name, [row for c in changed for row in c.rows[name]])
 
-    def _replaces(
-        self, incoming: NormalizedConversation, stored: tuple[str, datetime | None] | None
-    ) -> bool:
-        if stored is None:
-            return True
-        stored_hash, stored_exported_at = stored
-        if stored_hash == incoming.content_hash:
-            return False
-        return stored_exported_at is None or self._exported_at >= stored_exported_at
-
-    def _stored(self, ids: Sequence[int]) -> dict[int, tuple[str, datetime | None]]:
+    def _stored(self, ids: Sequence[int]) -> dict[int, Stored]:
         table = self._tables["conversations"]
-        found: dict[int, tuple[str, datetime | None]] = {}
+        found: dict[int, Stored] = {}
         for chunk in self._chunks(ids):
             query = select(table.c.id, table.c.content_hash, table.c.exported_at).where(
                 table.c.id.in_(chunk)
@@ -205,12 +193,7 @@ class WindowWriter:
         if not rows:
             return
         columns = TABLE_COLUMNS[name]
-        seen_at = columns.index("last_seen_at")
-        latest: dict[Any, tuple[Any, ...]] = {}
-        for row in rows:
-            current = latest.get(row[0])
-            if current is None or _later_or_equal(row[seen_at], current[seen_at]):
-                latest[row[0]] = row
+        latest = latest_per_id(rows, columns.index("last_seen_at"))
         table = self._tables[name]
         dialect_insert = postgresql.insert if self._postgres else sqlite.insert
         statement = dialect_insert(table)
@@ -221,15 +204,9 @@ class WindowWriter:
             where=(table.c.last_seen_at.is_(None))
             | (statement.excluded.last_seen_at >= table.c.last_seen_at),
         )
-        params = [dict(zip(columns, row, strict=True)) for row in latest.values()]
+        params = [dict(zip(columns, row, strict=True)) for row in latest]
         self._rows[name] += len(params)
         self._conn.execute(statement, params)
-
-
-def _later_or_equal(a: datetime | None, b: datetime | None) -> bool:
-    if a is None:
-        return b is None
-    return b is None or a >= b
 
 
 def _with_json_dumped(row: tuple[Any, ...], positions: tuple[int, ...]) -> tuple[Any, ...]:
