@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from etl.normalize.columns import BOOL, INT, JSON, TEXT, TIME, index
+from etl.normalize.columns import BOOL, INT, JSON, TABLE_COLUMNS, TEXT, TIME, index
 from etl.normalize.project import SKIP, TAG, Fields
 
-# Column name -> row position, per table.
+# Column name -> row position, per table (TABLE_COLUMNS lists the seven tables in this order).
 (
     _CONVERSATION_COLUMN,
     MESSAGE_COLUMN,
@@ -14,18 +14,7 @@ from etl.normalize.project import SKIP, TAG, Fields
     _ANALYSIS_COLUMN,
     _INTENT_COLUMN,
     _ACTION_COLUMN,
-) = (
-    index(t)
-    for t in (
-        "conversations",
-        "messages",
-        "content",
-        "buttons",
-        "intent_analysis",
-        "intents",
-        "actions",
-    )
-)
+) = (index(t) for t in TABLE_COLUMNS)
 
 
 def _fields(table: dict[str, int], spec: dict[str, tuple[str | None, int]]) -> Fields:
