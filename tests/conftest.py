@@ -46,6 +46,16 @@ class TestWarehouse:
     def table(self, name: str) -> str:
         return f'"{self.schema}"."{name}"' if self.schema else f'"{name}"'
 
+    def migrate(self) -> None:
+        """The schema at the latest revision, as `etl migrate` leaves it (in-process)."""
+        from etl.load.migrate import upgrade
+
+        engine = self.engine()
+        try:
+            upgrade(engine, self.schema)
+        finally:
+            engine.dispose()
+
 
 def _pg_available() -> str | None:
     try:
@@ -115,13 +125,7 @@ def warehouse(request: pytest.FixtureRequest) -> TestWarehouse:
 
 @pytest.fixture
 def migrated(warehouse: TestWarehouse) -> TestWarehouse:
-    from etl.load.migrate import upgrade
-
-    engine = warehouse.engine()
-    try:
-        upgrade(engine, warehouse.schema)
-    finally:
-        engine.dispose()
+    warehouse.migrate()
     return warehouse
 
 

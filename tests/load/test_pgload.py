@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import text
 
 from etl.load.copytext import encode_batch
-from etl.load.migrate import upgrade
 from etl.load.pgload import PgBatchLoader
 from etl.normalize import normalize_conversation
 from tests.conftest import TestWarehouse
@@ -45,7 +44,7 @@ def _decide_and_load(loader: PgBatchLoader, *batches: list[dict[str, Any]]) -> l
 def test_a_conversation_changed_in_two_batches_decided_before_loading(
     pg_warehouse: TestWarehouse,
 ) -> None:
-    upgrade(pg_warehouse.url, pg_warehouse.schema)
+    pg_warehouse.migrate()
     engine = pg_warehouse.engine()
     try:
         with engine.begin() as conn:
@@ -74,7 +73,7 @@ def test_a_conversation_changed_in_two_batches_decided_before_loading(
 def test_rows_left_by_a_conversation_deleted_by_hand_do_not_block_its_reload(
     pg_warehouse: TestWarehouse,
 ) -> None:
-    upgrade(pg_warehouse.url, pg_warehouse.schema)
+    pg_warehouse.migrate()
     engine = pg_warehouse.engine()
     try:
         for content in ("before", "after"):

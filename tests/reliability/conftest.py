@@ -79,7 +79,7 @@ def clean_reference(
 
             cleanup.append(drop)
             wh = TestWarehouse("postgres", with_password(url.render_as_string(False)), schema)
-        h.migrate(wh)
+        wh.migrate()
         with FakeApi(FakeApiOptions(dataset=sim_dataset, token=SIM_TOKEN)) as api:
             site = h.Site(lambda **_: api)
             site.api = api

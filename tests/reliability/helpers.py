@@ -175,16 +175,6 @@ def warnings_of(result: Result | str) -> list[str]:
     return [r["message"] for r in records(result) if r.get("level") == "warning"]
 
 
-def migrate(wh: TestWarehouse) -> None:
-    from etl.load.migrate import upgrade
-
-    engine = wh.engine()
-    try:
-        upgrade(engine, wh.schema)
-    finally:
-        engine.dispose()
-
-
 def preload(wh: TestWarehouse, site: Site, config: Path, until: str = MIDDLE) -> None:
     """Load the windows up to `until` in-process (set-up, not the scenario: it saves a process)."""
     from etl.config import load_settings

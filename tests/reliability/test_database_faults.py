@@ -23,7 +23,7 @@ def _prepared(
     wh: TestWarehouse, make_sim: Any, tmp_path: Path, **sections: Any
 ) -> tuple[h.Site, Path, h.Snapshot]:
     cfg, site = h.config(tmp_path, **sections), h.Site(make_sim)
-    h.migrate(wh)
+    wh.migrate()
     site.serve()
     h.preload(wh, site, cfg)
     return site, cfg, h.snapshot(wh)

@@ -79,7 +79,7 @@ def good_reference(
             ref = TestWarehouse("sqlite", f"sqlite:///{tmp / 'good.db'}", None)
             if wh.kind == "postgres":
                 ref = TestWarehouse("postgres", wh.url, wh.schema)  # filled, compared, emptied
-            h.migrate(ref) if ref.kind == "sqlite" else None
+            ref.migrate() if ref.kind == "sqlite" else None
             good = write(tmp, "good.json", good_parts())
             if ref.kind == "sqlite":
                 assert load(ref, tmp, good).code == 0
@@ -106,7 +106,7 @@ def _pg_reference(
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
         ref = TestWarehouse("postgres", wh.url, schema)
-        h.migrate(ref)
+        ref.migrate()
         assert load(ref, tmp, good).code == 0
         cache["postgres"] = h.snapshot(ref)
     finally:
@@ -182,7 +182,7 @@ def test_bad_input_is_refused_whole_and_the_corrected_file_converges(
     case: str,
 ) -> None:
     wh = pg_warehouse
-    h.migrate(wh)
+    wh.migrate()
     parts = good_parts()
     parts[6], cause = _broken(case)
     bad = write(tmp_path, f"{case}.json", parts)
@@ -302,7 +302,7 @@ def test_hostile_but_valid_input_is_stored_without_loss(
     warehouse: TestWarehouse, tmp_path: Path, long_integers: None
 ) -> None:
     wh = warehouse
-    h.migrate(wh)
+    wh.migrate()
     files, ids = _stored_cases()
     paths = [write(tmp_path, f"hostile-{i}.json", parts) for i, parts in enumerate(files)]
 

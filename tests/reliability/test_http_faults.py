@@ -28,7 +28,7 @@ def _faulty_second_window(
 ) -> tuple[h.Site, Path, h.Snapshot, Any]:
     """Window 1 committed from a healthy site, then the same URL serves `faults`."""
     cfg, site = h.config(tmp_path, **sections), h.Site(make_sim)
-    h.migrate(wh)
+    wh.migrate()
     site.serve()
     h.preload(wh, site, cfg)
     before = h.snapshot(wh)
@@ -75,7 +75,7 @@ def test_429_retry_after_is_honoured(
 ) -> None:
     wh, site = pg_warehouse, h.Site(make_sim)
     cfg = h.config(tmp_path)
-    h.migrate(wh)
+    wh.migrate()
     api = site.serve(faults=Faults(status=429, status_times=1, retry_after="2"))
     clock = h.RequestClock(api)
 
@@ -112,7 +112,7 @@ def test_503_twice_then_success(
 ) -> None:
     wh, site = sqlite_warehouse, h.Site(make_sim)
     cfg = h.config(tmp_path, retry={"max_attempts": 3})
-    h.migrate(wh)
+    wh.migrate()
     api = site.serve(faults=Faults(status=503, status_times=2))
 
     result = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
@@ -244,7 +244,7 @@ def test_oauth_token_expiring_during_backfill_is_refreshed(
 ) -> None:
     wh, site = pg_warehouse, h.Site(make_sim)
     cfg = h.config(tmp_path, warehouse={"batch_size": 2})  # small batches: a longer backfill
-    h.migrate(wh)
+    wh.migrate()
     api = site.serve(token=None, oauth_token_ttl=ttl)  # no static token: only OAuth works
     issued: list[str] = []
     issue = api.tokens.issue

@@ -51,7 +51,7 @@ def _admin(sql: str) -> None:
 @pytest.fixture
 def loader(pg_warehouse: TestWarehouse) -> Iterator[tuple[TestWarehouse, str]]:
     """A migrated schema, and a login role holding only the documented grants on it."""
-    h.migrate(pg_warehouse)  # as the schema's owner
+    pg_warehouse.migrate()  # as the schema's owner
     role = f"etl_loader_{secrets.token_hex(4)}"
     schema = f'"{pg_warehouse.schema}"'
     _admin(f"CREATE ROLE {role} LOGIN PASSWORD '{h.DB_PASSWORD}'")

@@ -26,7 +26,7 @@ def _window_2_paused_at(
     wh: TestWarehouse, make_sim: Any, tmp_path: Path, point: str
 ) -> tuple[h.Site, Path, h.Snapshot, h.Paused]:
     cfg, site = h.config(tmp_path), h.Site(make_sim)
-    h.migrate(wh)
+    wh.migrate()
     site.serve()
     h.preload(wh, site, cfg)
     before = h.snapshot(wh)

@@ -30,7 +30,7 @@ def test_no_secret_in_any_output_of_any_failure(
 ) -> None:
     wh = pg_warehouse
     assert h.DB_PASSWORD in wh.url  # the password really is there to leak
-    h.migrate(wh)
+    wh.migrate()
     site = h.Site(make_sim)
     issued: list[str] = []
 

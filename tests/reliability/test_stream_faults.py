@@ -75,7 +75,7 @@ def test_broken_stream_commits_nothing_and_rerun_converges(
     cause: str,
 ) -> None:
     wh, cfg, site = pg_warehouse, h.config(tmp_path), h.Site(make_sim)
-    h.migrate(wh)
+    wh.migrate()
     site.serve()
     h.preload(wh, site, cfg)
     before = h.snapshot(wh)
@@ -104,7 +104,7 @@ def test_error_element_once_is_retried_and_the_run_succeeds(
     clean_reference: Callable[[str], h.Snapshot],
 ) -> None:
     wh, cfg, site = warehouse, h.config(tmp_path), h.Site(make_sim)
-    h.migrate(wh)
+    wh.migrate()
     site.serve()
     h.preload(wh, site, cfg)
     api = site.serve(faults=Faults(error_after=AFTER, error_times=1))

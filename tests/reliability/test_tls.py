@@ -82,7 +82,7 @@ def test_private_ca_bundle_is_honoured(
     clean_reference: Reference,
 ) -> None:
     wh = pg_warehouse
-    h.migrate(wh)
+    wh.migrate()
     api, url = https_site(make_sim, certs["server.pem"], certs["server.key"])
     cfg = h.config(tmp_path, api={"ca_bundle": str(certs["ca.pem"])})
 
@@ -120,7 +120,7 @@ def test_unverifiable_server_is_refused_clearly(
     env: dict[str, str],
 ) -> None:
     wh = sqlite_warehouse
-    h.migrate(wh)
+    wh.migrate()
     api, url = https_site(make_sim, certs[f"{server}.pem"], certs[f"{server}.key"])
     env = {k: str(certs[v]) if v in certs else v for k, v in env.items()}
     cfg = h.config(tmp_path, retry={"max_attempts": 3})
