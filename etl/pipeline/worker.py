@@ -238,26 +238,17 @@ class _Producer:
         entry.conversation = None
 
     def settle(self) -> None:
-        """Raise the data error of the batch asked about, if one of its changed has one.
+        """Finish the batch asked about, raising its data error if one of its changed has one.
 
         For a stream that fails mid-way: a conversation of the previous batch that cannot be
         loaded is reported first (a data error), as when batches were finished one by one,
-        rather than depending on when the parent's answer came.
+        rather than depending on when the parent's answer came. Without one, the batch is
+        sent as usual and the stream's error follows it.
         """
-        asked = self._asked
-        if asked is None:
-            return
         try:
-            if asked.flags is None:
-                self._take_answer(asked)
+            self._finish()  # raises the data error, if there is one to raise
         except (EOFError, OSError, RuntimeError):
-            return  # the parent is gone: the stream's own error is the one to report
-        assert asked.flags is not None
-        for entry, changed in zip(asked.entries, asked.flags, strict=True):
-            if changed and entry.result is None and entry.conversation is not None:
-                self.encode(entry)
-            if changed and isinstance(entry.result, NormalizeError):
-                raise entry.result
+            pass  # the parent is gone: the stream's own error is the one to report
 
     def _encode_next(self, asked: _Asked) -> None:
         """Encode the next conversation of N that may be needed, if any."""
