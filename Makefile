@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The C accelerators are compiled by the editable install: rebuild when they change.
+$(STAMP): pyproject.toml setup.py etl/normalize/_cproject.c etl/load/_ccopy.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
@@ -124,15 +125,54 @@ def _row_formatter(table: str, json_encoder: Any = _json) -> Any:
     return namespace["format_rows"]
 
 
-_STDLIB_FORMATTERS: Final = {table: _row_formatter(table) for table in TABLE_COLUMNS}
-_PLAIN_FORMATTERS: Final = {table: _row_formatter(table, _json_plain) for table in TABLE_COLUMNS}
-_FORMATTERS: Final = _STDLIB_FORMATTERS
+Formatter = Callable[[list[tuple[Any, ...]]], bytes]
+
+_KIND_CODES: Final = {"text": 0, "int": 1, "bool": 2, "time": 3, "json": 4}
+
+
+def python_formatters(plain: bool) -> dict[str, Formatter]:
+    """Per table, `rows -> COPY bytes` in Python: the reference for the compiled ones.
+
+    `plain` conversations' JSON goes through orjson, the rest through the stdlib encoder.
+    """
+
+    def formatter(table: str) -> Formatter:
+        format_text = _row_formatter(table, _json_plain if plain else _json)
+        return lambda rows: format_text(rows).encode()
+
+    return {table: formatter(table) for table in TABLE_COLUMNS}
+
+
+def compiled_formatters(plain: bool) -> dict[str, Formatter] | None:
+    """The same formatters compiled (etl/load/_ccopy.c), or None when it is not built."""
+    if os.environ.get("ETL_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from etl.load import _ccopy
+    except ImportError:  # installed without a C compiler: the Python formatters do the work
+        return None
+    dumps = _orjson_dumps if plain else _encode_json
+    format_compiled = _ccopy.format_rows
+
+    def formatter(table: str) -> Formatter:
+        kinds = tuple(
+            _KIND_CODES[kind.rstrip("!")] | (_ccopy.NOT_NULL if kind.endswith("!") else 0)
+            for kind in _kinds(table)
+        )
+        return lambda rows: format_compiled(rows, kinds, dumps)
+
+    return {table: formatter(table) for table in TABLE_COLUMNS}
+
+
+# The compiled formatters write the same bytes (tests compare both) about 4x faster.
+_STDLIB_FORMATTERS: Final = compiled_formatters(False) or python_formatters(False)
+_PLAIN_FORMATTERS: Final = compiled_formatters(True) or python_formatters(True)
 _SEEN_AT: Final = {table: TABLE_COLUMNS[table].index("last_seen_at") for table in DIMENSION_TABLES}
 
 
-def format_rows(table: str, rows: list[tuple[Any, ...]]) -> str:
+def format_rows(table: str, rows: list[tuple[Any, ...]]) -> bytes:
     """COPY text (one line per row, each ending in a newline) for rows in TABLE_COLUMNS order."""
-    return str(_FORMATTERS[table](rows))
+    return _STDLIB_FORMATTERS[table](rows)
 
 
 def _later_or_equal(a: datetime | None, b: datetime | None) -> bool:
@@ -162,8 +202,8 @@ def encode(conversation: NormalizedConversation) -> EncodedConversation:
     return EncodedConversation(
         conversation.id,
         conversation.content_hash,
-        f"{head}\t{conversation.content_hash}".encode(),
-        tuple(formatters[t](rows[t]).encode() for t in CHILD_TABLES),
+        b"%b\t%b" % (head, conversation.content_hash.encode()),
+        tuple(formatters[t](rows[t]) for t in CHILD_TABLES),
         tuple(len(rows[t]) for t in CHILD_TABLES),
     )
 
@@ -234,7 +274,7 @@ class BatchEncoder:
         batch = EncodedBatch(
             self._encoded,
             tuple(
-                formatters[table](rows).encode()
+                formatters[table](rows)
                 for rows, table in zip(latest, DIMENSION_TABLES, strict=True)
             ),
             tuple(tuple(row[0] for row in rows) for rows in latest),

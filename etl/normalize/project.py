@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -44,7 +45,7 @@ def parse_time(value: Any, key: str) -> datetime:
     raise BadField(key, f"timestamp {value!r} has no UTC offset")
 
 
-def project(
+def project_py(
     obj: Mapping[str, Any], fields: Fields, row: list[Any], tag: str | None = None
 ) -> dict[str, Any] | None:
     """Copy the known keys of `obj` into `row`; return the rest (unknown keys, misfits) or None.
@@ -87,3 +88,20 @@ def project(
             rest = {}
         rest[key] = value
     return rest
+
+
+def _compiled() -> Any:
+    """The compiled project() (etl/normalize/_cproject.c), or None when it is not built."""
+    if os.environ.get("ETL_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from etl.normalize import _cproject
+    except ImportError:  # installed without a C compiler: the Python version does the work
+        return None
+    _cproject.configure(parse_time, project_py)
+    return _cproject.project
+
+
+# The compiled version is the same function (tests compare both on random input), ~5x faster.
+COMPILED: Final = _compiled()
+project: Final = COMPILED or project_py

@@ -1,0 +1,10 @@
+from collections.abc import Callable, Mapping
+from typing import Any
+
+def project(
+    obj: Mapping[str, Any],
+    fields: dict[str, tuple[int, int]],
+    row: list[Any],
+    tag: str | None = None,
+) -> dict[str, Any] | None: ...
+def configure(parse_time: Callable[[Any, str], Any], fallback: Callable[..., Any]) -> None: ...
