@@ -39,7 +39,21 @@ class _Context:
 pass_ctx = click.make_pass_decorator(_Context)
 
 
-@click.group(epilog=EXIT_CODES_HELP)
+class _Commands(click.Group):
+    """The commands; the simulator's is imported only when asked for (it costs a run ~0.1 s)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "fake-api"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "fake-api":
+            from etl.fakeapi.cli import fake_api
+
+            return fake_api
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, epilog=EXIT_CODES_HELP)
 @click.option(
     "--config",
     "config",
@@ -238,17 +252,6 @@ def _with_db_errors(action: Callable[[], Any], where: str) -> Any:
         return action()
     except DBAPIError as exc:
         raise database_error(exc, where) from None
-
-
-def _register_fake_api() -> None:
-    try:
-        from etl.fakeapi.cli import fake_api
-    except ImportError:  # pragma: no cover - the simulator ships with the package
-        return
-    cli.add_command(fake_api, "fake-api")
-
-
-_register_fake_api()
 
 
 def _terminate(signum: int, _frame: Any) -> NoReturn:

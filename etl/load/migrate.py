@@ -1,4 +1,4 @@
-"""Programmatic Alembic: upgrade/downgrade the warehouse, print the DDL, read the revision."""
+"""Programmatic Alembic: upgrade/downgrade the warehouse, print the DDL, find the head."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
@@ -71,13 +70,6 @@ def upgrade_sql(url: str | URL, schema: str | None = None) -> str:
     buffer = io.StringIO()
     command.upgrade(_config(url=url, schema=schema, buffer=buffer), "head", sql=True)
     return buffer.getvalue()
-
-
-def current_revision(engine: Engine, schema: str | None = None) -> str | None:
-    """The revision the warehouse is at, None when it was never migrated."""
-    with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table_schema": schema})
-        return context.get_current_revision()
 
 
 def head_revision() -> str:

@@ -23,7 +23,7 @@ from etl.extract.errors import NumberOverflowError
 from etl.extract.files import open_export_file
 from etl.load.engine import begin_write, make_engine
 from etl.load.lock import RunLock
-from etl.load.migrate import current_revision, head_revision
+from etl.load.revision import HEAD_REVISION, current_revision
 from etl.load.schema import build_metadata
 from etl.load.state import StateStore, WindowReport, state_key
 from etl.load.writer import WindowWriter
@@ -99,7 +99,7 @@ class Pipeline:
             raise database_error(
                 exc, f"connecting to {self.settings.warehouse.display_url}"
             ) from None
-        head = head_revision()
+        head = HEAD_REVISION
         if current != head:
             raise ConfigError(
                 f"the warehouse {self.settings.warehouse.display_url} is at schema revision "

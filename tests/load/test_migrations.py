@@ -12,7 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
-from etl.load.migrate import current_revision, downgrade, head_revision, upgrade, upgrade_sql
+from etl.load.migrate import downgrade, head_revision, upgrade, upgrade_sql
+from etl.load.revision import HEAD_REVISION, current_revision
 from etl.load.schema import DATA_TABLES, PIPELINE_TABLES, build_metadata
 
 ALL_TABLES = {*DATA_TABLES, *PIPELINE_TABLES}
@@ -165,3 +166,23 @@ def test_postgres_comments_and_types(_pg_schema: tuple[Engine, str]) -> None:
     assert types[("messages", "id")] == "bigint"
     missing = [(t, c) for t, c, _, comment in rows if t != "alembic_version" and not comment]
     assert missing == []
+
+
+def test_the_head_constant_is_alembics_head() -> None:
+    # The run-time check reads HEAD_REVISION instead of importing Alembic: a new migration
+    # must bump it, or every load would refuse a freshly migrated warehouse.
+    assert HEAD_REVISION == head_revision()
+
+
+def test_a_warehouse_at_another_revision_reads_as_that_revision(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}", poolclass=NullPool)
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+        assert current_revision(engine) == "older"
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM alembic_version"))
+        assert current_revision(engine) is None
+    finally:
+        engine.dispose()
