@@ -1,6 +1,6 @@
 """`python -m etl` runs the `etl` command."""
 
-from etl.cli import main
+from etl.cli import entry_point
 
 if __name__ == "__main__":
-    main()
+    entry_point()
