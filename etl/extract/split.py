@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from typing import Any, Final
@@ -26,9 +27,30 @@ _COMPACT_AT: Final = 1024 * 1024  # bytes already parsed before the buffer is sh
 _MAX_PIECE: Final = 8 * 1024 * 1024
 # orjson reads integers beyond 64 bits as floats (silently inexact); yajl refuses them. A piece
 # with a run of 19 digits may hold one, so it is parsed again the exact (ijson) way. The run is
-# found by mapping digits to "0" and the rest to " ": several times faster than a regex.
+# found by mapping digits to "0" and the rest to " " (several times faster than a regex), or
+# by a compiled loop that needs no copy.
 _DIGITS_ONLY: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-_LONG_RUN: Final = b"0" * 19
+_RUN: Final = 19
+
+
+def digit_run_py(buffer: bytes | bytearray, start: int, end: int, length: int) -> bool:
+    """Whether buffer[start:end] holds `length` ASCII digits in a row (the reference scan)."""
+    return bytes(buffer[start:end]).translate(_DIGITS_ONLY).find(b"0" * length) >= 0
+
+
+def _compiled() -> Callable[[bytes | bytearray, int, int, int], bool] | None:
+    """The compiled scan (etl/extract/_cscan.c: no copy, ~5x faster), or None when not built."""
+    if os.environ.get("ETL_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from etl.extract import _cscan
+    except ImportError:  # installed without a C compiler: the Python scan does the work
+        return None
+    return _cscan.digit_run
+
+
+COMPILED_DIGIT_RUN: Final = _compiled()
+digit_run: Final = COMPILED_DIGIT_RUN or digit_run_py
 
 Fallback = Callable[[bytes], Iterator[Any]]
 _REFUSED: Final = object()
@@ -79,16 +101,16 @@ def split_elements(reader: Any, fallback: Fallback, exact: Callable[[bytes], Any
         if boundary is None:
             search_from = found + 1  # "conversation" as a key or another value: no boundary
             continue
+        end = boundary.start() + 1
         with memoryview(buffer) as view:  # released before the buffer grows or shrinks
-            piece = view[start : boundary.start() + 1]
+            piece = view[start:end]
             try:
                 element = orjson.loads(piece)
             except orjson.JSONDecodeError:
                 element = _REFUSED
-            else:
-                if bytes(piece).translate(_DIGITS_ONLY).find(_LONG_RUN) >= 0:
-                    element = exact(bytes(piece))
             piece.release()
+        if element is not _REFUSED and digit_run(buffer, start, end, _RUN):
+            element = exact(bytes(buffer[start:end]))
         if element is _REFUSED:
             yield from _hand_over(buffer, start, b"[", fallback)
             return
