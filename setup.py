@@ -11,7 +11,8 @@ setup(
     ext_modules=[
         Extension(
             "etl.normalize._cproject",
-            ["etl/normalize/_cproject.c"],
+            ["etl/normalize/_cproject.c", "etl/normalize/_cbuild.c"],
+            depends=["etl/normalize/_cnormalize.h"],
             optional=True,
             extra_compile_args=["-O2"],
         ),

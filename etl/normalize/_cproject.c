@@ -1,5 +1,6 @@
 /* A compiled `project()` (etl/normalize/project.py): same rules, same results, no interpreter
  * loop per key. The Python function stays the reference; tests compare the two on random input.
+ * The module's other half, the row builder, is _cbuild.c.
  *
  * project(obj, fields, row, tag=None) -> dict | None
  *   obj     the exported object; a dict (anything else is handed to the Python fallback)
@@ -7,41 +8,24 @@
  *   row     the list the known values are written into
  *   tag     the expected value of a TAG key
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_cnormalize.h"
 #include <datetime.h>
 
 /* Kinds: etl/normalize/columns.py (TEXT..JSON) and project.py (SKIP, TAG). */
 enum { K_TEXT = 0, K_INT = 1, K_BOOL = 2, K_TIME = 3, K_JSON = 4, K_SKIP = 5, K_TAG = 6 };
 
-typedef struct {
-    PyObject *parse_time; /* project.parse_time(value, key) */
-    PyObject *fallback;   /* project._project_py, for objects that are not exact dicts */
-} module_state;
-
-static module_state *
-get_state(PyObject *module)
-{
-    return (module_state *)PyModule_GetState(module);
-}
-
 static int
-set_item(PyObject *row, Py_ssize_t at, PyObject *value)
+set_item(PyObject **slots, Py_ssize_t n, Py_ssize_t at, PyObject *value)
 {
     /* row[at] = value, with Python's indexing rules (a negative position counts from the end). */
-    if (PyList_CheckExact(row)) {
-        Py_ssize_t n = PyList_GET_SIZE(row);
-        if (at < 0)
-            at += n;
-        if (at < 0 || at >= n) {
-            PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
-            return -1;
-        }
-        Py_INCREF(value);
-        PyList_SetItem(row, at, value);
-        return 0;
+    if (at < 0)
+        at += n;
+    if (at < 0 || at >= n) {
+        PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+        return -1;
     }
-    return PySequence_SetItem(row, at, value);
+    Py_XSETREF(slots[at], Py_NewRef(value));
+    return 0;
 }
 
 static int
@@ -123,7 +107,7 @@ utc_from_api_form(PyObject *value)
                                                    PyDateTimeAPI->DateTimeType);
 }
 
-static int
+int
 fits_bigint(PyObject *value)
 {
     int overflow = 0;
@@ -137,7 +121,7 @@ fits_bigint(PyObject *value)
 
 /* 1: stored in the row; 0: a misfit for `rest`; -1: error. */
 static int
-place(module_state *st, PyObject *row, PyObject *key, PyObject *value, PyObject *spec,
+place(nstate *st, PyObject **slots, Py_ssize_t n, PyObject *key, PyObject *value, PyObject *spec,
       PyObject *tag)
 {
     if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 2) {
@@ -153,7 +137,7 @@ place(module_state *st, PyObject *row, PyObject *key, PyObject *value, PyObject 
     switch (kind) {
     case K_TEXT:
         if (PyUnicode_CheckExact(value))
-            return set_item(row, at, value) < 0 ? -1 : 1;
+            return set_item(slots, n, at, value) < 0 ? -1 : 1;
         return 0;
     case K_TIME: {
         PyObject *parsed = utc_from_api_form(value);
@@ -161,20 +145,20 @@ place(module_state *st, PyObject *row, PyObject *key, PyObject *value, PyObject 
             parsed = PyObject_CallFunctionObjArgs(st->parse_time, value, key, NULL);
         if (parsed == NULL)
             return -1;
-        int r = set_item(row, at, parsed);
+        int r = set_item(slots, n, at, parsed);
         Py_DECREF(parsed);
         return r < 0 ? -1 : 1;
     }
     case K_INT:
         if (PyLong_CheckExact(value) && fits_bigint(value))
-            return set_item(row, at, value) < 0 ? -1 : 1;
+            return set_item(slots, n, at, value) < 0 ? -1 : 1;
         return 0;
     case K_BOOL:
         if (PyBool_Check(value))
-            return set_item(row, at, value) < 0 ? -1 : 1;
+            return set_item(slots, n, at, value) < 0 ? -1 : 1;
         return 0;
     case K_JSON:
-        return set_item(row, at, value) < 0 ? -1 : 1;
+        return set_item(slots, n, at, value) < 0 ? -1 : 1;
     case K_SKIP:
         return 1;
     default: { /* TAG: dropped when it is the expected value */
@@ -184,23 +168,11 @@ place(module_state *st, PyObject *row, PyObject *key, PyObject *value, PyObject 
     }
 }
 
-static PyObject *
-project(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+int
+project_into(nstate *st, PyObject *obj, PyObject *fields, PyObject **slots, Py_ssize_t n,
+             PyObject *tag, PyObject **rest_out)
 {
-    if (nargs < 3 || nargs > 4) {
-        PyErr_SetString(PyExc_TypeError, "project(obj, fields, row, tag=None)");
-        return NULL;
-    }
-    module_state *st = get_state(module);
-    if (st->parse_time == NULL || st->fallback == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_cproject.configure() was not called");
-        return NULL;
-    }
-    PyObject *obj = args[0], *fields = args[1], *row = args[2];
-    PyObject *tag = nargs == 4 ? args[3] : Py_None;
-    if (!PyDict_CheckExact(obj) || !PyDict_CheckExact(fields))
-        return PyObject_Vectorcall(st->fallback, args, (size_t)nargs, NULL);
-
+    /* obj and fields are exact dicts (the callers check); *rest_out: new dict or NULL. */
     PyObject *rest = NULL;
     PyObject *key, *value;
     Py_ssize_t pos = 0;
@@ -212,7 +184,7 @@ project(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             /* Hold both: a key's __eq__ or parse_time could, in principle, mutate `obj`. */
             Py_INCREF(key);
             Py_INCREF(value);
-            int placed = place(st, row, key, value, spec, tag);
+            int placed = place(st, slots, n, key, value, spec, tag);
             Py_DECREF(key);
             Py_DECREF(value);
             if (placed < 0)
@@ -227,43 +199,69 @@ project(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (PyDict_SetItem(rest, key, value) < 0)
             goto fail;
     }
+    *rest_out = rest;
+    return 0;
+fail:
+    Py_XDECREF(rest);
+    return -1;
+}
+
+static PyObject *
+project(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 3 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError, "project(obj, fields, row, tag=None)");
+        return NULL;
+    }
+    nstate *st = get_nstate(module);
+    if (st->parse_time == NULL || st->fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_cproject.configure() was not called");
+        return NULL;
+    }
+    PyObject *obj = args[0], *fields = args[1], *row = args[2];
+    PyObject *tag = nargs == 4 ? args[3] : Py_None;
+    if (!PyDict_CheckExact(obj) || !PyDict_CheckExact(fields) || !PyList_CheckExact(row))
+        return PyObject_Vectorcall(st->fallback, args, (size_t)nargs, NULL);
+    PyObject *rest = NULL;
+    Py_INCREF(row); /* its item array must outlive any Python code parse_time runs */
+    int r = project_into(st, obj, fields, ((PyListObject *)row)->ob_item, PyList_GET_SIZE(row),
+                         tag, &rest);
+    Py_DECREF(row);
+    if (r < 0)
+        return NULL;
     if (rest == NULL)
         Py_RETURN_NONE;
     return rest;
-fail:
-    Py_XDECREF(rest);
-    return NULL;
 }
 
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
-    PyObject *parse_time, *fallback;
-    if (!PyArg_ParseTuple(args, "OO:configure", &parse_time, &fallback))
+    PyObject *parse_time, *fallback, *bad_field;
+    if (!PyArg_ParseTuple(args, "OOO:configure", &parse_time, &fallback, &bad_field))
         return NULL;
-    module_state *st = get_state(module);
-    Py_INCREF(parse_time);
-    Py_XSETREF(st->parse_time, parse_time);
-    Py_INCREF(fallback);
-    Py_XSETREF(st->fallback, fallback);
+    nstate *st = get_nstate(module);
+    Py_XSETREF(st->parse_time, Py_NewRef(parse_time));
+    Py_XSETREF(st->fallback, Py_NewRef(fallback));
+    Py_XSETREF(st->bad_field, Py_NewRef(bad_field));
     Py_RETURN_NONE;
 }
 
 static int
 traverse(PyObject *module, visitproc visit, void *arg)
 {
-    module_state *st = get_state(module);
-    Py_VISIT(st->parse_time);
-    Py_VISIT(st->fallback);
+    PyObject **objects = (PyObject **)get_nstate(module);
+    for (size_t i = 0; i < NSTATE_OBJECTS; i++)
+        Py_VISIT(objects[i]);
     return 0;
 }
 
 static int
 clear(PyObject *module)
 {
-    module_state *st = get_state(module);
-    Py_CLEAR(st->parse_time);
-    Py_CLEAR(st->fallback);
+    PyObject **objects = (PyObject **)get_nstate(module);
+    for (size_t i = 0; i < NSTATE_OBJECTS; i++)
+        Py_CLEAR(objects[i]);
     return 0;
 }
 
@@ -277,15 +275,19 @@ static PyMethodDef methods[] = {
     {"project", (PyCFunction)(void (*)(void))project, METH_FASTCALL,
      "Copy the known keys of obj into row; return the rest or None (see project.py)."},
     {"configure", configure, METH_VARARGS,
-     "configure(parse_time, fallback): the Python helpers project() calls."},
+     "configure(parse_time, fallback, bad_field): the Python helpers project() calls."},
+    {"build", (PyCFunction)(void (*)(void))build, METH_FASTCALL,
+     "build(conv, cid, messages): one conversation's rows, or None (see _cbuild.c)."},
+    {"configure_build", configure_build, METH_O,
+     "configure_build(spec): the field maps and row layout build() uses (see core.py)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "etl.normalize._cproject",
-    .m_doc = "Compiled project() for the normalizer (the Python version is the reference).",
-    .m_size = sizeof(module_state),
+    .m_doc = "Compiled project() and row builder for the normalizer (Python is the reference).",
+    .m_size = sizeof(nstate),
     .m_methods = methods,
     .m_traverse = traverse,
     .m_clear = clear,
@@ -301,8 +303,6 @@ PyInit__cproject(void)
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
         return NULL;
-    module_state *st = get_state(module);
-    st->parse_time = NULL;
-    st->fallback = NULL;
+    memset(get_nstate(module), 0, sizeof(nstate));
     return module;
 }

@@ -26,6 +26,7 @@ from etl.normalize.fields import (
     MSG_OTHER_FIELDS,
     QUESTION_FIELDS,
 )
+from etl.normalize.native import KNOWN_CONTENT_TYPES, KNOWN_MESSAGE_TYPES, compiled_builder
 from etl.normalize.project import (
     INT_MAX,
     INT_MIN,
@@ -36,8 +37,8 @@ from etl.normalize.project import (
 
 Row = tuple[Any, ...]
 
-_KNOWN_CONTENT: Final = frozenset({"text", "image", "video", "json", "link", "ssml"})
-_KNOWN_MESSAGE: Final = frozenset({"question", "answer"})
+_KNOWN_CONTENT: Final = KNOWN_CONTENT_TYPES
+_KNOWN_MESSAGE: Final = KNOWN_MESSAGE_TYPES
 
 _N = {table: len(columns) for table, columns in TABLE_COLUMNS.items()}
 _EXTRA = {table: columns.index("extra") for table, columns in TABLE_COLUMNS.items()}
@@ -301,17 +302,16 @@ class _Builder:
         self.buttons.append(tuple(row))
 
 
-def normalize_conversation(
-    conv: Mapping[str, Any], *, keep_raw: bool = False, digest: Digest | None = None
-) -> NormalizedConversation:
-    """Split one exported conversation into rows; raise NormalizeError if it is malformed.
+Built = tuple[Row, list[Row], list[Row], list[Row], list[Row], list[Row], list[Row]]
 
-    `digest` is `content_digest(conv)` when the caller has it already.
+
+def build_rows_py(conv: Mapping[str, Any], cid: int, messages: list[Any]) -> Built:
+    """The conversation row (without `raw`) and the six child tables' rows, in Python.
+
+    The reference for the compiled builder (etl/normalize/_cbuild.c), which hands back to it
+    whatever it does not handle itself, data errors included: so every NormalizeError is
+    raised here, with its field path.
     """
-    if digest is None:
-        digest = content_digest(conv)
-    cid, content_hash, needs_cleaning = digest.id, digest.content_hash, digest.needs_cleaning
-    messages: list[Any] = conv["messages"]
     builder = _Builder(cid)
     seen: set[int] = set()
     path = ""
@@ -341,18 +341,50 @@ def normalize_conversation(
         path = ""
     except BadField as exc:
         raise NormalizeError(exc.problem, conversation_id=cid, field=path + exc.path) from None
-    row[9] = len(messages)
-    row[10] = _extra(rest)
+    row[_COUNT_AT] = len(messages)
+    row[_EXTRA["conversations"]] = _extra(rest)
+    return (
+        tuple(row),
+        builder.messages,
+        builder.content,
+        builder.buttons,
+        builder.analysis,
+        builder.intents,
+        builder.actions,
+    )
+
+
+_COUNT_AT: Final = TABLE_COLUMNS["conversations"].index("message_count")
+_RAW_AT: Final = TABLE_COLUMNS["conversations"].index("raw")
+_build: Final = compiled_builder()
+
+
+def normalize_conversation(
+    conv: Mapping[str, Any], *, keep_raw: bool = False, digest: Digest | None = None
+) -> NormalizedConversation:
+    """Split one exported conversation into rows; raise NormalizeError if it is malformed.
+
+    `digest` is `content_digest(conv)` when the caller has it already.
+    """
+    if digest is None:
+        digest = content_digest(conv)
+    cid, content_hash, needs_cleaning = digest.id, digest.content_hash, digest.needs_cleaning
+    messages: list[Any] = conv["messages"]
+    built = None if _build is None else _build(conv, cid, messages)
+    if built is None:
+        built = build_rows_py(conv, cid, messages)
+    conversation, message_rows, content, buttons, analysis, intents, actions = built
     if keep_raw:
-        row[11] = conv if isinstance(conv, dict) else dict(conv)
+        raw = conv if isinstance(conv, dict) else dict(conv)
+        conversation = (*conversation[:_RAW_AT], raw, *conversation[_RAW_AT + 1 :])
     rows: dict[str, list[Row]] = {
-        "conversations": [tuple(row)],
-        "messages": builder.messages,
-        "content": builder.content,
-        "buttons": builder.buttons,
-        "intent_analysis": builder.analysis,
-        "intents": builder.intents,
-        "actions": builder.actions,
+        "conversations": [conversation],
+        "messages": message_rows,
+        "content": content,
+        "buttons": buttons,
+        "intent_analysis": analysis,
+        "intents": intents,
+        "actions": actions,
     }
     if needs_cleaning:
         try:

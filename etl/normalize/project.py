@@ -98,7 +98,7 @@ def _compiled() -> Any:
         from etl.normalize import _cproject
     except ImportError:  # installed without a C compiler: the Python version does the work
         return None
-    _cproject.configure(parse_time, project_py)
+    _cproject.configure(parse_time, project_py, BadField)
     return _cproject.project
 
 
