@@ -247,6 +247,28 @@ fail:
     return -1;
 }
 
+/* A sub-object whose keys become columns of the parent row (a message's button_clicked, a
+ * conversation's time): projected into `row` when it is an object, what is left (or a value
+ * that is not an object) kept in the parent's rest under `key`. */
+static int
+project_nested(nstate *st, PyObject *value, PyObject *fields, PyObject *row, Py_ssize_t n,
+               PyObject *tag, PyObject *key, PyObject **rest, int *bail)
+{
+    int kind = json_kind(value);
+    PyObject *left = NULL;
+    if (kind < 0)
+        return (*bail = 1), -1;
+    if (kind == 0)
+        left = Py_NewRef(value);
+    else if (project_into(st, value, fields, SLOTS(row), n, tag, &left) < 0)
+        return -1;
+    if (left == NULL)
+        return 0;
+    int r = nest(rest, key, left);
+    Py_DECREF(left);
+    return r;
+}
+
 static int
 analysis_row(nstate *st, builder *b, PyObject *item, PyObject *mid, Py_ssize_t position, int *bail)
 {
@@ -487,27 +509,9 @@ message_row(nstate *st, builder *b, PyObject *msg, PyObject *mid, Py_ssize_t pos
         if (failed || (v != NULL && refs(st, b, v, row, &rest, 0, bail) < 0))
             goto fail;
         v = get(msg, st->k_button_clicked, &failed);
-        if (failed)
+        if (failed || (v != NULL && project_nested(st, v, st->click_fields, row, n, st->s_button,
+                                                   st->k_button_clicked, &rest, bail) < 0))
             goto fail;
-        if (v != NULL) {
-            int kind = json_kind(v);
-            PyObject *left = NULL;
-            if (kind < 0) {
-                *bail = 1;
-                goto fail;
-            }
-            if (kind == 0)
-                left = Py_NewRef(v);
-            else if (project_into(st, v, st->click_fields, SLOTS(row), n,
-                                  st->s_button, &left) < 0)
-                goto fail;
-            if (left != NULL) {
-                int r = nest(&rest, st->k_button_clicked, left);
-                Py_DECREF(left);
-                if (r < 0)
-                    goto fail;
-            }
-        }
         v = get(msg, st->k_content, &failed);
         if (failed)
             goto fail;
@@ -553,25 +557,9 @@ conversation_row(nstate *st, builder *b, PyObject *conv, PyObject *messages, int
     PyObject *times = get(conv, st->k_time, &failed);
     if (failed)
         goto fail;
-    if (times != NULL) {
-        int kind = json_kind(times);
-        PyObject *left = NULL;
-        if (kind < 0) {
-            *bail = 1;
-            goto fail;
-        }
-        if (kind == 0)
-            left = Py_NewRef(times);
-        else if (project_into(st, times, st->conv_time_fields, SLOTS(row), n,
-                              Py_None, &left) < 0)
-            goto fail;
-        if (left != NULL) {
-            int r = nest(&rest, st->k_time, left);
-            Py_DECREF(left);
-            if (r < 0)
-                goto fail;
-        }
-    }
+    if (times != NULL && project_nested(st, times, st->conv_time_fields, row, n, Py_None,
+                                        st->k_time, &rest, bail) < 0)
+        goto fail;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(messages); i++) {
         PyObject *msg = PyList_GET_ITEM(messages, i);
         PyObject *mid = PyDict_CheckExact(msg) ? PyDict_GetItemWithError(msg, st->k_id) : NULL;
