@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 # The C accelerators are compiled by the editable install: rebuild when they change.
-$(STAMP): pyproject.toml setup.py $(wildcard etl/*/_c*.c)
+$(STAMP): pyproject.toml setup.py $(wildcard etl/*/_c*.c etl/*/_c*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
