@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import orjson
+
+from etl.compiled import accelerator
 
 # Each conversation carries the type "conversation"; its start is found by that literal (a fast
 # byte search) and checked by what surrounds it: the end of the previous object and a comma
@@ -40,13 +41,8 @@ def digit_run_py(buffer: bytes | bytearray, start: int, end: int, length: int) -
 
 def _compiled() -> Callable[[bytes | bytearray, int, int, int], bool] | None:
     """The compiled scan (etl/extract/_cscan.c: no copy, ~5x faster), or None when not built."""
-    if os.environ.get("ETL_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        from etl.extract import _cscan
-    except ImportError:  # installed without a C compiler: the Python scan does the work
-        return None
-    return _cscan.digit_run
+    module = accelerator("etl.extract._cscan")
+    return None if module is None else module.digit_run
 
 
 COMPILED_DIGIT_RUN: Final = _compiled()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Final, NamedTuple
@@ -11,6 +10,7 @@ from typing import Any, Final, NamedTuple
 import orjson
 from sqlalchemy import JSON, BigInteger, Boolean, Integer, Text
 
+from etl.compiled import accelerator
 from etl.load.schema import UTCDateTime, build_metadata
 from etl.normalize import TABLE_COLUMNS, NormalizedConversation, NormalizeError
 from etl.normalize.digest import TOO_DEEP
@@ -145,11 +145,8 @@ def python_formatters(plain: bool) -> dict[str, Formatter]:
 
 def compiled_formatters(plain: bool) -> dict[str, Formatter] | None:
     """The same formatters compiled (etl/load/_ccopy.c), or None when it is not built."""
-    if os.environ.get("ETL_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        from etl.load import _ccopy
-    except ImportError:  # installed without a C compiler: the Python formatters do the work
+    _ccopy = accelerator("etl.load._ccopy")
+    if _ccopy is None:
         return None
     dumps = _orjson_dumps if plain else _encode_json
     format_compiled = _ccopy.format_rows

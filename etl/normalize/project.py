@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from etl.compiled import accelerator
 from etl.normalize.columns import BOOL, INT, JSON, TEXT, TIME
 
 # key -> (row position, kind); the position is -1 for SKIP and TAG.
@@ -92,11 +92,8 @@ def project_py(
 
 def _compiled() -> Any:
     """The compiled project() (etl/normalize/_cproject.c), or None when it is not built."""
-    if os.environ.get("ETL_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        from etl.normalize import _cproject
-    except ImportError:  # installed without a C compiler: the Python version does the work
+    _cproject = accelerator("etl.normalize._cproject")
+    if _cproject is None:
         return None
     _cproject.configure(parse_time, project_py, BadField)
     return _cproject.project
