@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from etl.extract.split import COMPILED_DIGIT_RUN, digit_run_py
+from tests.conftest import needs_accelerator
 
-if COMPILED_DIGIT_RUN is None:
-    pytestmark = pytest.mark.skipif(
-        not os.environ.get("CI"), reason="the C extension is not built (no compiler?)"
-    )
+pytestmark = needs_accelerator(COMPILED_DIGIT_RUN is not None)
 
 
 def test_ci_builds_the_extension() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -13,15 +12,12 @@ from hypothesis import strategies as st
 
 from etl.load.copytext import compiled_formatters, python_formatters
 from etl.normalize import TABLE_COLUMNS, normalize_conversation
-from tests.conftest import SEED_EXPORT
+from tests.conftest import SEED_EXPORT, needs_accelerator
 
 _compiled = {plain: compiled_formatters(plain) for plain in (False, True)}
 _python = {plain: python_formatters(plain) for plain in (False, True)}
 
-if _compiled[False] is None:
-    pytestmark = pytest.mark.skipif(
-        not os.environ.get("CI"), reason="the C extension is not built (no compiler?)"
-    )
+pytestmark = needs_accelerator(_compiled[False] is not None)
 
 
 def test_ci_builds_the_extension() -> None:

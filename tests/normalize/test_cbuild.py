@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,12 +13,9 @@ from etl.fakeapi.dataset import Dataset
 from etl.fakeapi.synth import DatasetSpec
 from etl.normalize import NormalizeError
 from etl.normalize.core import _build, build_rows_py
-from tests.conftest import SEED_EXPORT
+from tests.conftest import SEED_EXPORT, needs_accelerator
 
-if _build is None:
-    pytestmark = pytest.mark.skipif(
-        not os.environ.get("CI"), reason="the C extension is not built (no compiler?)"
-    )
+pytestmark = needs_accelerator(_build is not None)
 
 
 def test_ci_builds_the_extension() -> None:

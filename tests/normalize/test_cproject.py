@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from etl.normalize import project as project_module
 from etl.normalize.columns import BOOL, INT, JSON, TEXT, TIME
 from etl.normalize.project import SKIP, TAG, BadField, Fields, parse_time, project_py
+from tests.conftest import needs_accelerator
 
 compiled = project_module.COMPILED
 
-if compiled is None:
-    pytestmark = pytest.mark.skipif(
-        not os.environ.get("CI"), reason="the C extension is not built (no compiler?)"
-    )
+pytestmark = needs_accelerator(compiled is not None)
 
 
 def test_ci_builds_the_extension() -> None:
