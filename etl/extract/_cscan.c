@@ -16,16 +16,21 @@ digit_run(PyObject *Py_UNUSED(module), PyObject *args)
     Py_ssize_t start, end, length;
     if (!PyArg_ParseTuple(args, "y*nnn:digit_run", &view, &start, &end, &length))
         return NULL;
-    if (start < 0)
-        start = 0;
+    if (start < 0 || end < 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "digit_run: start and end must not be negative");
+        return NULL;
+    }
     if (end > view.len)
         end = view.len;
     const unsigned char *s = (const unsigned char *)view.buf;
     int found = length <= 0;
+    /* With no room for the run, nothing to read (and start + length cannot overflow below). */
+    Py_ssize_t first = length <= end - start ? start + length - 1 : end;
     /* Any `length` consecutive positions hold exactly one of start+length-1, +2*length-1, ...:
      * only those are looked at, and the run around one that is a digit is measured. Most
      * are not digits, so about one byte in `length` is read. */
-    for (Py_ssize_t i = start + length - 1; !found && i < end;) {
+    for (Py_ssize_t i = first; !found && i < end;) {
         if (!DIGIT(s[i])) {
             i += length;
             continue;

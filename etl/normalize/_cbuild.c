@@ -18,12 +18,14 @@ typedef struct {
 
 enum { R_MESSAGES, R_CONTENT, R_BUTTONS, R_ANALYSIS, R_INTENTS, R_ACTIONS };
 
-/* 1: an exact dict; 0: another plain JSON value (not a mapping); -1: anything else. */
+/* 1: an exact dict of str keys and JSON values; 0: another plain JSON value (not a mapping);
+ * -1: anything else. Every object is checked so before it is read: then no Python code (a
+ * key's __eq__, a value's) runs while the builder holds borrowed references into it. */
 static int
 json_kind(PyObject *v)
 {
     if (PyDict_CheckExact(v))
-        return 1;
+        return plain(v) ? 1 : -1;
     if (v == Py_None || PyUnicode_CheckExact(v) || PyLong_CheckExact(v) || PyBool_Check(v) ||
         PyFloat_CheckExact(v) || PyList_CheckExact(v))
         return 0;
@@ -106,9 +108,19 @@ put_extra(nstate *st, PyObject *row, Py_ssize_t at, PyObject *rest, int *bail)
     return 0;
 }
 
+/* A row filled after it was created with only None may have been untracked by a collection in
+ * between (CPython untracks tuples of atomic values); it now holds dicts, so track it again. */
+static void
+track(PyObject *row)
+{
+    if (!PyObject_GC_IsTracked(row))
+        PyObject_GC_Track(row);
+}
+
 static int
 append(PyObject *list, PyObject *row)
 {
+    track(row);
     int r = PyList_Append(list, row);
     Py_DECREF(row);
     return r;
@@ -128,6 +140,18 @@ put_value_extra(nstate *st, PyObject *row, Py_ssize_t at, PyObject *item)
     return 0;
 }
 
+/* project_into() for the builder: an object that is not plain JSON hands the conversation
+ * back to the Python builder. */
+static int
+proj(nstate *st, PyObject *obj, PyObject *fields, PyObject *row, Py_ssize_t n, PyObject *tag,
+     PyObject **rest, int *bail)
+{
+    int r = project_into(st, obj, fields, SLOTS(row), n, tag, rest);
+    if (r == NOT_PLAIN)
+        *bail = 1;
+    return r < 0 ? -1 : 0;
+}
+
 /* core._dimension: project an intent/action; emit its row when it has an id. Returns the
  * projected row (new ref) and sets *left to what the parent keeps (new ref or NULL). */
 static PyObject *
@@ -139,9 +163,7 @@ dimension(nstate *st, builder *b, PyObject *obj, int table, PyObject **left, int
     if (values == NULL)
         return NULL;
     PyObject *rest = NULL;
-    if (project_into(st, obj, is_intent ? st->intent_fields : st->action_fields,
-                     SLOTS(values), n,
-                     is_intent ? st->s_intent : st->s_action, &rest) < 0) {
+    if (proj(st, obj, is_intent ? st->intent_fields : st->action_fields, values, n, is_intent ? st->s_intent : st->s_action, &rest, bail) < 0) {
         Py_DECREF(values);
         return NULL;
     }
@@ -153,7 +175,7 @@ dimension(nstate *st, builder *b, PyObject *obj, int table, PyObject **left, int
     /* Emitted as it is: the callers only read the projected columns before last_seen_at. */
     put(values, n - 2, b->seen_at);
     if (put_extra(st, values, n - 1, rest, bail) < 0 ||
-        PyList_Append(b->rows[table], values) < 0) {
+        (track(values), PyList_Append(b->rows[table], values)) < 0) {
         Py_DECREF(values);
         return NULL;
     }
@@ -226,13 +248,9 @@ refs(nstate *st, builder *b, PyObject *obj, PyObject *row, PyObject **rest, int 
         PyObject *name, *value;
         Py_ssize_t pos = 0;
         while (PyDict_Next(obj, &pos, &name, &value)) {
-            int known = 0;
-            for (int i = 0; i < 2; i++) {
-                int same = PyObject_RichCompareBool(name, names[i], Py_EQ);
-                if (same < 0)
-                    goto fail;
-                known |= same;
-            }
+            /* Keys are str (json_kind checked obj): compared without Python code. */
+            int known = PyUnicode_Compare(name, names[0]) == 0 ||
+                        PyUnicode_Compare(name, names[1]) == 0;
             if (!known && nest(&sub, name, value) < 0)
                 goto fail;
         }
@@ -260,7 +278,7 @@ project_nested(nstate *st, PyObject *value, PyObject *fields, PyObject *row, Py_
         return (*bail = 1), -1;
     if (kind == 0)
         left = Py_NewRef(value);
-    else if (project_into(st, value, fields, SLOTS(row), n, tag, &left) < 0)
+    else if (proj(st, value, fields, row, n, tag, &left, bail) < 0)
         return -1;
     if (left == NULL)
         return 0;
@@ -292,8 +310,7 @@ analysis_row(nstate *st, builder *b, PyObject *item, PyObject *mid, Py_ssize_t p
         return append(b->rows[R_ANALYSIS], row);
     }
     PyObject *rest = NULL;
-    if (project_into(st, item, st->analysis_fields, SLOTS(row), n, Py_None,
-                     &rest) < 0)
+    if (proj(st, item, st->analysis_fields, row, n, Py_None, &rest, bail) < 0)
         goto fail;
     PyObject *intent = PyDict_GetItemWithError(item, st->k_intent);
     if (intent == NULL && PyErr_Occurred())
@@ -354,8 +371,7 @@ button_row(nstate *st, builder *b, PyObject *item, PyObject *mid, PyObject *cont
     }
     else {
         PyObject *rest = NULL;
-        if (project_into(st, item, st->button_fields, SLOTS(row), n,
-                         st->s_button, &rest) < 0 ||
+        if (proj(st, item, st->button_fields, row, n, st->s_button, &rest, bail) < 0 ||
             put_extra(st, row, n - 1, rest, bail) < 0)
             goto fail;
     }
@@ -392,8 +408,7 @@ content_row(nstate *st, builder *b, PyObject *item, PyObject *mid, Py_ssize_t po
                     PySet_Contains(st->known_content, ctype) : 0;
     if (known < 0)
         goto fail;
-    if (project_into(st, item, known ? st->content_fields : st->content_other_fields,
-                     SLOTS(row), n, Py_None, &rest) < 0)
+    if (proj(st, item, known ? st->content_fields : st->content_other_fields, row, n, Py_None, &rest, bail) < 0)
         goto fail;
     if (known) {
         PyObject *buttons = PyDict_GetItemWithError(item, st->k_buttons);
@@ -437,8 +452,7 @@ question(nstate *st, builder *b, PyObject *q, PyObject *row, PyObject *mid, PyOb
     if (kind == 0)
         return nest(rest, st->k_question, q);
     PyObject *left = NULL;
-    if (project_into(st, q, st->question_fields, SLOTS(row), st->n_msg,
-                     st->s_question_analysis, &left) < 0)
+    if (proj(st, q, st->question_fields, row, st->n_msg, st->s_question_analysis, &left, bail) < 0)
         return -1;
     PyObject *analysis = PyDict_GetItemWithError(q, st->k_analysis);
     if (analysis == NULL && PyErr_Occurred())
@@ -493,8 +507,7 @@ message_row(nstate *st, builder *b, PyObject *msg, PyObject *mid, Py_ssize_t pos
                     PySet_Contains(st->known_message, mtype) : 0;
     if (known < 0)
         goto fail;
-    if (project_into(st, msg, known ? st->msg_fields : st->msg_other_fields,
-                     SLOTS(row), n, Py_None, &rest) < 0)
+    if (proj(st, msg, known ? st->msg_fields : st->msg_other_fields, row, n, Py_None, &rest, bail) < 0)
         goto fail;
     if (known) {
         int failed = 0;
@@ -550,8 +563,7 @@ conversation_row(nstate *st, builder *b, PyObject *conv, PyObject *messages, int
     if (row == NULL || seen == NULL)
         goto fail;
     put(row, 0, b->cid);
-    if (project_into(st, conv, st->conv_fields, SLOTS(row), n,
-                     st->s_conversation, &rest) < 0)
+    if (proj(st, conv, st->conv_fields, row, n, st->s_conversation, &rest, bail) < 0)
         goto fail;
     int failed = 0;
     PyObject *times = get(conv, st->k_time, &failed);
@@ -562,7 +574,7 @@ conversation_row(nstate *st, builder *b, PyObject *conv, PyObject *messages, int
         goto fail;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(messages); i++) {
         PyObject *msg = PyList_GET_ITEM(messages, i);
-        PyObject *mid = PyDict_CheckExact(msg) ? PyDict_GetItemWithError(msg, st->k_id) : NULL;
+        PyObject *mid = json_kind(msg) == 1 ? PyDict_GetItemWithError(msg, st->k_id) : NULL;
         if (mid == NULL && PyErr_Occurred())
             goto fail;
         /* A bad or repeated id is a data error: the Python builder raises it, with its path. */
@@ -588,6 +600,7 @@ conversation_row(nstate *st, builder *b, PyObject *conv, PyObject *messages, int
         Py_DECREF(row);
         return NULL;
     }
+    track(row);
     return row;
 fail:
     Py_XDECREF(rest);
@@ -609,7 +622,7 @@ build(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *conv = args[0], *messages = args[2];
-    if (!PyDict_CheckExact(conv) || !PyList_CheckExact(messages))
+    if (json_kind(conv) != 1 || !PyList_CheckExact(messages))
         Py_RETURN_NONE;
     builder b = {.cid = args[1], .seen_at = Py_None};
     PyObject *result = NULL, *row = NULL;
@@ -621,7 +634,7 @@ build(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (row == NULL) {
         /* A data error (BadField from parse_time) or something unusual: the Python builder
          * does the conversation again and raises the error with its field path. */
-        if (bail || PyErr_ExceptionMatches(st->bad_field)) {
+        if (bail || !PyErr_Occurred() || PyErr_ExceptionMatches(st->bad_field)) {
             PyErr_Clear();
             result = Py_NewRef(Py_None);
         }

@@ -161,18 +161,38 @@ place(nstate *st, PyObject **slots, Py_ssize_t n, PyObject *key, PyObject *value
         return set_item(slots, n, at, value) < 0 ? -1 : 1;
     case K_SKIP:
         return 1;
-    default: { /* TAG: dropped when it is the expected value */
-        int same = PyObject_RichCompareBool(value, tag, Py_EQ);
-        return same < 0 ? -1 : same;
+    default: /* TAG: dropped when it is the expected value (values are plain: no Python code) */
+        return PyUnicode_CheckExact(value) && PyUnicode_CheckExact(tag) &&
+               PyUnicode_Compare(value, tag) == 0;
     }
+}
+
+/* Whether every key of obj is a str and every value a JSON type: then projecting it runs no
+ * Python code but parse_time() (a key's hash or __eq__, a value's __eq__ could otherwise change
+ * obj or the row while they are read). */
+int
+plain(PyObject *obj)
+{
+    PyObject *key, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(obj, &pos, &key, &v)) {
+        if (!PyUnicode_CheckExact(key))
+            return 0;
+        if (!(v == Py_None || PyUnicode_CheckExact(v) || PyLong_CheckExact(v) || PyBool_Check(v) ||
+              PyFloat_CheckExact(v) || PyList_CheckExact(v) || PyDict_CheckExact(v)))
+            return 0;
     }
+    return 1;
 }
 
 int
 project_into(nstate *st, PyObject *obj, PyObject *fields, PyObject **slots, Py_ssize_t n,
              PyObject *tag, PyObject **rest_out)
 {
-    /* obj and fields are exact dicts (the callers check); *rest_out: new dict or NULL. */
+    /* obj and fields are exact dicts (the callers check); *rest_out: new dict or NULL.
+     * Returns NOT_PLAIN, without an error, for an object that is not plain (see plain()). */
+    if (!plain(obj))
+        return NOT_PLAIN;
     PyObject *rest = NULL;
     PyObject *key, *value;
     Py_ssize_t pos = 0;
@@ -181,12 +201,7 @@ project_into(nstate *st, PyObject *obj, PyObject *fields, PyObject **slots, Py_s
         if (spec != NULL) {
             if (value == Py_None)
                 continue;
-            /* Hold both: a key's __eq__ or parse_time could, in principle, mutate `obj`. */
-            Py_INCREF(key);
-            Py_INCREF(value);
             int placed = place(st, slots, n, key, value, spec, tag);
-            Py_DECREF(key);
-            Py_DECREF(value);
             if (placed < 0)
                 goto fail;
             if (placed)
@@ -223,10 +238,11 @@ project(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!PyDict_CheckExact(obj) || !PyDict_CheckExact(fields) || !PyList_CheckExact(row))
         return PyObject_Vectorcall(st->fallback, args, (size_t)nargs, NULL);
     PyObject *rest = NULL;
-    Py_INCREF(row); /* its item array must outlive any Python code parse_time runs */
+    /* Only parse_time() (ours, which touches neither) runs while the row's items are written. */
     int r = project_into(st, obj, fields, ((PyListObject *)row)->ob_item, PyList_GET_SIZE(row),
                          tag, &rest);
-    Py_DECREF(row);
+    if (r == NOT_PLAIN)
+        return PyObject_Vectorcall(st->fallback, args, (size_t)nargs, NULL);
     if (r < 0)
         return NULL;
     if (rest == NULL)

@@ -6,6 +6,7 @@ def project(
     fields: dict[str, tuple[int, int]],
     row: list[Any],
     tag: str | None = None,
+    /,
 ) -> dict[str, Any] | None: ...
 def configure(
     parse_time: Callable[[Any, str], Any], fallback: Callable[..., Any], bad_field: type

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -31,3 +32,13 @@ def test_compiled_scan_matches_python(data: bytearray, start: int, end: int, len
     assert COMPILED_DIGIT_RUN is not None
     expected = digit_run_py(data, start, end, length)
     assert COMPILED_DIGIT_RUN(data, start, end, length) is expected
+
+
+def test_a_run_longer_than_the_range_is_not_found_and_negative_bounds_are_refused() -> None:
+    import sys
+
+    assert COMPILED_DIGIT_RUN is not None
+    assert COMPILED_DIGIT_RUN(b"123", 0, 3, sys.maxsize) is False  # overflowed before review
+    assert COMPILED_DIGIT_RUN(b"123", 5, 3, 2) is False
+    with pytest.raises(ValueError, match="negative"):
+        COMPILED_DIGIT_RUN(b"123", -1, 3, 2)

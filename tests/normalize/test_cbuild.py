@@ -231,3 +231,37 @@ def test_the_documented_example_takes_the_compiled_path() -> None:
         built = _build(conv, conv["id"], conv["messages"])
         assert built is not None
         assert repr(built) == repr(build_rows_py(conv, conv["id"], conv["messages"]))
+
+
+def test_rows_holding_dicts_stay_tracked_by_the_collector() -> None:
+    # Rows are made with None in every column and filled afterwards; a collection in between
+    # may untrack them, and a row holding dicts must be tracked again (found by review).
+    import gc
+
+    assert _build is not None
+    conv = {
+        "id": 1,
+        "zz": {"a": 1},
+        "messages": [
+            {
+                "id": 1,
+                "type": "answer",
+                "time": "2024-03-01T10:00:00+00:00",
+                "weird": {"a": [1]},
+                "actions": {"displayed": {"id": 3, "type": "action", "odd": {"x": 1}}},
+                "content": [{"type": "text", "text": "hi", "more": {"b": 2}}],
+            }
+        ],
+    }
+    thresholds = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    try:
+        built = _build(conv, 1, conv["messages"])
+    finally:
+        gc.set_threshold(*thresholds)
+    assert built is not None
+    rows = [built[0], *built[1], *built[2], *built[6]]  # conversation, message, content, action
+    assert len(rows) == 4
+    for row in rows:
+        assert any(isinstance(value, dict) for value in row)
+        assert gc.is_tracked(row)

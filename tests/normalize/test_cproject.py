@@ -6,6 +6,7 @@ from collections import OrderedDict
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -122,3 +123,30 @@ def test_mappings_other_than_dict_take_the_python_path() -> None:
     assert _run(compiled, obj, None) == _run(project_py, obj, None)
     row: list[Any] = [None] * 5
     assert list(compiled(obj, FIELDS, row) or {}) == ["other"]
+
+
+class _Meddler:
+    """A value whose comparison changes the object and the row being projected."""
+
+    def __init__(self, obj: dict[str, Any], row: list[Any]) -> None:
+        self.obj, self.row = obj, row
+
+    def __eq__(self, other: object) -> bool:
+        self.obj.clear()
+        self.row.clear()
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_objects_that_are_not_plain_json_take_the_python_path() -> None:
+    # A value with its own __eq__ could free what the C loop reads; such an object goes to the
+    # Python version, which fails as Python code does (found by review: it crashed before).
+    fields: Fields = {"type": (-1, TAG), "t": (0, TEXT)}
+    for function in (compiled, project_py):
+        row: list[Any] = [None, None]
+        obj: dict[str, Any] = {}
+        obj["type"] = _Meddler(obj, row)
+        obj["t"] = "x"
+        with pytest.raises(RuntimeError, match="changed size"):
+            function(obj, fields, row, "conversation")
