@@ -167,11 +167,6 @@ _PLAIN_FORMATTERS: Final = compiled_formatters(True) or python_formatters(True)
 _SEEN_AT: Final = {table: TABLE_COLUMNS[table].index("last_seen_at") for table in DIMENSION_TABLES}
 
 
-def format_rows(table: str, rows: list[tuple[Any, ...]]) -> bytes:
-    """COPY text (one line per row, each ending in a newline) for rows in TABLE_COLUMNS order."""
-    return _STDLIB_FORMATTERS[table](rows)
-
-
 def _later_or_equal(a: datetime | None, b: datetime | None) -> bool:
     if a is None:
         return b is None

@@ -287,8 +287,46 @@ project_nested(nstate *st, PyObject *value, PyObject *fields, PyObject *row, Py_
     return r;
 }
 
+static PyObject *
+get(PyObject *obj, PyObject *key, int *failed)
+{
+    PyObject *v = PyDict_GetItemWithError(obj, key);
+    if (v == NULL && PyErr_Occurred())
+        *failed = 1;
+    return v == Py_None ? NULL : v;
+}
+
+/* A row builder for one item of a list: the parent's id, the parent's position (buttons only),
+ * the item's position. */
+typedef int (*item_row)(nstate *st, builder *b, PyObject *item, PyObject *mid,
+                        PyObject *parent_at, Py_ssize_t position, int *bail);
+
+/* A list-valued key (question.analysis, message.content, content.buttons): a row per item
+ * when it is a list; any other value is kept in the parent's rest under the key. */
 static int
-analysis_row(nstate *st, builder *b, PyObject *item, PyObject *mid, Py_ssize_t position, int *bail)
+child_rows(nstate *st, builder *b, PyObject *obj, PyObject *key, item_row row_of, PyObject *mid,
+           PyObject *parent_at, PyObject **rest, int *bail)
+{
+    int failed = 0;
+    PyObject *v = get(obj, key, &failed);
+    if (failed)
+        return -1;
+    if (v == NULL)
+        return 0;
+    if (PyList_CheckExact(v)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++)
+            if (row_of(st, b, PyList_GET_ITEM(v, i), mid, parent_at, i, bail) < 0)
+                return -1;
+        return 0;
+    }
+    if (json_kind(v) < 0)
+        return (*bail = 1), -1;
+    return nest(rest, key, v);
+}
+
+static int
+analysis_row(nstate *st, builder *b, PyObject *item, PyObject *mid,
+             PyObject *Py_UNUSED(parent_at), Py_ssize_t position, int *bail)
 {
     int kind = json_kind(item);
     if (kind < 0)
@@ -383,7 +421,8 @@ fail:
 }
 
 static int
-content_row(nstate *st, builder *b, PyObject *item, PyObject *mid, Py_ssize_t position, int *bail)
+content_row(nstate *st, builder *b, PyObject *item, PyObject *mid,
+            PyObject *Py_UNUSED(parent_at), Py_ssize_t position, int *bail)
 {
     int kind = json_kind(item);
     if (kind < 0)
@@ -410,24 +449,8 @@ content_row(nstate *st, builder *b, PyObject *item, PyObject *mid, Py_ssize_t po
         goto fail;
     if (proj(st, item, known ? st->content_fields : st->content_other_fields, row, n, Py_None, &rest, bail) < 0)
         goto fail;
-    if (known) {
-        PyObject *buttons = PyDict_GetItemWithError(item, st->k_buttons);
-        if (buttons == NULL && PyErr_Occurred())
-            goto fail;
-        if (buttons != NULL && buttons != Py_None) {
-            if (PyList_CheckExact(buttons)) {
-                for (Py_ssize_t i = 0; i < PyList_GET_SIZE(buttons); i++)
-                    if (button_row(st, b, PyList_GET_ITEM(buttons, i), mid, at, i, bail) < 0)
-                        goto fail;
-            }
-            else if (json_kind(buttons) < 0) {
-                *bail = 1;
-                goto fail;
-            }
-            else if (nest(&rest, st->k_buttons, buttons) < 0)
-                goto fail;
-        }
-    }
+    if (known && child_rows(st, b, item, st->k_buttons, button_row, mid, at, &rest, bail) < 0)
+        goto fail;
     Py_DECREF(at);
     if (put_extra(st, row, n - 1, rest, bail) < 0) {
         Py_DECREF(row);
@@ -454,22 +477,8 @@ question(nstate *st, builder *b, PyObject *q, PyObject *row, PyObject *mid, PyOb
     PyObject *left = NULL;
     if (proj(st, q, st->question_fields, row, st->n_msg, st->s_question_analysis, &left, bail) < 0)
         return -1;
-    PyObject *analysis = PyDict_GetItemWithError(q, st->k_analysis);
-    if (analysis == NULL && PyErr_Occurred())
+    if (child_rows(st, b, q, st->k_analysis, analysis_row, mid, NULL, &left, bail) < 0)
         goto fail;
-    if (analysis != NULL && analysis != Py_None) {
-        if (PyList_CheckExact(analysis)) {
-            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(analysis); i++)
-                if (analysis_row(st, b, PyList_GET_ITEM(analysis, i), mid, i, bail) < 0)
-                    goto fail;
-        }
-        else if (json_kind(analysis) < 0) {
-            *bail = 1;
-            goto fail;
-        }
-        else if (nest(&left, st->k_analysis, analysis) < 0)
-            goto fail;
-    }
     if (left == NULL)
         return 0;
     int r = nest(rest, st->k_question, left);
@@ -478,15 +487,6 @@ question(nstate *st, builder *b, PyObject *q, PyObject *row, PyObject *mid, PyOb
 fail:
     Py_XDECREF(left);
     return -1;
-}
-
-static PyObject *
-get(PyObject *obj, PyObject *key, int *failed)
-{
-    PyObject *v = PyDict_GetItemWithError(obj, key);
-    if (v == NULL && PyErr_Occurred())
-        *failed = 1;
-    return v == Py_None ? NULL : v;
 }
 
 static int
@@ -525,22 +525,8 @@ message_row(nstate *st, builder *b, PyObject *msg, PyObject *mid, Py_ssize_t pos
         if (failed || (v != NULL && project_nested(st, v, st->click_fields, row, n, st->s_button,
                                                    st->k_button_clicked, &rest, bail) < 0))
             goto fail;
-        v = get(msg, st->k_content, &failed);
-        if (failed)
+        if (child_rows(st, b, msg, st->k_content, content_row, mid, NULL, &rest, bail) < 0)
             goto fail;
-        if (v != NULL) {
-            if (PyList_CheckExact(v)) {
-                for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++)
-                    if (content_row(st, b, PyList_GET_ITEM(v, i), mid, i, bail) < 0)
-                        goto fail;
-            }
-            else if (json_kind(v) < 0) {
-                *bail = 1;
-                goto fail;
-            }
-            else if (nest(&rest, st->k_content, v) < 0)
-                goto fail;
-        }
     }
     if (put_extra(st, row, n - 1, rest, bail) < 0) {
         Py_DECREF(row);

@@ -21,12 +21,14 @@ from etl.normalize.fields import (
     CONV_FIELDS,
     CONV_TIME_FIELDS,
     INTENT_FIELDS,
+    KNOWN_CONTENT_TYPES,
+    KNOWN_MESSAGE_TYPES,
     MESSAGE_COLUMN,
     MSG_FIELDS,
     MSG_OTHER_FIELDS,
     QUESTION_FIELDS,
 )
-from etl.normalize.native import KNOWN_CONTENT_TYPES, KNOWN_MESSAGE_TYPES, compiled_builder
+from etl.normalize.native import compiled_builder
 from etl.normalize.project import (
     INT_MAX,
     INT_MIN,
@@ -37,8 +39,6 @@ from etl.normalize.project import (
 
 Row = tuple[Any, ...]
 
-_KNOWN_CONTENT: Final = KNOWN_CONTENT_TYPES
-_KNOWN_MESSAGE: Final = KNOWN_MESSAGE_TYPES
 
 _N = {table: len(columns) for table, columns in TABLE_COLUMNS.items()}
 _EXTRA = {table: columns.index("extra") for table, columns in TABLE_COLUMNS.items()}
@@ -163,7 +163,7 @@ class _Builder:
         row[1] = self.cid
         row[2] = position
         mtype = msg.get("type")
-        if mtype.__class__ is not str or mtype not in _KNOWN_MESSAGE:
+        if mtype.__class__ is not str or mtype not in KNOWN_MESSAGE_TYPES:
             row[-1] = _extra(project(msg, MSG_OTHER_FIELDS, row))
             self.messages.append(tuple(row))
             return
@@ -274,7 +274,7 @@ class _Builder:
             self.content.append(tuple(row))
             return
         ctype = item.get("type")
-        if ctype.__class__ is not str or ctype not in _KNOWN_CONTENT:
+        if ctype.__class__ is not str or ctype not in KNOWN_CONTENT_TYPES:
             row[-1] = _extra(project(item, CONTENT_OTHER_FIELDS, row))
             self.content.append(tuple(row))
             return

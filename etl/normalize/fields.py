@@ -5,6 +5,10 @@ from __future__ import annotations
 from etl.normalize.columns import BOOL, INT, JSON, TABLE_COLUMNS, TEXT, TIME, index
 from etl.normalize.project import SKIP, TAG, Fields
 
+# Message and content types with a documented shape; any other keeps its fields in `extra`.
+KNOWN_MESSAGE_TYPES = frozenset({"question", "answer"})
+KNOWN_CONTENT_TYPES = frozenset({"text", "image", "video", "json", "link", "ssml"})
+
 # Column name -> row position, per table (TABLE_COLUMNS lists the seven tables in this order).
 (
     _CONVERSATION_COLUMN,

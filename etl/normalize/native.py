@@ -16,15 +16,14 @@ from etl.normalize.fields import (
     CONV_FIELDS,
     CONV_TIME_FIELDS,
     INTENT_FIELDS,
+    KNOWN_CONTENT_TYPES,
+    KNOWN_MESSAGE_TYPES,
     MESSAGE_COLUMN,
     MSG_FIELDS,
     MSG_OTHER_FIELDS,
     QUESTION_FIELDS,
 )
 from etl.normalize.project import COMPILED
-
-KNOWN_MESSAGE_TYPES = frozenset({"question", "answer"})
-KNOWN_CONTENT_TYPES = frozenset({"text", "image", "video", "json", "link", "ssml"})
 
 Builder = Callable[[Any, int, list[Any]], Any]
 
