@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from etl.load.copytext import encode_batch
 from etl.load.pgload import PgBatchLoader
@@ -31,13 +31,19 @@ def _conversation(cid: int, text_: str, title: str) -> dict[str, Any]:
     }
 
 
-def _decide_and_load(loader: PgBatchLoader, *batches: list[dict[str, Any]]) -> list[list[bool]]:
-    """Decide every batch first, then load them in order: the worker's worst case."""
+def _decide_and_load(
+    engine: Engine, schema: str | None, *batches: list[dict[str, Any]]
+) -> list[list[bool]]:
+    """In one transaction, decide every batch first, then load them in order: the worker's
+    worst case."""
     normalized = [[normalize_conversation(c) for c in batch] for batch in batches]
-    answers = [loader.decide([(n.id, n.content_hash) for n in batch]) for batch in normalized]
-    for batch, flags in zip(normalized, answers, strict=True):
-        loader.load_decided(encode_batch(n for n, f in zip(batch, flags, strict=True) if f))
-    loader.finish()
+    with engine.begin() as conn:
+        raw = conn.connection.driver_connection
+        loader = PgBatchLoader(raw, schema, run_id="t", exported_at=EXPORTED)
+        answers = [loader.decide([(n.id, n.content_hash) for n in batch]) for batch in normalized]
+        for batch, flags in zip(normalized, answers, strict=True):
+            loader.load_decided(encode_batch(n for n, f in zip(batch, flags, strict=True) if f))
+        loader.finish()
     return answers
 
 
@@ -47,16 +53,14 @@ def test_a_conversation_changed_in_two_batches_decided_before_loading(
     pg_warehouse.migrate()
     engine = pg_warehouse.engine()
     try:
-        with engine.begin() as conn:
-            raw = conn.connection.driver_connection
-            loader = PgBatchLoader(raw, pg_warehouse.schema, run_id="t", exported_at=EXPORTED)
-            answers = _decide_and_load(
-                loader,
-                [_conversation(1, "first", "a"), _conversation(2, "other", "a")],
-                [_conversation(1, "second", "b")],  # replaces 1 before it was loaded
-                [_conversation(1, "second", "b"), _conversation(3, "new", "c")],
-            )
-            assert answers == [[True, True], [True], [False, True]]
+        answers = _decide_and_load(
+            engine,
+            pg_warehouse.schema,
+            [_conversation(1, "first", "a"), _conversation(2, "other", "a")],
+            [_conversation(1, "second", "b")],  # replaces 1 before it was loaded
+            [_conversation(1, "second", "b"), _conversation(3, "new", "c")],
+        )
+        assert answers == [[True, True], [True], [False, True]]
         with engine.connect() as conn:
             content = conn.execute(
                 text(f"SELECT conversation_id, text FROM {pg_warehouse.table('content')}")
@@ -77,10 +81,7 @@ def test_rows_left_by_a_conversation_deleted_by_hand_do_not_block_its_reload(
     engine = pg_warehouse.engine()
     try:
         for content in ("before", "after"):
-            with engine.begin() as conn:
-                raw = conn.connection.driver_connection
-                loader = PgBatchLoader(raw, pg_warehouse.schema, run_id="t", exported_at=EXPORTED)
-                _decide_and_load(loader, [_conversation(1, content, "a")])
+            _decide_and_load(engine, pg_warehouse.schema, [_conversation(1, content, "a")])
             if content == "before":  # an erasure that forgot the child tables (no foreign keys)
                 with engine.begin() as conn:
                     conn.execute(text(f"DELETE FROM {pg_warehouse.table('conversations')}"))
