@@ -140,18 +140,6 @@ put_value_extra(nstate *st, PyObject *row, Py_ssize_t at, PyObject *item)
     return 0;
 }
 
-/* project_into() for the builder: an object that is not plain JSON hands the conversation
- * back to the Python builder. */
-static int
-proj(nstate *st, PyObject *obj, PyObject *fields, PyObject *row, Py_ssize_t n, PyObject *tag,
-     PyObject **rest, int *bail)
-{
-    int r = project_into(st, obj, fields, SLOTS(row), n, tag, rest);
-    if (r == NOT_PLAIN)
-        *bail = 1;
-    return r < 0 ? -1 : 0;
-}
-
 /* core._dimension: project an intent/action; emit its row when it has an id. Returns the
  * projected row (new ref) and sets *left to what the parent keeps (new ref or NULL). */
 static PyObject *
@@ -163,7 +151,8 @@ dimension(nstate *st, builder *b, PyObject *obj, int table, PyObject **left, int
     if (values == NULL)
         return NULL;
     PyObject *rest = NULL;
-    if (proj(st, obj, is_intent ? st->intent_fields : st->action_fields, values, n, is_intent ? st->s_intent : st->s_action, &rest, bail) < 0) {
+    if (project_into(st, obj, is_intent ? st->intent_fields : st->action_fields, SLOTS(values), n,
+                     is_intent ? st->s_intent : st->s_action, &rest) < 0) {
         Py_DECREF(values);
         return NULL;
     }
@@ -278,7 +267,7 @@ project_nested(nstate *st, PyObject *value, PyObject *fields, PyObject *row, Py_
         return (*bail = 1), -1;
     if (kind == 0)
         left = Py_NewRef(value);
-    else if (proj(st, value, fields, row, n, tag, &left, bail) < 0)
+    else if (project_into(st, value, fields, SLOTS(row), n, tag, &left) < 0)
         return -1;
     if (left == NULL)
         return 0;
@@ -348,7 +337,7 @@ analysis_row(nstate *st, builder *b, PyObject *item, PyObject *mid,
         return append(b->rows[R_ANALYSIS], row);
     }
     PyObject *rest = NULL;
-    if (proj(st, item, st->analysis_fields, row, n, Py_None, &rest, bail) < 0)
+    if (project_into(st, item, st->analysis_fields, SLOTS(row), n, Py_None, &rest) < 0)
         goto fail;
     PyObject *intent = PyDict_GetItemWithError(item, st->k_intent);
     if (intent == NULL && PyErr_Occurred())
@@ -409,7 +398,7 @@ button_row(nstate *st, builder *b, PyObject *item, PyObject *mid, PyObject *cont
     }
     else {
         PyObject *rest = NULL;
-        if (proj(st, item, st->button_fields, row, n, st->s_button, &rest, bail) < 0 ||
+        if (project_into(st, item, st->button_fields, SLOTS(row), n, st->s_button, &rest) < 0 ||
             put_extra(st, row, n - 1, rest, bail) < 0)
             goto fail;
     }
@@ -447,7 +436,8 @@ content_row(nstate *st, builder *b, PyObject *item, PyObject *mid,
                     PySet_Contains(st->known_content, ctype) : 0;
     if (known < 0)
         goto fail;
-    if (proj(st, item, known ? st->content_fields : st->content_other_fields, row, n, Py_None, &rest, bail) < 0)
+    if (project_into(st, item, known ? st->content_fields : st->content_other_fields, SLOTS(row),
+                     n, Py_None, &rest) < 0)
         goto fail;
     if (known && child_rows(st, b, item, st->k_buttons, button_row, mid, at, &rest, bail) < 0)
         goto fail;
@@ -475,7 +465,8 @@ question(nstate *st, builder *b, PyObject *q, PyObject *row, PyObject *mid, PyOb
     if (kind == 0)
         return nest(rest, st->k_question, q);
     PyObject *left = NULL;
-    if (proj(st, q, st->question_fields, row, st->n_msg, st->s_question_analysis, &left, bail) < 0)
+    if (project_into(st, q, st->question_fields, SLOTS(row), st->n_msg, st->s_question_analysis,
+                     &left) < 0)
         return -1;
     if (child_rows(st, b, q, st->k_analysis, analysis_row, mid, NULL, &left, bail) < 0)
         goto fail;
@@ -507,7 +498,8 @@ message_row(nstate *st, builder *b, PyObject *msg, PyObject *mid, Py_ssize_t pos
                     PySet_Contains(st->known_message, mtype) : 0;
     if (known < 0)
         goto fail;
-    if (proj(st, msg, known ? st->msg_fields : st->msg_other_fields, row, n, Py_None, &rest, bail) < 0)
+    if (project_into(st, msg, known ? st->msg_fields : st->msg_other_fields, SLOTS(row), n,
+                     Py_None, &rest) < 0)
         goto fail;
     if (known) {
         int failed = 0;
@@ -549,7 +541,7 @@ conversation_row(nstate *st, builder *b, PyObject *conv, PyObject *messages, int
     if (row == NULL || seen == NULL)
         goto fail;
     put(row, 0, b->cid);
-    if (proj(st, conv, st->conv_fields, row, n, st->s_conversation, &rest, bail) < 0)
+    if (project_into(st, conv, st->conv_fields, SLOTS(row), n, st->s_conversation, &rest) < 0)
         goto fail;
     int failed = 0;
     PyObject *times = get(conv, st->k_time, &failed);

@@ -36,9 +36,6 @@ get_nstate(PyObject *module)
     return (nstate *)PyModule_GetState(module);
 }
 
-/* project_into()'s answer for an object that is not plain JSON: the Python code takes it. */
-#define NOT_PLAIN (-2)
-
 int fits_bigint(PyObject *value);
 int plain(PyObject *obj);
 int project_into(nstate *st, PyObject *obj, PyObject *fields, PyObject **slots, Py_ssize_t n,

@@ -189,10 +189,8 @@ int
 project_into(nstate *st, PyObject *obj, PyObject *fields, PyObject **slots, Py_ssize_t n,
              PyObject *tag, PyObject **rest_out)
 {
-    /* obj and fields are exact dicts (the callers check); *rest_out: new dict or NULL.
-     * Returns NOT_PLAIN, without an error, for an object that is not plain (see plain()). */
-    if (!plain(obj))
-        return NOT_PLAIN;
+    /* obj and fields are exact dicts and obj is plain (the callers check: see plain());
+     * *rest_out: new dict or NULL. */
     PyObject *rest = NULL;
     PyObject *key, *value;
     Py_ssize_t pos = 0;
@@ -235,14 +233,13 @@ project(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *obj = args[0], *fields = args[1], *row = args[2];
     PyObject *tag = nargs == 4 ? args[3] : Py_None;
-    if (!PyDict_CheckExact(obj) || !PyDict_CheckExact(fields) || !PyList_CheckExact(row))
+    if (!PyDict_CheckExact(obj) || !PyDict_CheckExact(fields) || !PyList_CheckExact(row) ||
+        !plain(obj))
         return PyObject_Vectorcall(st->fallback, args, (size_t)nargs, NULL);
     PyObject *rest = NULL;
     /* Only parse_time() (ours, which touches neither) runs while the row's items are written. */
     int r = project_into(st, obj, fields, ((PyListObject *)row)->ob_item, PyList_GET_SIZE(row),
                          tag, &rest);
-    if (r == NOT_PLAIN)
-        return PyObject_Vectorcall(st->fallback, args, (size_t)nargs, NULL);
     if (r < 0)
         return NULL;
     if (rest == NULL)
