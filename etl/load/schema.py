@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    literal_column,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -86,6 +87,34 @@ def _pk(name: str, type_: Any, comment: str) -> Column[Any]:
 
 def _ix(table: str, *columns: str) -> Index:
     return Index(f"ix_{table}_{'_'.join(columns)}", *columns)
+
+
+def _time_ix(table: str, column: str) -> Index:
+    """A time index: BRIN on PostgreSQL, B-tree on SQLite.
+
+    Rows arrive window by window, so a time column follows the physical order, and a BRIN
+    index (min/max per block of pages) serves range filters from a few pages that cost a load
+    next to nothing to keep up, where a B-tree took an index insert per row (migration 0002
+    has the figures). It cannot return rows in time order without a range filter
+    (`ORDER BY time DESC LIMIT n` over a whole table): `conversations` keeps B-trees for that.
+    """
+    # autosummarize: each block range is summarized when full, not at the next vacuum.
+    return Index(
+        f"ix_{table}_{column}",
+        column,
+        postgresql_using="brin",
+        postgresql_with={"autosummarize": "on"},
+    )
+
+
+def _sparse_ix(table: str, column: str) -> Index:
+    """A B-tree over the rows where `column` is set: questions or answers only, not both.
+
+    `column = value` implies `column IS NOT NULL`, so both databases use it for lookups, and a
+    load maintains half the entries.
+    """
+    predicate = literal_column(column).is_not(None)
+    return Index(f"ix_{table}_{column}", column, postgresql_where=predicate, sqlite_where=predicate)
 
 
 def _extra(owner: str) -> Column[Any]:
@@ -237,9 +266,9 @@ def _add_data_tables(md: MetaData) -> None:
         _c("clicked_button_source_url", Text, "URL of the page where the button was clicked."),
         _extra("message"),
         _ix("messages", "conversation_id"),
-        _ix("messages", "time"),
-        _ix("messages", "predicted_intent_id"),
-        _ix("messages", "displayed_action_id"),
+        _time_ix("messages", "time"),
+        _sparse_ix("messages", "predicted_intent_id"),
+        _sparse_ix("messages", "displayed_action_id"),
         comment="One row per message (end-user question, bot/agent answer, other types).",
     )
     Table(
@@ -262,7 +291,7 @@ def _add_data_tables(md: MetaData) -> None:
         _c("json", json_type(), "json: the JSON payload (any JSON value)."),
         _extra("content item"),
         _ix("content", "conversation_id"),
-        _ix("content", "time"),
+        _time_ix("content", "time"),
         comment="One row per item of an answer's content list, in order.",
     )
     Table(

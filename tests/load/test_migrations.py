@@ -186,3 +186,115 @@ def test_a_warehouse_at_another_revision_reads_as_that_revision(tmp_path: Path) 
         assert current_revision(engine) is None
     finally:
         engine.dispose()
+
+
+# --- the dashboard indexes (revision 0002) --------------------------------------------------
+
+
+def _pg_index_definitions(engine: Engine, schema: str) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = :s"), {"s": schema}
+        ).all()
+    return {name: definition.replace(f"{schema}.", "") for name, definition in rows}
+
+
+def _pg_plan(engine: Engine, schema: str, query: str) -> str:
+    with engine.begin() as conn:
+        conn.execute(text(f'SET LOCAL search_path = "{schema}"'))
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        return "\n".join(conn.execute(text(f"EXPLAIN {query}")).scalars())
+
+
+@pytest.mark.postgres
+def test_postgres_indexes_are_the_ones_schema_py_declares(_pg_schema: tuple[Engine, str]) -> None:
+    engine, schema = _pg_schema
+    upgrade(engine, schema)
+    declared = f"{schema}_declared"
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{declared}"'))
+            build_metadata(declared).create_all(conn)
+        migrated = _pg_index_definitions(engine, schema)
+        migrated.pop("alembic_version_pkc")
+        assert migrated == _pg_index_definitions(engine, declared)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{declared}" CASCADE'))
+    assert "USING brin (\"time\") WITH (autosummarize='on')" in migrated["ix_messages_time"]
+    assert 'USING brin ("time")' in migrated["ix_content_time"]
+    assert migrated["ix_messages_predicted_intent_id"].endswith(
+        "WHERE (predicted_intent_id IS NOT NULL)"
+    )
+    assert "USING btree (last_message_at)" in migrated["ix_conversations_last_message_at"]
+
+
+@pytest.mark.postgres
+def test_postgres_dashboard_filters_can_use_the_indexes(_pg_schema: tuple[Engine, str]) -> None:
+    engine, schema = _pg_schema
+    upgrade(engine, schema)
+    plans = {
+        "ix_messages_time": "SELECT id FROM messages WHERE time >= '2024-01-01' "
+        "AND time < '2024-02-01'",
+        "ix_content_time": "SELECT message_id FROM content WHERE time >= '2024-01-01'",
+        "ix_messages_predicted_intent_id": "SELECT id FROM messages WHERE predicted_intent_id = 7",
+        "ix_messages_displayed_action_id": "SELECT id FROM messages "
+        "WHERE displayed_action_id = ANY(ARRAY[1, 2]::bigint[])",
+    }
+    for index, query in plans.items():
+        assert index in _pg_plan(engine, schema, query), query
+
+
+@pytest.mark.postgres
+def test_postgres_upgrade_from_0001_keeps_rows_and_replaces_indexes(
+    _pg_schema: tuple[Engine, str],
+) -> None:
+    engine, schema = _pg_schema
+    upgrade(engine, schema, revision="0001")
+    assert "USING btree" in _pg_index_definitions(engine, schema)["ix_messages_time"]
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                f'INSERT INTO "{schema}".messages (id, conversation_id, position, time, '
+                "predicted_intent_id) VALUES (1, 10, 0, '2024-01-05T10:00:00Z', 7), "
+                "(2, 10, 1, '2024-01-05T10:00:01Z', NULL)"
+            )
+        )
+    upgrade(engine, schema)
+    definitions = _pg_index_definitions(engine, schema)
+    assert "USING brin" in definitions["ix_messages_time"]
+    assert (
+        "WHERE (displayed_action_id IS NOT NULL)" in definitions["ix_messages_displayed_action_id"]
+    )
+    found = _pg_plan(engine, schema, "SELECT id FROM messages WHERE predicted_intent_id = 7")
+    assert "ix_messages_predicted_intent_id" in found
+    with engine.begin() as conn:
+        conn.execute(text(f'SET LOCAL search_path = "{schema}"'))
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        ids = conn.execute(text("SELECT id FROM messages WHERE predicted_intent_id = 7")).all()
+    assert ids == [(1,)]
+    downgrade(engine, schema, revision="0001")
+    assert _pg_index_definitions(engine, schema)["ix_messages_time"].endswith(
+        'USING btree ("time")'
+    )
+
+
+def test_sqlite_id_lookups_use_the_partial_indexes(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}", poolclass=NullPool)
+    try:
+        upgrade(engine)
+        with engine.connect() as conn:
+            for column in ("predicted_intent_id", "displayed_action_id"):
+                plan = " ".join(
+                    str(row[-1])
+                    for row in conn.execute(
+                        text(f"EXPLAIN QUERY PLAN SELECT id FROM messages WHERE {column} = 3")
+                    )
+                )
+                assert f"ix_messages_{column}" in plan
+            sql = conn.execute(
+                text("SELECT sql FROM sqlite_master WHERE name = 'ix_messages_predicted_intent_id'")
+            ).scalar_one()
+        assert sql.endswith("WHERE predicted_intent_id IS NOT NULL")
+    finally:
+        engine.dispose()
