@@ -2,7 +2,7 @@
 
 Both are optional: without a C compiler the install still succeeds and the pure-Python
 versions (the reference implementations: etl/extract/split.py, etl/normalize/project.py and
-etl/load/copytext.py) do the work, about 1.6x slower on a big load.
+etl/load/copyformat.py) do the work, about 1.6x slower on a big load.
 """
 
 from setuptools import Extension, setup

@@ -8,19 +8,10 @@ from typing import Any
 
 from psycopg import Connection, sql
 
-from etl.load.copytext import (
-    CHILD_TABLES,
-    DIMENSION_TABLES,
-    EncodedBatch,
-    encode_batch,
-    escape,
-)
+from etl.load.batch import CHILD_TABLES, DIMENSION_TABLES, EncodedBatch, encode_batch
+from etl.load.copyformat import BINARY_HEADER, BINARY_TRAILER, LOAD_COLUMNS, loader_fields
 from etl.normalize import TABLE_COLUMNS, NormalizedConversation
 from etl.testhooks import pause_point
-
-# Columns the loader adds to `conversations` beyond what the normalizer produces.
-LOAD_COLUMNS = ("content_hash", "exported_at", "loaded_at", "load_run_id")
-
 
 Stored = tuple[str, datetime | None]  # a stored conversation's content_hash and exported_at
 
@@ -137,20 +128,20 @@ class PgBatchLoader:
         # are no foreign keys) must not block its reload. One statement for the five tables.
         with self._conn.cursor() as cur:
             cur.execute(self._delete_statement(), {"ids": [c.id for c in changed]})
-        loaded_at = datetime.now(UTC).isoformat()
-        run_id = escape(self._run_id)
-        suffix = f"\t{self._exported_at.isoformat()}\t{loaded_at}\t{run_id}\n".encode()
+        binary = batch.binary
+        suffix = loader_fields(self._exported_at, datetime.now(UTC), self._run_id, binary)
         self._copy(
             "conversations",
             TABLE_COLUMNS["conversations"] + LOAD_COLUMNS,
             [c.conversation + suffix for c in changed],
+            binary,
         )
         self.rows["conversations"] += len(changed)
         for at, table in enumerate(CHILD_TABLES):
-            self._copy(table, TABLE_COLUMNS[table], [c.children[at] for c in changed])
+            self._copy(table, TABLE_COLUMNS[table], [c.children[at] for c in changed], binary)
             self.rows[table] += sum(c.child_rows[at] for c in changed)
         for at, table in enumerate(DIMENSION_TABLES):
-            self._stage_dimension(table, batch.dimensions[at], len(batch.dimension_ids[at]))
+            self._stage_dimension(table, batch.dimensions[at], len(batch.dimension_ids[at]), binary)
 
     def _stored(self, ids: list[int]) -> dict[int, Stored]:
         query = sql.SQL(
@@ -161,28 +152,37 @@ class PgBatchLoader:
             return {row[0]: (row[1], row[2]) for row in cur}
 
     def _copy(
-        self, table: str, columns: Sequence[str], chunks: list[bytes], target: Any = None
+        self,
+        table: str,
+        columns: Sequence[str],
+        chunks: list[bytes],
+        binary: bool,
+        target: Any = None,
     ) -> None:
         chunks = [c for c in chunks if c]
         if not chunks:
             return
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            target or self._name(table), self._columns(columns)
+        statement = sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+            target or self._name(table),
+            self._columns(columns),
+            sql.SQL(" (FORMAT binary)" if binary else ""),
         )
+        if binary:
+            chunks = [BINARY_HEADER, *chunks, BINARY_TRAILER]
         half = len(chunks) // 2
         with self._conn.cursor() as cur, cur.copy(statement) as copy:
             copy.write(b"".join(chunks[:half]))
             pause_point("mid-copy")  # tests only: ETL_TEST_PAUSE_AT
             copy.write(b"".join(chunks[half:]))
 
-    def _stage_dimension(self, table: str, lines: bytes, count: int) -> None:
-        if not lines:
+    def _stage_dimension(self, table: str, rows: bytes, count: int, binary: bool) -> None:
+        if not rows:
             return
         if not self._staged:
             with self._conn.cursor() as cur:
                 self._create_stages(cur)
         # The stage's `ord` numbers rows in window order: the later row wins a last_seen_at tie.
-        self._copy(table, TABLE_COLUMNS[table], [lines], target=self._stage(table))
+        self._copy(table, TABLE_COLUMNS[table], [rows], binary, target=self._stage(table))
         self._dimensions_staged = True
         self.rows[table] += count
 

@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import JSON, Connection, MetaData, Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from etl.load.copytext import CHILD_TABLES, DIMENSION_TABLES, EncodedBatch, latest_per_id
-from etl.load.pgload import LOAD_COLUMNS, PgBatchLoader, Stored, replaces
+from etl.load.batch import CHILD_TABLES, DIMENSION_TABLES, EncodedBatch, latest_per_id
+from etl.load.copyformat import LOAD_COLUMNS
+from etl.load.pgload import PgBatchLoader, Stored, replaces
 from etl.normalize import TABLE_COLUMNS, NormalizedConversation
 from etl.testhooks import pause_point
 

@@ -12,7 +12,7 @@ from typing import IO, Any
 from etl.errors import EtlError
 from etl.extract import ExportStream
 from etl.extract.errors import NumberOverflowError
-from etl.load.copytext import EncodedBatch
+from etl.load.batch import EncodedBatch
 from etl.load.writer import WindowWriter
 from etl.normalize import normalize_conversation
 from etl.normalize.digest import content_digest

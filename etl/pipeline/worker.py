@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from etl.extract import ExportStream
-from etl.load.copytext import BatchEncoder, Prepared, prepare
+from etl.load.batch import BatchEncoder, Prepared, prepare
 from etl.normalize import normalize_conversation
 from etl.normalize.digest import Digest, content_digest
 from etl.normalize.errors import NormalizeError
@@ -230,7 +230,7 @@ class _Producer:
             normalized = normalize_conversation(
                 entry.conversation, keep_raw=self._keep_raw, digest=entry.digest
             )
-            entry.result = prepare(normalized)
+            entry.result = prepare(normalized, self._encoder.copy_format)
         except NormalizeError as exc:
             # Raised if the answer says it changed. Without its traceback, which would hold
             # this frame and the entry in a cycle that only the collector (off here) can free.

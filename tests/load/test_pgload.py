@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from etl.load.copytext import encode_batch
+from etl.load.batch import encode_batch
 from etl.load.pgload import PgBatchLoader
 from etl.normalize import normalize_conversation
 from tests.conftest import TestWarehouse
