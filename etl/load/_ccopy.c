@@ -202,6 +202,8 @@ put_value(buffer *b, PyObject *value, long kind, PyObject *dumps)
 
 /* ---- binary ------------------------------------------------------------------------------ */
 
+#define MAX_FIELD 0x3fffffff /* PostgreSQL refuses a field of 1 GB or more */
+
 static int
 put_be(buffer *b, unsigned long long v, int bytes)
 {
@@ -219,8 +221,8 @@ put_be(buffer *b, unsigned long long v, int bytes)
 static int
 put_sized(buffer *b, const char *prefix, Py_ssize_t prefix_size, const char *s, Py_ssize_t n)
 {
-    if (n > INT32_MAX - prefix_size) {
-        PyErr_SetString(PyExc_ValueError, "a value too large for one COPY field (2 GB)");
+    if (n > MAX_FIELD - prefix_size) {
+        PyErr_SetString(PyExc_ValueError, "a value larger than PostgreSQL's 1 GB field limit");
         return -1;
     }
     if (put_be(b, (unsigned long long)(n + prefix_size), 4) < 0 || put(b, prefix, prefix_size) < 0)
@@ -231,7 +233,7 @@ put_sized(buffer *b, const char *prefix, Py_ssize_t prefix_size, const char *s, 
 static int
 put_binary_int(buffer *b, PyObject *value, int bytes)
 {
-    if (!PyLong_Check(value)) {
+    if (!PyLong_Check(value) || PyBool_Check(value)) {
         PyErr_Format(PyExc_TypeError, "an integer column holds %.100s", Py_TYPE(value)->tp_name);
         return -1;
     }
@@ -462,7 +464,9 @@ PyInit__ccopy(void)
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
         return NULL;
-    if (PyModule_AddIntConstant(module, "TEXT", K_TEXT) < 0 ||
+    /* Bumped whenever the interface copyformat.py relies on changes (see etl/compiled.py). */
+    if (PyModule_AddIntConstant(module, "ABI_VERSION", 2) < 0 ||
+        PyModule_AddIntConstant(module, "TEXT", K_TEXT) < 0 ||
         PyModule_AddIntConstant(module, "INT", K_INT) < 0 ||
         PyModule_AddIntConstant(module, "BOOL", K_BOOL) < 0 ||
         PyModule_AddIntConstant(module, "TIME", K_TIME) < 0 ||

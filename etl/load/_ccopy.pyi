@@ -1,5 +1,6 @@
 from typing import Any
 
+ABI_VERSION: int
 TEXT: int
 INT: int
 INT4: int

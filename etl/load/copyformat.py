@@ -113,6 +113,8 @@ def _row_formatter(table: str, json_encoder: Any = _json) -> Any:
 
 Formatter = Callable[[list[tuple[Any, ...]]], bytes]
 
+# etl/load/_ccopy.c's ABI_VERSION: 2 added format_binary and the INT4 kind.
+_CCOPY_ABI: Final = 2
 _KIND_CODES: Final = {"text": 0, "int": 1, "bool": 2, "time": 3, "json": 4, "int4": 5}
 
 
@@ -131,7 +133,7 @@ def python_formatters(plain: bool) -> dict[str, Formatter]:
 
 def compiled_formatters(plain: bool) -> dict[str, Formatter] | None:
     """The same formatters compiled (etl/load/_ccopy.c), or None when it is not built."""
-    _ccopy = accelerator("etl.load._ccopy")
+    _ccopy = accelerator("etl.load._ccopy", abi=_CCOPY_ABI)
     if _ccopy is None:
         return None
     dumps = _orjson_dumps if plain else _encode_json
@@ -163,7 +165,7 @@ def _binary_int(size: int) -> Callable[[Any], bytes]:
     low, high = -(2 ** (8 * size - 1)), 2 ** (8 * size - 1) - 1
 
     def put(value: Any) -> bytes:
-        if not isinstance(value, int):
+        if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"an integer column holds {type(value).__name__}")
         if not low <= value <= high:
             raise OverflowError(f"{size}-byte integer column: value out of range")
@@ -172,11 +174,19 @@ def _binary_int(size: int) -> Callable[[Any], bytes]:
     return put
 
 
+_MAX_FIELD = 2**30 - 1  # PostgreSQL refuses a field of 1 GB or more
+
+
+def _sized(prefix: bytes, data: bytes) -> bytes:
+    if len(prefix) + len(data) > _MAX_FIELD:
+        raise ValueError("a value larger than PostgreSQL's 1 GB field limit")
+    return _LENGTH.pack(len(prefix) + len(data)) + prefix + data
+
+
 def _binary_text(value: Any, prefix: bytes = b"") -> bytes:
     if not isinstance(value, str):
         raise TypeError(f"a text column holds {type(value).__name__}")
-    data = value.encode()
-    return _LENGTH.pack(len(prefix) + len(data)) + prefix + data
+    return _sized(prefix, value.encode())
 
 
 def binary_time(value: Any) -> bytes:
@@ -209,7 +219,7 @@ def _binary_json(dumps: Callable[[Any], str | bytes]) -> Callable[[Any], bytes]:
     def put(value: Any) -> bytes:
         text = dumps(value)
         if isinstance(text, bytes):
-            return _LENGTH.pack(len(text) + 1) + b"\x01" + text
+            return _sized(b"\x01", text)
         if isinstance(text, str):
             return _binary_text(text, b"\x01")
         raise TypeError("the JSON encoder must return str or bytes")
@@ -228,6 +238,8 @@ def _binary_formatter(kinds: list[str], fields: int, dumps: Any) -> Formatter:
         "json": _binary_json(dumps),
     }
     puts = [(by_kind[kind.rstrip("!")], kind.endswith("!")) for kind in kinds]
+    if not -1 <= fields <= 1600:
+        raise ValueError("fields: -1 or a field count up to 1600")
     count = _COUNT.pack(fields) if fields >= 0 else b""
 
     def put(value: Any, put_value: Callable[[Any], bytes], not_null: bool) -> bytes:
@@ -238,6 +250,8 @@ def _binary_formatter(kinds: list[str], fields: int, dumps: Any) -> Formatter:
         return put_value(value)
 
     def format_rows(rows: list[tuple[Any, ...]]) -> bytes:
+        if not isinstance(rows, list):
+            raise TypeError("rows must be a list and kinds a tuple")
         out = []
         for index, row in enumerate(rows):
             if not isinstance(row, tuple) or len(row) != len(puts):
@@ -270,7 +284,7 @@ def python_binary_formatters(plain: bool) -> dict[str, Formatter]:
 
 def compiled_binary_formatters(plain: bool) -> dict[str, Formatter] | None:
     """The same formatters compiled (etl/load/_ccopy.c), or None when it is not built."""
-    _ccopy = accelerator("etl.load._ccopy")
+    _ccopy = accelerator("etl.load._ccopy", abi=_CCOPY_ABI)
     if _ccopy is None:
         return None
     dumps = _orjson_dumps if plain else _encode_json

@@ -19,9 +19,12 @@ the whole `etl load-file`, four runs each):
   implies `column IS NOT NULL`, so lookups by id use them as before; a load maintains half the
   entries.
 
-Index names are unchanged, so queries and hints that name them keep working. On a large
-warehouse the upgrade rebuilds the two partial B-trees (a few seconds per million messages);
-reads go on meanwhile, loads wait for it (the migration holds its locks until it commits).
+Index names are unchanged, so queries and hints that name them keep working. On PostgreSQL
+each new index is built under a temporary name first (dashboards keep reading meanwhile;
+loads wait), and only then are the old ones dropped and the new ones renamed, in the same
+transaction: that swap needs a moment of exclusive access to `messages` and `content`, so it
+waits for queries already running on them. Building takes a table scan per index (and a sort
+for the B-trees): seconds per million messages.
 """
 
 from __future__ import annotations
@@ -50,27 +53,42 @@ def _postgres() -> bool:
     return bool(context.get_context().dialect.name == "postgresql")
 
 
-def _replace(table: str, column: str, **kw: object) -> None:
+def _replace(replacements: list[tuple[str, str, dict[str, object]]]) -> None:
+    """Replace indexes keeping their names; on PostgreSQL, build all before dropping any."""
     schema = _schema()
-    name = f"ix_{table}_{column}"
-    op.drop_index(name, table_name=table, schema=schema)
-    op.create_index(name, table, [column], unique=False, schema=schema, **kw)
+    if not _postgres():  # SQLite cannot rename an index; readers keep their WAL snapshot
+        for table, column, kw in replacements:
+            op.drop_index(f"ix_{table}_{column}", table_name=table, schema=schema)
+            op.create_index(f"ix_{table}_{column}", table, [column], schema=schema, **kw)
+        return
+    for table, column, kw in replacements:
+        op.create_index(f"ix_{table}_{column}_new", table, [column], schema=schema, **kw)
+    preparer = op.get_context().dialect.identifier_preparer
+    prefix = f"{preparer.quote_schema(schema)}." if schema else ""
+    for table, column, _ in replacements:
+        name = f"ix_{table}_{column}"
+        op.drop_index(name, table_name=table, schema=schema)
+        # Identifiers only, quoted by the dialect: no value is ever formatted into SQL here.
+        op.execute(
+            f"ALTER INDEX {prefix}{preparer.quote(name + '_new')} RENAME TO {preparer.quote(name)}"
+        )
 
 
 def upgrade() -> None:
+    replacements: list[tuple[str, str, dict[str, object]]] = []
     if _postgres():
-        for table, column in _TIME_INDEXES:
-            _replace(
-                table, column, postgresql_using="brin", postgresql_with={"autosummarize": "on"}
-            )
+        brin: dict[str, object] = {
+            "postgresql_using": "brin",
+            "postgresql_with": {"autosummarize": "on"},
+        }
+        replacements += [(table, column, brin) for table, column in _TIME_INDEXES]
     for table, column in _ID_INDEXES:
         predicate = sa.literal_column(column).is_not(None)
-        _replace(table, column, postgresql_where=predicate, sqlite_where=predicate)
+        where: dict[str, object] = {"postgresql_where": predicate, "sqlite_where": predicate}
+        replacements.append((table, column, where))
+    _replace(replacements)
 
 
 def downgrade() -> None:
-    for table, column in _ID_INDEXES:
-        _replace(table, column)
-    if _postgres():
-        for table, column in _TIME_INDEXES:
-            _replace(table, column)
+    tables = list(_ID_INDEXES) + (list(_TIME_INDEXES) if _postgres() else [])
+    _replace([(table, column, {}) for table, column in tables])

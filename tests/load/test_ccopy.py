@@ -164,6 +164,7 @@ def test_binary_values_that_cannot_be_copied_fail_like_the_python_formatter() ->
     _fails_alike("buttons", (*button[:6], "\ud800", *button[7:]), UnicodeEncodeError)
     _fails_alike("buttons", (*button[:6], 5, *button[7:]), TypeError)  # int in a text column
     _fails_alike("buttons", ("1", *button[1:]), TypeError)  # str in a bigint column
+    _fails_alike("buttons", (True, *button[1:]), TypeError)  # PostgreSQL refused it as text
     _fails_alike("buttons", (None, *button[1:]), TypeError)  # None in the key
     _fails_alike("buttons", (2**63, *button[1:]), OverflowError)
     _fails_alike("buttons", (1, 2**31, *button[2:]), OverflowError)  # int4 column

@@ -96,12 +96,9 @@ def test_binary_and_text_copies_read_back_equal(connection: psycopg.Connection[A
 
 
 def _storable(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Values PostgreSQL's text input takes: no NUL (the normalizer never lets one through), and
-    offsets within ±15:59 (its limit for text; the normalizer writes UTC only)."""
+    """Offsets within ±15:59, the limit of PostgreSQL's text input (the normalizer writes UTC)."""
 
     def fix(value: Any) -> Any:
-        if isinstance(value, str):
-            return value.replace("\x00", "")
         if isinstance(value, datetime) and abs(value.utcoffset() or timedelta(0)) >= _MAX_OFFSET:
             return value.astimezone(UTC)
         return value

@@ -111,6 +111,16 @@ def test_upgrade_sql_is_offline_ddl() -> None:
     assert "CREATE TABLE bi.conversations" in pg_ddl
     assert "JSONB" in pg_ddl and "TIMESTAMP WITH TIME ZONE" in pg_ddl
     assert "COMMENT ON COLUMN bi.conversations.id" in pg_ddl
+    # 0002: the new indexes are built before the old ones go, then take their names.
+    revision_2 = pg_ddl[pg_ddl.index("0001 -> 0002") :]
+    assert revision_2.index("CREATE INDEX ix_messages_time_new") < revision_2.index(
+        "DROP INDEX bi.ix_messages_time;"
+    )
+    assert "ALTER INDEX bi.ix_messages_time_new RENAME TO ix_messages_time" in revision_2
+    assert "USING brin (time) WITH (autosummarize = on)" in revision_2
+    sqlite_revision_2 = sqlite_ddl[sqlite_ddl.index("0001 -> 0002") :]
+    assert "brin" not in sqlite_revision_2
+    assert "WHERE predicted_intent_id IS NOT NULL" in sqlite_revision_2
 
 
 # --- PostgreSQL: each test has its own throwaway schema ------------------------------------
@@ -277,6 +287,30 @@ def test_postgres_upgrade_from_0001_keeps_rows_and_replaces_indexes(
     assert _pg_index_definitions(engine, schema)["ix_messages_time"].endswith(
         'USING btree ("time")'
     )
+
+
+def _sqlite_index_sql(engine: Engine, name: str) -> str:
+    with engine.connect() as conn:
+        sql: str = conn.execute(
+            text("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :n"), {"n": name}
+        ).scalar_one()
+    return sql
+
+
+def test_sqlite_0002_downgrades_and_upgrades_again(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}", poolclass=NullPool)
+    try:
+        upgrade(engine)
+        downgrade(engine, revision="0001")
+        assert current_revision(engine) == "0001"
+        assert "WHERE" not in _sqlite_index_sql(engine, "ix_messages_predicted_intent_id")
+        upgrade(engine)
+        assert _sqlite_index_sql(engine, "ix_messages_displayed_action_id").endswith(
+            "WHERE displayed_action_id IS NOT NULL"
+        )
+        assert _diff(engine, None) == []
+    finally:
+        engine.dispose()
 
 
 def test_sqlite_id_lookups_use_the_partial_indexes(tmp_path: Path) -> None:
