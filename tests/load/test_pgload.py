@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg import sql
 from sqlalchemy import Engine, text
 
 from etl.load.batch import encode_batch
-from etl.load.pgload import PgBatchLoader
+from etl.load.pgload import PgBatchLoader, _index_scans_only
 from etl.normalize import normalize_conversation
 from tests.conftest import TestWarehouse
 
@@ -92,3 +93,34 @@ def test_rows_left_by_a_conversation_deleted_by_hand_do_not_block_its_reload(
     finally:
         engine.dispose()
     assert stored == [(1, "after")]
+
+
+def test_reloads_delete_through_the_indexes_before_any_statistics(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    # A fresh warehouse has no statistics: the planner then takes `conversation_id = ANY(...)`
+    # for the whole table and scans it, once per batch (quadratic over a backfill).
+    pg_warehouse.migrate()
+    engine = pg_warehouse.engine()
+    try:
+        _decide_and_load(
+            engine, pg_warehouse.schema, [_conversation(i, "t", "a") for i in range(300)]
+        )
+        with engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            loader = PgBatchLoader(raw, pg_warehouse.schema, run_id="t", exported_at=EXPORTED)
+            statement = sql.SQL("EXPLAIN ") + loader._delete_statement()
+            ids = {"ids": list(range(1000, 1500))}
+            with raw.cursor() as cur:
+                unguarded = "\n".join(row[0] for row in cur.execute(statement, ids))
+                with _index_scans_only(cur):
+                    guarded = "\n".join(row[0] for row in cur.execute(statement, ids))
+                setting = cur.execute("SHOW enable_seqscan").fetchone()
+    finally:
+        engine.dispose()
+    assert "Seq Scan" in unguarded  # what the planner does without statistics
+    assert "Seq Scan" not in guarded
+    for index in ("ix_messages_conversation_id", "ix_content_conversation_id", "pk_conversations"):
+        assert index in guarded
+    assert setting == ("on",)  # restored at once
