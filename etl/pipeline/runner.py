@@ -182,7 +182,7 @@ class Pipeline:
         report = WindowReport(self.run_id, self.key, self.command, window, self.clock(), attempts=1)
         self.progress.window_started(window, 1)
         try:
-            self._load_stream(stream, report, advance=False, started=started)
+            self._load_stream(stream, report, advance=_never, started=started)
         except NumberOverflowError:
             raise
         except BrokenStreamError as exc:
@@ -224,10 +224,12 @@ class Pipeline:
                 with attempt:
                     report.attempts += 1
                     self.progress.window_started(window, report.attempts)
-                    mark = self.watermark_safe()
                     with self.client.open(window) as stream:
                         self._load_stream(
-                            stream, report, advance=should_advance(window, mark), started=started
+                            stream,
+                            report,
+                            advance=lambda mark: should_advance(window, mark),
+                            started=started,
                         )
         except EtlError as exc:
             if exc.retryable:
@@ -269,15 +271,16 @@ class Pipeline:
             "at the last good window: run again to resume"
         )
 
-    def watermark_safe(self) -> datetime | None:
-        try:
-            return self.watermark()
-        except DBAPIError as exc:
-            raise database_error(exc, "reading the watermark") from None
-
     def _load_stream(
-        self, stream: ExportStream, report: WindowReport, *, advance: bool, started: float
+        self,
+        stream: ExportStream,
+        report: WindowReport,
+        *,
+        advance: Callable[[datetime | None], bool],
+        started: float,
     ) -> None:
+        """Load one window's stream in one transaction; `advance(watermark)` says, at commit
+        time, whether the watermark moves to the window's end (read in the same transaction)."""
         exported_at = _export_time(stream.query_info) or self.clock()
         report.expected_conversations = stream.expected
         where = (
@@ -306,7 +309,9 @@ class Pipeline:
                 report.seconds = time.monotonic() - started
                 report.outcome = "ok"
                 report.error = None
-                if advance and isinstance(report.window, Window):
+                if isinstance(report.window, Window) and advance(
+                    self.store.watermark(conn, self.key)
+                ):
                     self.store.advance(
                         conn,
                         self.key,
@@ -338,6 +343,10 @@ class Pipeline:
             log.warning(
                 "could not record the failed window in etl_runs (the database is unreachable)"
             )
+
+
+def _never(_watermark: datetime | None) -> bool:
+    return False
 
 
 def _export_time(query_info: dict[str, Any]) -> datetime | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ import pytest
 
 from etl.normalize.digest import content_digest
 from etl.normalize.errors import NormalizeError
-from etl.pipeline.worker import HEADER, _Answers, _Entry, _Producer, pack
+from etl.pipeline.worker import HEADER, _Answers, _Entry, _Producer, batch_limits, pack
 
 
 @pytest.fixture
@@ -180,3 +181,11 @@ def test_a_stream_failing_mid_way_reports_the_previous_batchs_data_error_first()
                 producer.settle()
         else:
             producer.settle()  # unchanged: nothing to report, the stream's error stands
+
+
+def test_a_window_starts_with_small_batches_that_double_up_to_the_batch_size() -> None:
+    sizes = list(itertools.islice(batch_limits(500), 7))
+    assert sizes == [64, 128, 256, 500, 500, 500, 500]
+    assert list(itertools.islice(batch_limits(100), 3)) == [64, 100, 100]
+    assert list(itertools.islice(batch_limits(10), 2)) == [10, 10]  # never above the setting
+    assert list(itertools.islice(batch_limits(1), 2)) == [1, 1]
