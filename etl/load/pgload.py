@@ -40,16 +40,15 @@ def _index_scans_only(cur: Cursor[Any]) -> Iterator[None]:
     every row, and scans each table in full: once per batch, so a backfill's or a big window's
     cost grew with the square of what it had loaded (per-batch deletes went from 21 to 46 ms
     over 88 windows of 250 conversations). The conversation_id indexes are always the right
-    plan here. The setting is restored at once: it never outlives the statement.
+    plan here. The setting is restored right after; if the statement fails, the transaction is
+    aborted and its rollback drops the setting (restoring it then would hide the error).
     """
     previous = cur.execute(
         "SELECT current_setting('enable_seqscan'), set_config('enable_seqscan', 'off', true)"
     ).fetchone()
-    try:
-        yield
-    finally:
-        assert previous is not None
-        cur.execute("SELECT set_config('enable_seqscan', %s, true)", (previous[0],))
+    assert previous is not None
+    yield
+    cur.execute("SELECT set_config('enable_seqscan', %s, true)", (previous[0],))
 
 
 class PgBatchLoader:

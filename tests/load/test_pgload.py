@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from psycopg import sql
 from sqlalchemy import Engine, text
 
@@ -124,3 +125,20 @@ def test_reloads_delete_through_the_indexes_before_any_statistics(
     for index in ("ix_messages_conversation_id", "ix_content_conversation_id", "pk_conversations"):
         assert index in guarded
     assert setting == ("on",)  # restored at once
+
+
+def test_a_failing_delete_reports_its_own_error_not_the_guards(pg_warehouse: TestWarehouse) -> None:
+    import psycopg
+
+    engine = pg_warehouse.engine()
+    try:
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            with raw.cursor() as cur, pytest.raises(psycopg.errors.DivisionByZero):
+                with _index_scans_only(cur):
+                    cur.execute("SELECT 1 / 0")
+            raw.rollback()
+            assert raw.execute("SHOW enable_seqscan").fetchone() == ("on",)
+    finally:
+        engine.dispose()
