@@ -118,6 +118,11 @@ _CCOPY_ABI: Final = 2
 _KIND_CODES: Final = {"text": 0, "int": 1, "bool": 2, "time": 3, "json": 4, "int4": 5}
 
 
+def _kind_codes(kinds: list[str], not_null: int) -> tuple[int, ...]:
+    """Column kinds as the compiled formatters take them ("int!" = INT | NOT_NULL)."""
+    return tuple(_KIND_CODES[k.rstrip("!")] | (not_null if k.endswith("!") else 0) for k in kinds)
+
+
 def python_formatters(plain: bool) -> dict[str, Formatter]:
     """Per table, `rows -> COPY bytes` in Python: the reference for the compiled ones.
 
@@ -140,11 +145,8 @@ def compiled_formatters(plain: bool) -> dict[str, Formatter] | None:
     format_compiled = _ccopy.format_rows
 
     def formatter(table: str) -> Formatter:
-        kinds = tuple(
-            _KIND_CODES[kind.rstrip("!")] | (_ccopy.NOT_NULL if kind.endswith("!") else 0)
-            for kind in _kinds(table)
-        )
-        return lambda rows: format_compiled(rows, kinds, dumps)
+        codes = _kind_codes(_kinds(table), _ccopy.NOT_NULL)
+        return lambda rows: format_compiled(rows, codes, dumps)
 
     return {table: formatter(table) for table in TABLE_COLUMNS}
 
@@ -292,10 +294,7 @@ def compiled_binary_formatters(plain: bool) -> dict[str, Formatter] | None:
 
     def formatter(table: str) -> Formatter:
         kinds, fields = _binary_layout(table)
-        codes = tuple(
-            _KIND_CODES[kind.rstrip("!")] | (_ccopy.NOT_NULL if kind.endswith("!") else 0)
-            for kind in kinds
-        )
+        codes = _kind_codes(kinds, _ccopy.NOT_NULL)
         return lambda rows: format_binary(rows, codes, dumps, fields)
 
     return {table: formatter(table) for table in TABLE_COLUMNS}
