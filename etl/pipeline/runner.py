@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
@@ -47,15 +49,31 @@ class RunResult:
         return sum(r.conversations for r in self.windows)
 
 
-def database_error(exc: DBAPIError, where: str) -> DatabaseError:
-    """A DatabaseError naming the cause without the statement's parameters (they may be data)."""
-    orig = exc.orig
+_COPY_CONTEXT = re.compile(r"COPY [^,\s]+, line \d+(?:, column [^:\s]+)?")
+
+
+def database_error(exc: DBAPIError | psycopg.Error, where: str) -> DatabaseError:
+    """A DatabaseError naming the cause without the statement's parameters (they may be data).
+
+    `exc` comes from SQLAlchemy, or straight from psycopg for the COPY loader's own statements.
+    """
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
     detail = (
         str(orig).strip().splitlines()[0]
         if orig is not None and str(orig).strip()
         else type(exc).__name__
     )
-    lost = isinstance(exc, OperationalError | SAInterfaceError) or exc.connection_invalidated
+    where_in_copy = _COPY_CONTEXT.match(getattr(getattr(orig, "diag", None), "context", "") or "")
+    if where_in_copy:  # the table and column, never the value (it is data)
+        detail += f"; {where_in_copy.group(0)}"
+    if isinstance(exc, DBAPIError):
+        lost = isinstance(exc, OperationalError | SAInterfaceError) or exc.connection_invalidated
+    else:
+        lost = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    # A protocol violation is the server refusing what was sent (a COPY row that does not fit
+    # a column's type), on a connection that is fine: retrying would send the same again.
+    if isinstance(orig, psycopg.errors.ProtocolViolation):
+        lost = False
     error = DatabaseError(
         f"{where}: the warehouse {'connection was lost' if lost else 'refused the write'} ({detail}); "
         + "the window was rolled back"
@@ -324,7 +342,7 @@ class Pipeline:
                 pause_point("before-commit")
                 if self._run_lock is not None:
                     self._run_lock.ensure_held(where)  # never commit a window without the lock
-        except DBAPIError as exc:
+        except (DBAPIError, psycopg.Error) as exc:
             raise database_error(exc, where) from None
         except NormalizeError as exc:
             raise DataError(f"{where}: {exc}") from None  # name the window or file too

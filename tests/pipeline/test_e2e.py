@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from etl.fakeapi import Faults
@@ -285,3 +286,33 @@ def test_load_file_replays_saved_exports(warehouse: TestWarehouse, tmp_path: Pat
     assert ids_in(warehouse) == [1000001]
     assert len(ids_in(warehouse, "messages")) == 4
     assert watermark(warehouse) is None
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # A column type changed by hand: binary COPY no longer fits it (text COPY did).
+        ("ALTER TABLE {s}.messages ALTER COLUMN position TYPE bigint", "column position"),
+        # A constraint of the owner's that the export's data breaks.
+        ("ALTER TABLE {s}.content ADD CHECK (length(text) < 3)", "content_text_check"),
+    ],
+)
+def test_a_warehouse_refusing_the_rows_is_a_database_error_naming_the_place(
+    pg_warehouse: TestWarehouse, change: str, expected: str
+) -> None:
+    from tests.conftest import SEED_EXPORT
+
+    etl("migrate", wh=pg_warehouse, check=True)
+    engine = pg_warehouse.engine()
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(change.format(s=f'"{pg_warehouse.schema}"')))
+    finally:
+        engine.dispose()
+    result = etl("load-file", str(SEED_EXPORT), wh=pg_warehouse)
+    assert result.code == 7, result.output  # ExitCode.DATABASE, not "a bug"
+    assert "refused the write" in result.output and expected in result.output
+    assert str(SEED_EXPORT) in result.output and "rolled back" in result.output
+    assert "bug" not in result.output and "Failing row" not in result.output
+    assert ids_in(pg_warehouse) == []
