@@ -147,35 +147,38 @@ put_time(buffer *b, PyObject *value)
     return r;
 }
 
-static int
-put_json(buffer *b, PyObject *value, PyObject *dumps)
+/* dumps(value) as UTF-8: the buffer lives as long as *text, which the caller releases. */
+static const char *
+json_utf8(PyObject *dumps, PyObject *value, PyObject **text, Py_ssize_t *n)
 {
-    PyObject *text = PyObject_CallOneArg(dumps, value);
-    if (text == NULL)
-        return -1;
-    int r;
-    if (PyBytes_Check(text))
-        r = put_escaped(b, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text));
-    else if (PyUnicode_Check(text))
-        r = put_text(b, text);
-    else {
-        PyErr_SetString(PyExc_TypeError, "the JSON encoder must return str or bytes");
-        r = -1;
+    *text = PyObject_CallOneArg(dumps, value);
+    if (*text == NULL)
+        return NULL;
+    if (PyBytes_Check(*text)) {
+        *n = PyBytes_GET_SIZE(*text);
+        return PyBytes_AS_STRING(*text);
     }
-    Py_DECREF(text);
-    return r;
+    if (PyUnicode_Check(*text))
+        return PyUnicode_AsUTF8AndSize(*text, n);
+    PyErr_SetString(PyExc_TypeError, "the JSON encoder must return str or bytes");
+    return NULL;
 }
 
 static int
+put_json(buffer *b, PyObject *value, PyObject *dumps)
+{
+    PyObject *text;
+    Py_ssize_t n;
+    const char *s = json_utf8(dumps, value, &text, &n);
+    int r = s == NULL ? -1 : put_escaped(b, s, n);
+    Py_XDECREF(text);
+    return r;
+}
+
+/* A value that is not None, as COPY text. */
+static int
 put_value(buffer *b, PyObject *value, long kind, PyObject *dumps)
 {
-    if (value == Py_None) {
-        if (kind & NOT_NULL) {
-            PyErr_SetString(PyExc_TypeError, "None in a column that may not be null");
-            return -1;
-        }
-        return put(b, "\\N", 2);
-    }
     switch (kind & ~NOT_NULL) {
     case K_TEXT:
         if (!PyUnicode_Check(value)) {
@@ -310,32 +313,18 @@ put_binary_text(buffer *b, PyObject *value, const char *prefix, Py_ssize_t prefi
 static int
 put_binary_json(buffer *b, PyObject *value, PyObject *dumps)
 {
-    PyObject *text = PyObject_CallOneArg(dumps, value);
-    if (text == NULL)
-        return -1;
-    int r;
-    if (PyBytes_Check(text))
-        r = put_sized(b, "\x01", 1, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text));
-    else if (PyUnicode_Check(text))
-        r = put_binary_text(b, text, "\x01", 1);
-    else {
-        PyErr_SetString(PyExc_TypeError, "the JSON encoder must return str or bytes");
-        r = -1;
-    }
-    Py_DECREF(text);
+    PyObject *text;
+    Py_ssize_t n;
+    const char *s = json_utf8(dumps, value, &text, &n);
+    int r = s == NULL ? -1 : put_sized(b, "\x01", 1, s, n);
+    Py_XDECREF(text);
     return r;
 }
 
+/* A value that is not None, as a COPY binary field. */
 static int
 put_binary_value(buffer *b, PyObject *value, long kind, PyObject *dumps)
 {
-    if (value == Py_None) {
-        if (kind & NOT_NULL) {
-            PyErr_SetString(PyExc_TypeError, "None in a column that may not be null");
-            return -1;
-        }
-        return put_be(b, 0xffffffffULL, 4);
-    }
     switch (kind & ~NOT_NULL) {
     case K_TEXT:
         if (!PyUnicode_Check(value)) {
@@ -362,6 +351,17 @@ put_binary_value(buffer *b, PyObject *value, long kind, PyObject *dumps)
 }
 
 typedef int (*put_value_fn)(buffer *, PyObject *, long, PyObject *);
+
+/* None: NULL in either format, unless the column may not hold it. */
+static int
+put_null(buffer *b, long kind, int binary)
+{
+    if (kind & NOT_NULL) {
+        PyErr_SetString(PyExc_TypeError, "None in a column that may not be null");
+        return -1;
+    }
+    return binary ? put_be(b, 0xffffffffULL, 4) : put(b, "\\N", 2);
+}
 
 /* Both formats: parse the arguments, then each row through `put_one`. */
 static PyObject *
@@ -400,8 +400,10 @@ format_with(PyObject *rows, PyObject *kinds_tuple, PyObject *dumps, long fields,
         else if (binary && fields >= 0 && put_be(&b, (unsigned long long)fields, 2) < 0)
             failed = 1;
         for (Py_ssize_t i = 0; !failed && i < width; i++) {
+            PyObject *value = PyTuple_GET_ITEM(row, i);
             if ((!binary && i && put(&b, "\t", 1) < 0) ||
-                put_one(&b, PyTuple_GET_ITEM(row, i), kinds[i], dumps) < 0)
+                (value == Py_None ? put_null(&b, kinds[i], binary)
+                                  : put_one(&b, value, kinds[i], dumps)) < 0)
                 failed = 1;
         }
         Py_DECREF(row);

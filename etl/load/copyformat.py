@@ -138,15 +138,24 @@ def python_formatters(plain: bool) -> dict[str, Formatter]:
 
 def compiled_formatters(plain: bool) -> dict[str, Formatter] | None:
     """The same formatters compiled (etl/load/_ccopy.c), or None when it is not built."""
+    return _compiled(plain, binary=False)
+
+
+def _compiled(plain: bool, binary: bool) -> dict[str, Formatter] | None:
+    """Per table, the compiled text or binary formatter (see _binary_layout), or None."""
     _ccopy = accelerator("etl.load._ccopy", abi=_CCOPY_ABI)
     if _ccopy is None:
         return None
     dumps = _orjson_dumps if plain else _encode_json
-    format_compiled = _ccopy.format_rows
+    format_rows, format_binary = _ccopy.format_rows, _ccopy.format_binary
 
     def formatter(table: str) -> Formatter:
-        codes = _kind_codes(_kinds(table), _ccopy.NOT_NULL)
-        return lambda rows: format_compiled(rows, codes, dumps)
+        if not binary:
+            codes = _kind_codes(_kinds(table), _ccopy.NOT_NULL)
+            return lambda rows: format_rows(rows, codes, dumps)
+        kinds, fields = _binary_layout(table)
+        binary_codes = _kind_codes(kinds, _ccopy.NOT_NULL)
+        return lambda rows: format_binary(rows, binary_codes, dumps, fields)
 
     return {table: formatter(table) for table in TABLE_COLUMNS}
 
@@ -286,18 +295,7 @@ def python_binary_formatters(plain: bool) -> dict[str, Formatter]:
 
 def compiled_binary_formatters(plain: bool) -> dict[str, Formatter] | None:
     """The same formatters compiled (etl/load/_ccopy.c), or None when it is not built."""
-    _ccopy = accelerator("etl.load._ccopy", abi=_CCOPY_ABI)
-    if _ccopy is None:
-        return None
-    dumps = _orjson_dumps if plain else _encode_json
-    format_binary = _ccopy.format_binary
-
-    def formatter(table: str) -> Formatter:
-        kinds, fields = _binary_layout(table)
-        codes = _kind_codes(kinds, _ccopy.NOT_NULL)
-        return lambda rows: format_binary(rows, codes, dumps, fields)
-
-    return {table: formatter(table) for table in TABLE_COLUMNS}
+    return _compiled(plain, binary=True)
 
 
 def loader_fields(exported_at: datetime, loaded_at: datetime, run_id: str, binary: bool) -> bytes:

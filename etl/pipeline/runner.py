@@ -200,7 +200,7 @@ class Pipeline:
         report = WindowReport(self.run_id, self.key, self.command, window, self.clock(), attempts=1)
         self.progress.window_started(window, 1)
         try:
-            self._load_stream(stream, report, advance=_never, started=started)
+            self._load_stream(stream, report, advance=None, started=started)
         except NumberOverflowError:
             raise
         except BrokenStreamError as exc:
@@ -294,11 +294,12 @@ class Pipeline:
         stream: ExportStream,
         report: WindowReport,
         *,
-        advance: Callable[[datetime | None], bool],
+        advance: Callable[[datetime | None], bool] | None,
         started: float,
     ) -> None:
         """Load one window's stream in one transaction; `advance(watermark)` says, at commit
-        time, whether the watermark moves to the window's end (read in the same transaction)."""
+        time, whether the watermark moves to the window's end (read in the same transaction).
+        None: it never moves (files)."""
         exported_at = _export_time(stream.query_info) or self.clock()
         report.expected_conversations = stream.expected
         where = (
@@ -327,8 +328,10 @@ class Pipeline:
                 report.seconds = time.monotonic() - started
                 report.outcome = "ok"
                 report.error = None
-                if isinstance(report.window, Window) and advance(
-                    self.store.watermark(conn, self.key)
+                if (
+                    advance is not None
+                    and isinstance(report.window, Window)
+                    and advance(self.store.watermark(conn, self.key))
                 ):
                     self.store.advance(
                         conn,
@@ -361,10 +364,6 @@ class Pipeline:
             log.warning(
                 "could not record the failed window in etl_runs (the database is unreachable)"
             )
-
-
-def _never(_watermark: datetime | None) -> bool:
-    return False
 
 
 def _export_time(query_info: dict[str, Any]) -> datetime | None:
