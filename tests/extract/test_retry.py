@@ -58,6 +58,18 @@ def test_retry_after_is_honoured_and_too_long_fails_fast() -> None:
     assert calls == 1 and sleeps == []
 
 
+def test_retry_after_beyond_max_wait_fails_fast_even_within_the_total_budget() -> None:
+    """The limit for one wait is `max_wait`, not `max_total_wait`: a Retry-After between the
+    two fails at once (a policy that compared it with the total budget would sleep it)."""
+    settings = RetrySettings(
+        max_attempts=5, initial_wait=1, max_wait=30, max_total_wait=timedelta(minutes=10)
+    )
+    calls, sleeps = run_policy(settings, [RetriableAPIError("429", retry_after=60)])
+    assert calls == 1 and sleeps == []
+    calls, sleeps = run_policy(settings, [RetriableAPIError("429", retry_after=30)])
+    assert calls == 2 and sleeps == [30.0]  # exactly max_wait is still allowed
+
+
 def test_total_wait_budget_stops_retries() -> None:
     settings = RetrySettings(
         max_attempts=50, initial_wait=5, max_wait=5, max_total_wait=timedelta(seconds=3)
