@@ -7,7 +7,9 @@ import io
 import json
 from typing import Any
 
-from etl.extract import ExportStream
+import pytest
+
+from etl.extract import BrokenStreamError, ExportStream
 from etl.extract.decode import DecodedReader
 from etl.extract.reads import MAX_PARSE_READ, PARSE_READ, Prefixed
 
@@ -87,3 +89,24 @@ def test_a_large_read_of_a_gzip_body_is_exact() -> None:
     first = reader.read(MAX_PARSE_READ)  # 8 MiB, assembled from many decompressed pieces
     assert first == body[:MAX_PARSE_READ]
     assert first + reader.read(len(body)) == body
+
+
+@pytest.mark.parametrize("error_at", [1, 2], ids=["between", "after-the-last"])
+def test_an_error_element_fails_the_stream_even_when_it_then_completes(error_at: int) -> None:
+    """The API reported an error mid-stream, then carried on: every conversation arrived,
+    post_query_info too, the counts match, and still the window is not trusted."""
+    conversations: list[Any] = [_conversation(1), _conversation(2)]
+    conversations.insert(error_at, {"type": "error", "message": "shard 3 timed out"})
+    body = json.dumps(
+        [
+            {"type": "query_info", "conversations": 2},
+            *conversations,
+            {"type": "post_query_info", "conversations": 2},
+        ]
+    ).encode()
+    stream = ExportStream(io.BytesIO(body), None, source="test")
+    received: list[int] = []
+    with pytest.raises(BrokenStreamError, match=r"reported an error mid-stream.*shard 3 timed out"):
+        received.extend(c["id"] for c in stream)
+    assert received == [1, 2][:error_at]
+    assert not stream.complete

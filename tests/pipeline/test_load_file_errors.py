@@ -1,0 +1,45 @@
+"""`etl load-file` of a saved export that holds an in-stream error element: refused whole."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from sqlalchemy import text
+
+from tests.conftest import SEED_EXPORT, TestWarehouse
+from tests.pipeline.cli_helpers import etl
+
+
+def count(wh: TestWarehouse, table: str, where: str = "1 = 1") -> int:
+    engine = wh.engine()
+    try:
+        with engine.connect() as conn:
+            sql = f"SELECT count(*) FROM {wh.table(table)} WHERE {where}"
+            return int(conn.execute(text(sql)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_error_element_in_an_otherwise_complete_export_loads_nothing(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """Two conversations announced, two sent, post_query_info present, counts matching, and
+    after them the API's error element: the file is refused and nothing of it is loaded."""
+    query_info, conversation, post_query_info = json.loads(SEED_EXPORT.read_text())
+    second = copy.deepcopy(conversation)
+    second["id"] = 1000002
+    for k, message in enumerate(second["messages"]):
+        message["id"] = 2000000 + k
+    query_info["conversations"] = post_query_info["conversations"] = 2
+    path = tmp_path / "export.json"
+    error = {"type": "error", "message": "shard 3 timed out"}
+    path.write_text(json.dumps([query_info, conversation, second, error, post_query_info]))
+
+    result = etl("load-file", str(path), wh=migrated)
+    assert result.code == 5, result.output
+    assert "reported an error mid-stream after 2 conversations: shard 3 timed out" in result.stderr
+    assert str(path) in result.stderr
+    assert count(migrated, "conversations") == count(migrated, "messages") == 0
+    assert count(migrated, "etl_runs", "outcome = 'ok'") == 0
