@@ -1,21 +1,18 @@
-"""The documented example export, normalized: row counts, values, determinism, speed."""
+"""The documented example export, normalized: row counts, values, determinism."""
 
 from __future__ import annotations
 
 import copy
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from etl.errors import DataError
 from etl.normalize import (
     TABLE_COLUMNS,
     NormalizedConversation,
-    NormalizeError,
     iter_rows,
     normalize_conversation,
 )
@@ -118,20 +115,3 @@ def test_hash_and_rows_are_deterministic(conversation: dict[str, Any]) -> None:
     changed = copy.deepcopy(conversation)
     changed["messages"].append({"id": 1, "type": "question"})
     assert normalize_conversation(changed).content_hash != a.content_hash
-
-
-def test_normalize_error_is_a_data_error() -> None:
-    assert issubclass(NormalizeError, DataError)
-
-
-def test_speed(conversation: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    """A micro-benchmark, printed (run with -s); only a gross regression fails."""
-    n = 2000
-    started = time.perf_counter()
-    for _ in range(n):
-        normalize_conversation(conversation)
-    elapsed = time.perf_counter() - started
-    size = len(json.dumps(conversation, separators=(",", ":")))
-    with capsys.disabled():
-        print(f"\nnormalize: {n / elapsed:,.0f} conversations/s ({size} bytes each)")
-    assert n / elapsed > 200

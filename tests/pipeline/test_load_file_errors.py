@@ -43,3 +43,26 @@ def test_error_element_in_an_otherwise_complete_export_loads_nothing(
     assert str(path) in result.stderr
     assert count(migrated, "conversations") == count(migrated, "messages") == 0
     assert count(migrated, "etl_runs", "outcome = 'ok'") == 0
+
+
+def test_a_conversation_the_normalizer_refuses_is_a_data_error_and_loads_nothing(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """Exit code 5 (data error: not retried, not "a bug"), naming the file, the conversation
+    and the field; the conversations before it in the file are rolled back with it."""
+    query_info, conversation, post_query_info = json.loads(SEED_EXPORT.read_text())
+    broken = copy.deepcopy(conversation)
+    broken["id"] = 1000002
+    for k, message in enumerate(broken["messages"]):
+        message["id"] = 2000000 + k
+    del broken["messages"][1]["id"]
+    query_info["conversations"] = post_query_info["conversations"] = 2
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps([query_info, conversation, broken, post_query_info]))
+
+    result = etl("load-file", str(path), wh=migrated)
+    assert result.code == 5, result.output
+    assert "conversation 1000002, field 'messages[1].id'" in result.stderr
+    assert str(path) in result.stderr
+    assert "bug" not in result.stderr and "Traceback" not in result.output
+    assert count(migrated, "conversations") == count(migrated, "messages") == 0
