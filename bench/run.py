@@ -46,7 +46,6 @@ DATA_DIR = BENCH / "data"
 RESULTS_DIR = BENCH / "results"
 PYTHON = sys.executable
 ETL = shutil.which("etl", path=str(Path(sys.executable).parent)) or "etl"
-DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TOKEN = "bench-token"  # the simulator's static token (loopback only)
 
 PROJECT_SCHEMA = "bench_project"
@@ -360,9 +359,9 @@ class Variant:
 class Bench:
     """Runs the variants in rounds (a, b, c, e, d per round) so slow drifts hit all alike."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, url: str) -> None:
         self.args = args
-        self.url: str = os.environ.get("ETL_BENCH_DATABASE_URL", DEFAULT_URL)
+        self.url = url
         self.dsn = libpq_dsn(self.url)
         self.groups = set(args.only) - ({"d"} if args.skip_dlt else set())
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-run-"))
@@ -871,10 +870,38 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+@contextmanager
+def database_url() -> Iterator[str]:
+    """ETL_BENCH_DATABASE_URL, or else a throwaway embedded server's for the run's duration."""
+    url = os.environ.get("ETL_BENCH_DATABASE_URL")
+    if url:
+        yield url
+        return
+    # The tests' server module (tests/ is not installed, so it is imported from the checkout).
+    sys.path.insert(0, str(ROOT))
+    from tests import pgserver
+
+    started = time.perf_counter()
+    # Server defaults (durable commits), as a real warehouse has them: the suite's
+    # NOT_DURABLE settings would flatter the loads.
+    with pgserver.running("bench") as server:
+        say(
+            f"PostgreSQL: a throwaway embedded server on {pgserver.HOST}:{server.port}, "
+            f"started in {time.perf_counter() - started:.1f} s, removed at the end "
+            "(ETL_BENCH_DATABASE_URL names another)"
+        )
+        yield server.url
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    with database_url() as url:
+        return run(args, url)
+
+
+def run(args: argparse.Namespace, url: str) -> int:
     started = time.perf_counter()
-    bench = Bench(args)
+    bench = Bench(args, url)
     try:
         machine = machine_info(bench.pg)
         say(

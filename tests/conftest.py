@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests import pgserver
+
 FIXTURES = Path(__file__).parent / "fixtures"
 SEED_EXPORT = FIXTURES / "seed-example-export.json"
-PG_URL = os.environ.get(
-    "ETL_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+# A server of your own for the PostgreSQL tests; unset (or empty), the suite starts a throwaway
+# embedded one (tests/pgserver.py) at the first PostgreSQL test and removes it at the end.
+EXTERNAL_PG_URL = os.environ.get("ETL_TEST_DATABASE_URL") or None
 IN_CI = bool(os.environ.get("CI"))
 
 
@@ -66,9 +69,9 @@ class TestWarehouse:
             engine.dispose()
 
 
-def _pg_available() -> str | None:
+def _pg_available(url: str) -> str | None:
     try:
-        engine = create_engine(make_url(PG_URL).set(drivername="postgresql+psycopg"))
+        engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"))
         with engine.connect() as conn:
             conn.execute(text("select 1"))
         engine.dispose()
@@ -77,17 +80,59 @@ def _pg_available() -> str | None:
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
+def _no_postgres(message: str) -> NoReturn:
+    """Skip the PostgreSQL tests, or in CI (where they must never be skipped) fail them."""
+    if IN_CI:
+        pytest.fail(f"{message} (CI never skips PostgreSQL tests)", pytrace=False)
+    pytest.skip(message)
+
+
+# What the session's embedded server was, for the summary at the end of the run.
+_EMBEDDED = pytest.StashKey[str]()
+
+
 @pytest.fixture(scope="session")
-def pg_server() -> str:
-    problem = _pg_available()
-    if problem:
-        message = f"PostgreSQL at ETL_TEST_DATABASE_URL={make_url(PG_URL).render_as_string()} unreachable: {problem}"
-        if IN_CI:
-            pytest.fail(
-                message + " (CI never skips PostgreSQL tests; run scripts/ensure-postgres.sh)"
-            )
-        pytest.skip(message)
-    return PG_URL
+def pg_server(pytestconfig: pytest.Config) -> Iterator[str]:
+    """SQLAlchemy URL of the PostgreSQL database the tests use, as a superuser.
+
+    ETL_TEST_DATABASE_URL's server when it is set, else a throwaway embedded server on a free
+    loopback port, stopped and deleted when the session ends (also after Ctrl-C or a failure).
+    """
+    if EXTERNAL_PG_URL:
+        problem = _pg_available(EXTERNAL_PG_URL)
+        if problem:
+            shown = make_url(EXTERNAL_PG_URL).render_as_string()  # password masked
+            _no_postgres(f"PostgreSQL at ETL_TEST_DATABASE_URL={shown} unreachable: {problem}")
+        yield EXTERNAL_PG_URL
+        return
+    started = time.perf_counter()
+    try:
+        server = pgserver.start("test", pgserver.NOT_DURABLE)
+    except pgserver.ServerError as exc:
+        _no_postgres(f"could not start the embedded PostgreSQL server: {exc}")
+    pytestconfig.stash[_EMBEDDED] = (
+        f"embedded PostgreSQL {server.version} on {pgserver.HOST}:{server.port} "
+        f"(started in {time.perf_counter() - started:.1f} s, in {server.base})"
+    )
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        pytestconfig.stash[_EMBEDDED] += "; stopped and removed"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if EXTERNAL_PG_URL:
+        shown = make_url(EXTERNAL_PG_URL).render_as_string()  # password masked
+        return f"postgresql: ETL_TEST_DATABASE_URL={shown}"
+    return "postgresql: a throwaway embedded server, started by the first PostgreSQL test"
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    if _EMBEDDED in config.stash:
+        terminalreporter.write_line(f"postgresql: {config.stash[_EMBEDDED]}")
 
 
 @pytest.fixture

@@ -49,15 +49,31 @@ def assert_no_secret(outputs: list[str]) -> None:
 
 
 @pytest.fixture(scope="session")
+def clean_pg_schema(pg_server: str) -> Iterator[TestWarehouse]:
+    """The PostgreSQL clean reference's own schema. A fixture of its own, so that it is dropped
+    before the session's server stops, and only sessions that load PostgreSQL need a server."""
+    schema = f"t_clean_{random_names.token_hex(4)}"
+    url = make_url(pg_server).set(drivername="postgresql+psycopg")
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield TestWarehouse("postgres", with_password(url.render_as_string(False)), schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
 def clean_reference(
-    tmp_path_factory: pytest.TempPathFactory, sim_dataset: Any
-) -> Iterator[Callable[[str], h.Snapshot]]:
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sim_dataset: Any
+) -> Callable[[str], h.Snapshot]:
     """`reference(kind)`: the warehouse after a clean `etl run` of [START, UNTIL) (built once)."""
     from etl.fakeapi import FakeApi, FakeApiOptions
-    from tests.conftest import PG_URL, SIM_TOKEN
+    from tests.conftest import SIM_TOKEN
 
     cache: dict[str, h.Snapshot] = {}
-    cleanup: list[Callable[[], None]] = []
 
     def reference(kind: str) -> h.Snapshot:
         if kind in cache:
@@ -66,19 +82,7 @@ def clean_reference(
         if kind == "sqlite":
             wh = TestWarehouse("sqlite", f"sqlite:///{tmp / 'clean.db'}", None)
         else:
-            schema = f"t_clean_{random_names.token_hex(4)}"
-            url = make_url(PG_URL).set(drivername="postgresql+psycopg")
-            admin = create_engine(url)
-            with admin.begin() as conn:
-                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-            def drop(admin: Any = admin, schema: str = schema) -> None:
-                with admin.begin() as conn:
-                    conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-                admin.dispose()
-
-            cleanup.append(drop)
-            wh = TestWarehouse("postgres", with_password(url.render_as_string(False)), schema)
+            wh = request.getfixturevalue("clean_pg_schema")
         wh.migrate()
         with FakeApi(FakeApiOptions(dataset=sim_dataset, token=SIM_TOKEN)) as api:
             site = h.Site(lambda **_: api)
@@ -89,6 +93,4 @@ def clean_reference(
         assert cache[kind].watermark == h.UNTIL_UTC and cache[kind].conversations > 40
         return cache[kind]
 
-    yield reference
-    for action in cleanup:
-        action()
+    return reference

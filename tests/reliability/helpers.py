@@ -352,16 +352,14 @@ def tcp_ports(pid: int) -> set[int]:
     return ports
 
 
-def terminate_backends(pid: int, *, lock: bool | None = None) -> int:
+def terminate_backends(admin_url: str, pid: int, *, lock: bool | None = None) -> int:
     """`pg_terminate_backend` the PostgreSQL sessions of process `pid` (and nobody else's):
     all of them, or (lock=True) only the one holding its advisory lock, or (lock=False) all but
-    that one."""
+    that one. `admin_url`: a superuser's (the `pg_server` fixture)."""
     from sqlalchemy import create_engine
 
-    from tests.conftest import PG_URL
-
     ports = sorted(tcp_ports(pid))
-    engine = create_engine(PG_URL)
+    engine = create_engine(admin_url)
     try:
         with engine.begin() as conn:
             killed = conn.execute(

@@ -34,6 +34,7 @@ def _prepared(
 
 @pytest.mark.parametrize("point", ["mid-stream", "mid-copy", "before-commit"])
 def test_connection_terminated_mid_window_fails_clearly_and_converges(
+    pg_server: str,
     pg_warehouse: TestWarehouse,
     make_sim: Any,
     tmp_path: Path,
@@ -47,7 +48,7 @@ def test_connection_terminated_mid_window_fails_clearly_and_converges(
         "run", "--until", h.UNTIL, wh=wh, site=site, config=cfg, point=point, after=12
     ).wait_paused()
 
-    assert h.terminate_backends(paused.pid) >= 1
+    assert h.terminate_backends(pg_server, paused.pid) >= 1
     h.assert_same(h.snapshot(wh), before)  # the server rolled the window back at once
     paused.resume()
     result = paused.finish()
@@ -67,7 +68,11 @@ def test_connection_terminated_mid_window_fails_clearly_and_converges(
 
 
 def test_connection_terminated_mid_window_is_retried(
-    pg_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path, clean_reference: Reference
+    pg_server: str,
+    pg_warehouse: TestWarehouse,
+    make_sim: Any,
+    tmp_path: Path,
+    clean_reference: Reference,
 ) -> None:
     """With retries left, a lost connection is retried like a broken stream: the run succeeds."""
     wh = pg_warehouse
@@ -75,7 +80,7 @@ def test_connection_terminated_mid_window_is_retried(
     paused = h.spawn(
         "run", "--until", h.UNTIL, wh=wh, site=site, config=cfg, point="mid-copy"
     ).wait_paused()
-    assert h.terminate_backends(paused.pid, lock=False) == 1  # the data connection only
+    assert h.terminate_backends(pg_server, paused.pid, lock=False) == 1  # the data connection only
     paused.resume()
     result = paused.finish()
 
@@ -86,7 +91,11 @@ def test_connection_terminated_mid_window_is_retried(
 
 
 def test_lock_session_terminated_mid_run_stops_before_commit(
-    pg_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path, clean_reference: Reference
+    pg_server: str,
+    pg_warehouse: TestWarehouse,
+    make_sim: Any,
+    tmp_path: Path,
+    clean_reference: Reference,
 ) -> None:
     """Only the session holding the advisory lock dies (an idle-session timeout, a DBA): another
     run could now start, so this one must not commit the window it is loading."""
@@ -95,7 +104,7 @@ def test_lock_session_terminated_mid_run_stops_before_commit(
     paused = h.spawn(
         "run", "--until", h.UNTIL, wh=wh, site=site, config=cfg, point="before-commit"
     ).wait_paused()
-    assert h.terminate_backends(paused.pid, lock=True) == 1
+    assert h.terminate_backends(pg_server, paused.pid, lock=True) == 1
     paused.resume()
     result = paused.finish()
 

@@ -68,7 +68,7 @@ def load(wh: TestWarehouse, tmp_path: Path, *paths: Path) -> h.Result:
 
 @pytest.fixture(scope="module")
 def good_reference(
-    tmp_path_factory: pytest.TempPathFactory, clean_reference: Any
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, clean_reference: Any
 ) -> Iterator[Callable[[TestWarehouse], h.Snapshot]]:
     """What a clean load of the good file gives, per warehouse kind (built once per kind)."""
     cache: dict[str, h.Snapshot] = {}
@@ -85,23 +85,22 @@ def good_reference(
                 assert load(ref, tmp, good).code == 0
                 cache[wh.kind] = h.snapshot(ref)
             else:
-                return _pg_reference(wh, tmp, good, cache)
+                admin_url = request.getfixturevalue("pg_server")  # up: `wh` is on it
+                return _pg_reference(admin_url, wh, tmp, good, cache)
         return cache[wh.kind]
 
     yield reference
 
 
 def _pg_reference(
-    wh: TestWarehouse, tmp: Path, good: Path, cache: dict[str, h.Snapshot]
+    admin_url: str, wh: TestWarehouse, tmp: Path, good: Path, cache: dict[str, h.Snapshot]
 ) -> h.Snapshot:
     import secrets
 
     from sqlalchemy import create_engine, text
 
-    from tests.conftest import PG_URL
-
     schema = f"t_good_{secrets.token_hex(4)}"
-    admin = create_engine(PG_URL)
+    admin = create_engine(admin_url)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:

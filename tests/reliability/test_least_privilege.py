@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
-from tests.conftest import PG_URL, TestWarehouse
+from tests.conftest import TestWarehouse
 from tests.reliability import helpers as h
 
 pytestmark = pytest.mark.reliability
@@ -38,8 +38,9 @@ GRANT USAGE ON SEQUENCE {schema}.etl_runs_id_seq TO {role};
 """
 
 
-def _admin(sql: str) -> None:
-    engine = create_engine(PG_URL)
+def _admin(url: str, sql: str) -> None:
+    """Run `sql` as the superuser of `url` (the `pg_server` fixture)."""
+    engine = create_engine(url)
     try:
         with engine.begin() as conn:
             for statement in filter(str.strip, sql.split(";")):
@@ -49,18 +50,18 @@ def _admin(sql: str) -> None:
 
 
 @pytest.fixture
-def loader(pg_warehouse: TestWarehouse) -> Iterator[tuple[TestWarehouse, str]]:
+def loader(pg_server: str, pg_warehouse: TestWarehouse) -> Iterator[tuple[TestWarehouse, str]]:
     """A migrated schema, and a login role holding only the documented grants on it."""
     pg_warehouse.migrate()  # as the schema's owner
     role = f"etl_loader_{secrets.token_hex(4)}"
     schema = f'"{pg_warehouse.schema}"'
-    _admin(f"CREATE ROLE {role} LOGIN PASSWORD '{h.DB_PASSWORD}'")
+    _admin(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{h.DB_PASSWORD}'")
     try:
-        _admin(LOADER_GRANTS.format(schema=schema, role=role))
+        _admin(pg_server, LOADER_GRANTS.format(schema=schema, role=role))
         url = make_url(pg_warehouse.url).set(username=role, password=h.DB_PASSWORD)
         yield TestWarehouse("postgres", url.render_as_string(False), pg_warehouse.schema), role
     finally:
-        _admin(f"DROP OWNED BY {role}; DROP ROLE {role}")
+        _admin(pg_server, f"DROP OWNED BY {role}; DROP ROLE {role}")
 
 
 def test_loader_role_with_only_the_documented_grants_loads_everything(
@@ -98,10 +99,10 @@ def test_loader_role_with_only_the_documented_grants_loads_everything(
 
 
 def test_a_missing_grant_is_a_clear_database_error(
-    loader: tuple[TestWarehouse, str], make_sim: Any, tmp_path: Path
+    pg_server: str, loader: tuple[TestWarehouse, str], make_sim: Any, tmp_path: Path
 ) -> None:
     wh, role = loader
-    _admin(f'REVOKE UPDATE ON "{wh.schema}".etl_state FROM {role}')
+    _admin(pg_server, f'REVOKE UPDATE ON "{wh.schema}".etl_state FROM {role}')
     site, cfg = h.Site(make_sim), h.config(tmp_path)
     site.serve()
     h.preload(h.TestWarehouse("postgres", wh.url, wh.schema), site, cfg)  # inserts the state row
