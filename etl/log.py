@@ -25,10 +25,12 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": scrub(record.getMessage()),
         }
         if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
+            payload["exception"] = scrub(self.formatException(record.exc_info))
+        # Scrubbed before encoding too: JSON escapes a secret's quotes and backslashes, and the
+        # escaped form would not be recognised afterwards.
         return scrub(json.dumps(payload, ensure_ascii=False, default=str))
 
 

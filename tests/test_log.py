@@ -85,11 +85,6 @@ def test_secrets_are_scrubbed_from_messages_and_tracebacks(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JsonFormatter scrubs after json.dumps: a secret holding a quote or a backslash is "
-    "escaped first and slips through (in escaped form, which json.loads turns back)",
-)
 def test_json_scrubs_secrets_with_characters_json_escapes(
     restore_logging: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
