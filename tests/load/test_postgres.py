@@ -1,0 +1,202 @@
+"""The PostgreSQL loader: later copies within a window, hand-deleted rows, index-only deletes,
+and conversations that are not plain JSON (the stdlib JSON path)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import Engine, text
+
+from etl.load.loader import WindowLoader, open_loader
+from etl.load.postgres import _index_scans_only
+from etl.load.schema import build_metadata
+from etl.normalize import content_digest
+from etl.pipeline.runner import load_batch
+from tests.conftest import TestWarehouse
+
+EXPORTED = datetime(2024, 4, 1, tzinfo=UTC)
+
+
+def _conversation(cid: int, text_: str, title: str) -> dict[str, Any]:
+    return {
+        "type": "conversation",
+        "id": cid,
+        "messages": [
+            {
+                "id": cid * 10,
+                "time": "2024-03-25T10:00:00+00:00",
+                "type": "answer",
+                "actions": {"displayed": {"type": "action", "id": 7, "action_type": title}},
+                "content": [{"type": "text", "text": text_}],
+            }
+        ],
+    }
+
+
+def _load(engine: Engine, schema: str | None, *batches: list[dict[str, Any]]) -> WindowLoader:
+    """One window, in one transaction, batch by batch through the runner's `load_batch`."""
+    with engine.begin() as conn:
+        loader = open_loader(conn, build_metadata(schema), run_id="t", exported_at=EXPORTED)
+        for batch in batches:
+            load_batch(loader, [(content_digest(c), c) for c in batch], keep_raw=False)
+        loader.finish()
+    return loader
+
+
+def _rows(engine: Engine, query: str) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(text(query))]
+
+
+def test_a_conversation_changed_twice_in_one_window_ends_with_the_later_copy(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    pg_warehouse.migrate()
+    t = pg_warehouse.table
+    engine = pg_warehouse.engine()
+    try:
+        loader = _load(
+            engine,
+            pg_warehouse.schema,
+            [_conversation(1, "first", "a"), _conversation(2, "other", "a")],
+            [_conversation(1, "second", "b")],  # replaces what the first batch wrote
+            [_conversation(1, "second", "b"), _conversation(3, "new", "c")],  # 1 unchanged now
+        )
+        content = _rows(engine, f"SELECT conversation_id, text FROM {t('content')}")
+        conversations = _rows(engine, f"SELECT id FROM {t('conversations')}")
+        messages = _rows(engine, f"SELECT conversation_id FROM {t('messages')}")
+        action = _rows(engine, f"SELECT action_type FROM {t('actions')} WHERE id = 7")
+    finally:
+        engine.dispose()
+    assert (loader.changed_count, loader.unchanged_count) == (4, 1)
+    assert sorted(content) == [(1, "second"), (2, "other"), (3, "new")]
+    assert sorted(conversations) == sorted(messages) == [(1,), (2,), (3,)]
+    assert action == [("c",)]  # the same last_seen_at in all three: the latest row staged wins
+
+
+def test_rows_left_by_a_conversation_deleted_by_hand_do_not_block_its_reload(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    pg_warehouse.migrate()
+    engine = pg_warehouse.engine()
+    try:
+        for content in ("before", "after"):
+            _load(engine, pg_warehouse.schema, [_conversation(1, content, "a")])
+            if content == "before":  # an erasure that forgot the child tables (no foreign keys)
+                with engine.begin() as conn:
+                    conn.execute(text(f"DELETE FROM {pg_warehouse.table('conversations')}"))
+        stored = _rows(engine, f"SELECT conversation_id, text FROM {pg_warehouse.table('content')}")
+    finally:
+        engine.dispose()
+    assert stored == [(1, "after")]
+
+
+# The deletes a _PlanningCursor saw: statement, parameters, and the plan it got where it ran.
+_DELETES: list[tuple[sql.Composable, Any, str]] = []
+
+
+class _PlanningCursor(psycopg.Cursor[Any]):
+    """Records the loader's delete statement and the plan it gets where it is run."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        if isinstance(query, sql.Composable) and "DELETE" in query.as_string(self.connection):
+            plan = super().execute(sql.SQL("EXPLAIN ") + query, params).fetchall()
+            _DELETES.append((query, params, "\n".join(row[0] for row in plan)))
+        return super().execute(query, params, **kwargs)
+
+
+def test_reloads_delete_through_the_indexes_before_any_statistics(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    # A fresh warehouse has no statistics: the planner then takes `conversation_id = ANY(...)`
+    # for the whole table and scans it, once per batch (quadratic over a backfill).
+    pg_warehouse.migrate()
+    engine = pg_warehouse.engine()
+    _DELETES.clear()
+    try:
+        _load(engine, pg_warehouse.schema, [_conversation(i, "t", "a") for i in range(300)])
+        with engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            loader = open_loader(
+                conn, build_metadata(pg_warehouse.schema), run_id="t", exported_at=EXPORTED
+            )
+            raw.cursor_factory = _PlanningCursor
+            try:
+                loader._delete(list(range(1000, 1500)))  # the loader's own delete, as it runs
+            finally:
+                raw.cursor_factory = psycopg.Cursor
+            ((statement, params, guarded),) = _DELETES
+            with raw.cursor() as cur:
+                unguarded = "\n".join(
+                    row[0] for row in cur.execute(sql.SQL("EXPLAIN ") + statement, params)
+                )
+                setting = cur.execute("SHOW enable_seqscan").fetchone()
+    finally:
+        engine.dispose()
+    assert "Seq Scan" in unguarded  # what the planner does without statistics
+    assert "Seq Scan" not in guarded
+    for index in ("ix_messages_conversation_id", "ix_content_conversation_id", "pk_conversations"):
+        assert index in guarded
+    assert setting == ("on",)  # restored at once
+
+
+def test_a_failing_delete_reports_its_own_error_not_the_guards(pg_warehouse: TestWarehouse) -> None:
+    engine = pg_warehouse.engine()
+    try:
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            with raw.cursor() as cur, pytest.raises(psycopg.errors.DivisionByZero):
+                with _index_scans_only(cur):
+                    cur.execute("SELECT 1 / 0")
+            raw.rollback()
+            assert raw.execute("SHOW enable_seqscan").fetchone() == ("on",)
+    finally:
+        engine.dispose()
+
+
+BIG = 2**70 + 1  # beyond 64 bits: orjson refuses it, the stdlib encodes it exactly
+
+
+def test_conversations_that_are_not_plain_json_load_exactly_through_the_stdlib_encoder(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    pg_warehouse.migrate()
+    t = pg_warehouse.table
+    odd = _conversation(1, "odd", "a")
+    odd["user_information"] = {"big": BIG, "negative": -BIG, "name": "Zoë 你好", "ratio": 0.1}
+    odd["messages"][0]["content"].append({"type": "json", "json": {"n": [BIG, 1]}})
+    odd["messages"][0]["actions"]["displayed"]["weight"] = BIG  # a dimension's `extra`
+    plain = _conversation(2, "plain", "b")
+    plain["user_information"] = {"small": 2**62}
+    assert content_digest(odd).plain is False
+    assert content_digest(plain).plain is True
+    engine = pg_warehouse.engine()
+    try:
+        # In one batch with a plain conversation, and on its own in the next window.
+        _load(engine, pg_warehouse.schema, [odd, plain])
+        _load(engine, pg_warehouse.schema, [odd | {"reviewed": True}])
+        info = _rows(
+            engine,
+            f"SELECT id, user_information->>'big', user_information->>'negative', "
+            f"user_information->>'name', user_information->>'ratio', user_information, reviewed "
+            f"FROM {t('conversations')} ORDER BY id",
+        )
+        json_content = _rows(
+            engine, f"SELECT json->'n'->>0 FROM {t('content')} WHERE json IS NOT NULL"
+        )
+        action = _rows(engine, f"SELECT extra->>'weight' FROM {t('actions')} WHERE id = 7")
+    finally:
+        engine.dispose()
+    ((_, big, negative, name, ratio, as_python, reviewed), (_, *_, small_info, _)) = info
+    assert (big, negative, name, ratio) == (str(BIG), str(-BIG), "Zoë 你好", "0.1")
+    assert as_python == odd["user_information"]  # read back by psycopg: exact, not a float
+    assert reviewed is True
+    assert small_info == {"small": 2**62}
+    assert json_content == [(str(BIG),)]
+    assert action == [(str(BIG),)]  # the later window's row (the same last_seen_at)
