@@ -8,8 +8,7 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-# The C accelerators are compiled by the editable install: rebuild when they change.
-$(STAMP): pyproject.toml setup.py $(wildcard etl/*/_c*.c etl/*/_c*.h)
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'

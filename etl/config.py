@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from etl import env as env_vars
 from etl.errors import ConfigError
 from etl.secrets import Secret, register
 from etl.windows import parse_duration, parse_instant, parse_zone
@@ -180,18 +181,18 @@ def _merge_env(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]
     api = merged.setdefault("api", {})
     api["oauth"] = dict(api.get("oauth", {}))
     mapping = {
-        "ETL_DATABASE_URL": ("warehouse", "url"),
-        "ETL_DATABASE_SCHEMA": ("warehouse", "schema"),
-        "ETL_API_URL": ("api", "url"),
-        "ETL_API_TOKEN_FILE": ("api", "token_file"),
+        env_vars.DATABASE_URL: ("warehouse", "url"),
+        env_vars.DATABASE_SCHEMA: ("warehouse", "schema"),
+        env_vars.API_URL: ("api", "url"),
+        env_vars.API_TOKEN_FILE: ("api", "token_file"),
     }
     for name, (section, key) in mapping.items():
         if env.get(name):
             merged.setdefault(section, {})[key] = env[name]
     for name, key in (
-        ("ETL_OAUTH_TOKEN_URL", "token_url"),
-        ("ETL_OAUTH_CLIENT_ID", "client_id"),
-        ("ETL_OAUTH_CLIENT_SECRET_FILE", "client_secret_file"),
+        (env_vars.OAUTH_TOKEN_URL, "token_url"),
+        (env_vars.OAUTH_CLIENT_ID, "client_id"),
+        (env_vars.OAUTH_CLIENT_SECRET_FILE, "client_secret_file"),
     ):
         if env.get(name):
             api["oauth"][key] = env[name]
@@ -342,8 +343,8 @@ def _read_secret_file(what: str, path_text: str) -> Secret:
 
 
 def _token(source: str, api_raw: Mapping[str, Any], env: Mapping[str, str]) -> Secret | None:
-    if env.get("ETL_API_TOKEN"):
-        return Secret(env["ETL_API_TOKEN"].strip())
+    if env.get(env_vars.API_TOKEN):
+        return Secret(env[env_vars.API_TOKEN].strip())
     if api_raw.get("token_file"):
         return _read_secret_file(
             "api.token_file (or ETL_API_TOKEN_FILE)", str(api_raw["token_file"])
@@ -357,8 +358,8 @@ def _oauth(source: str, raw: Mapping[str, Any], env: Mapping[str, str]) -> OAuth
     missing = [k for k in ("token_url", "client_id") if not raw.get(k)]
     if missing:
         raise ConfigError(f"api.oauth in {source}: {', '.join(missing)} missing (or ETL_OAUTH_*)")
-    if env.get("ETL_OAUTH_CLIENT_SECRET"):
-        secret = Secret(env["ETL_OAUTH_CLIENT_SECRET"].strip())
+    if env.get(env_vars.OAUTH_CLIENT_SECRET):
+        secret = Secret(env[env_vars.OAUTH_CLIENT_SECRET].strip())
     elif raw.get("client_secret_file"):
         secret = _read_secret_file("api.oauth.client_secret_file", str(raw["client_secret_file"]))
     else:

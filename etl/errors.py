@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -24,6 +25,19 @@ class EtlError(Exception):
 
     exit_code: ExitCode = ExitCode.FAILURE
     retryable: bool = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross from the extract worker to the loading process pickled. The default
+        # pickling calls `cls(*args)`, which subclasses whose __init__ builds the message from
+        # other arguments cannot take: rebuild from the message and the attributes instead.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[EtlError], args: tuple[Any, ...], state: dict[str, Any]) -> EtlError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigError(EtlError):

@@ -24,15 +24,6 @@ EXTERNAL_PG_URL = os.environ.get("ETL_TEST_DATABASE_URL") or None
 IN_CI = bool(os.environ.get("CI"))
 
 
-def needs_accelerator(built: bool) -> pytest.MarkDecorator:
-    """Skip an accelerator's tests where it is off (no compiler, or ETL_PURE_PYTHON), never in
-    CI: there `make install` must have built it, and its tests fail if it did not."""
-    return pytest.mark.skipif(
-        not built and not IN_CI,
-        reason="C extension not built (no compiler?) or ETL_PURE_PYTHON set",
-    )
-
-
 @dataclass
 class TestWarehouse:
     """A database plus an optional schema that only this test uses."""

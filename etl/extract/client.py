@@ -106,7 +106,7 @@ class ExportClient:
         self._verify: bool | str = str(api.ca_bundle) if api.ca_bundle else True
         self._session.verify = self._verify
         self.tokens: TokenProvider = make_token_provider(api, self._session)
-        self._pure_python_windows: set[Window] = set()
+        self._exact_windows: set[Window] = set()
 
     def __repr__(self) -> str:
         return f"ExportClient(url={self._api.url!r})"
@@ -118,7 +118,7 @@ class ExportClient:
         """POST the window's query and return the stream positioned after query_info."""
         body = request_body(window, self._api.filters if filters is None else filters)
         response = self._post(window, body)
-        pure_python = window in self._pure_python_windows
+        pure_python = window in self._exact_windows
         if response.status_code == 401 and not isinstance(self.tokens, StaticToken):
             # An OAuth token can be revoked or expire early: renew it once and try again.
             # (A static token cannot get better by asking again: the 401 is final.)
@@ -132,11 +132,14 @@ class ExportClient:
                 window,
                 self._api.max_decompressed_bytes,
                 pure_python=pure_python,
-                on_overflow=lambda: self._pure_python_windows.add(window),
             )
         except BaseException:
             response.close()
             raise
+
+    def parse_exactly(self, window: Window) -> None:
+        """Read `window` with the exact (pure-Python) parser from now on (ExactParseNeeded)."""
+        self._exact_windows.add(window)
 
     def _post(self, window: Window, body: dict[str, Any]) -> requests.Response:
         headers = {

@@ -45,8 +45,9 @@ class BrokenStreamError(RetriableAPIError):
     """The stream ended before it was complete: the window is incomplete and is not committed."""
 
 
-class NumberOverflowError(BrokenStreamError):
-    """The fast C parser met an integer beyond 64 bits; the window is re-read with the Python parser."""
+class ExactParseNeeded(BrokenStreamError):
+    """The export holds what the fast parser cannot represent exactly (an integer beyond 64 bits,
+    a lone surrogate escape): read the window again with the exact (pure-Python) parser."""
 
 
 class FatalAPIError(ExtractError):

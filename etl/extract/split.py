@@ -8,8 +8,6 @@ from typing import Any, Final
 
 import orjson
 
-from etl.compiled import accelerator
-
 # Each conversation carries the type "conversation"; its start is found by that literal (a fast
 # byte search) and checked by what surrounds it: the end of the previous object and a comma
 # before, the next key or the object's end after. Unescaped quotes cannot occur inside a JSON
@@ -28,32 +26,30 @@ _COMPACT_AT: Final = 1024 * 1024  # bytes already parsed before the buffer is sh
 _MAX_PIECE: Final = 8 * 1024 * 1024
 # orjson reads integers beyond 64 bits as floats (silently inexact); yajl refuses them. A piece
 # with a run of 19 digits may hold one, so it is parsed again the exact (ijson) way. The run is
-# found by mapping digits to "0" and the rest to " " (several times faster than a regex), or
-# by a compiled loop that needs no copy.
+# found by mapping digits to "0" and the rest to " " and searching for nineteen "0"s: one pass
+# in C over the piece.
 _DIGITS_ONLY: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-_RUN: Final = 19
+_RUN: Final = b"0" * 19
 
 
-def digit_run_py(buffer: bytes | bytearray, start: int, end: int, length: int) -> bool:
-    """Whether buffer[start:end] holds `length` ASCII digits in a row (the reference scan)."""
-    return bytes(buffer[start:end]).translate(_DIGITS_ONLY).find(b"0" * length) >= 0
+def has_digit_run(piece: bytes | memoryview) -> bool:
+    """Whether `piece` holds 19 ASCII digits in a row (an integer that may not fit 64 bits)."""
+    return bytes(piece).translate(_DIGITS_ONLY).find(_RUN) >= 0
 
-
-def _compiled() -> Callable[[bytes | bytearray, int, int, int], bool] | None:
-    """The compiled scan (etl/extract/_cscan.c: no copy, ~5x faster), or None when not built."""
-    module = accelerator("etl.extract._cscan")
-    return None if module is None else module.digit_run
-
-
-COMPILED_DIGIT_RUN: Final = _compiled()
-digit_run: Final = COMPILED_DIGIT_RUN or digit_run_py
 
 Fallback = Callable[[bytes], Iterator[Any]]
 _REFUSED: Final = object()
 
 
-def split_elements(reader: Any, fallback: Fallback, exact: Callable[[bytes], Any]) -> Iterator[Any]:
-    """The elements of the JSON array `reader` holds, as ijson's `items(reader, "item")` gives.
+Element = tuple[Any, bytes | None]  # a parsed element, and its text when orjson parsed it
+
+
+def split_elements(
+    reader: Any, fallback: Fallback, exact: Callable[[bytes], Any]
+) -> Iterator[Element]:
+    """The elements of the JSON array `reader` holds, as ijson's `items(reader, "item")` gives,
+    each with the text orjson parsed it from (None for what ijson parsed): orjson gives the
+    same element again from that text, so a process may pass it on as bytes.
 
     Each conversation between two boundaries is parsed by orjson (several times faster than
     ijson building the same objects). Whatever is not such a piece — the body's last
@@ -98,27 +94,28 @@ def split_elements(reader: Any, fallback: Fallback, exact: Callable[[bytes], Any
             search_from = found + 1  # "conversation" as a key or another value: no boundary
             continue
         end = boundary.start() + 1
-        with memoryview(buffer) as view:  # released before the buffer grows or shrinks
-            piece = view[start:end]
-            try:
-                element = orjson.loads(piece)
-            except orjson.JSONDecodeError:
-                element = _REFUSED
-            piece.release()
-        if element is not _REFUSED and digit_run(buffer, start, end, _RUN):
-            element = exact(bytes(buffer[start:end]))
+        piece = bytes(buffer[start:end])
+        try:
+            element = orjson.loads(piece)
+        except orjson.JSONDecodeError:
+            element = _REFUSED
         if element is _REFUSED:
             yield from _hand_over(buffer, start, b"[", fallback)
             return
-        yield element
+        if has_digit_run(piece):
+            yield exact(piece), None
+        else:
+            yield element, piece
         start = search_from = boundary.start(1)
         if start >= _COMPACT_AT:
             del buffer[:start]
             start = search_from = 0
 
 
-def _hand_over(buffer: bytearray, start: int, opening: bytes, fallback: Fallback) -> Iterator[Any]:
+def _hand_over(
+    buffer: bytearray, start: int, opening: bytes, fallback: Fallback
+) -> Iterator[Element]:
     """The rest of the body to ijson; the buffer is emptied first (not held for the window)."""
     prefix = opening + bytes(buffer[start:])
     buffer.clear()
-    return fallback(prefix)
+    return ((element, None) for element in fallback(prefix))

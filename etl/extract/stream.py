@@ -16,23 +16,23 @@ import requests
 from etl.extract.decode import DecodedReader
 from etl.extract.errors import (
     BrokenStreamError,
+    ExactParseNeeded,
     ExportDataError,
-    NumberOverflowError,
 )
-from etl.extract.reads import (
+from etl.extract.guards import (
     PARSE_READ,
     LoneSurrogate,
     Prefixed,
     SurrogateGuard,
     transport_guard,
 )
-from etl.extract.split import split_elements
+from etl.extract.split import Element, split_elements
 from etl.windows import Window
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024  # raw body bytes per network read
-# What the pure-Python parser reads at a time (it has none of yajl's cache effect: see reads.py).
+# What the pure-Python parser reads at a time (it has none of yajl's cache effect: see guards.py).
 _PARSE_BUFFER = 1024 * 1024
 _warned_backend = False
 
@@ -79,22 +79,22 @@ class ExportStream:
         on_close: Any = None,
         source: str | None = None,
         pure_python: bool = False,
-        on_overflow: Any = None,
         split: bool = True,
     ) -> None:
-        # Errors name the window, or the file for saved exports.
-        self.window: Window | str | None = window if window is not None else source
+        # What errors name: the window, or the file for saved exports.
+        self.source: Window | str | None = window if window is not None else source
         self._reader = reader
         self._on_close = on_close
-        self._on_overflow = on_overflow
         backend = _ijson_backend(pure_python)
         # yajl refuses NaN, Infinity and numbers that overflow a double: every float is finite.
         self.finite_floats: bool = backend.backend_name == "yajl2_c"
         self._guard: SurrogateGuard | None = None
+        self._items: Iterator[Element]
         if pure_python:
-            self._items = backend.items(reader, "item", use_float=True, buf_size=_PARSE_BUFFER)
+            items = backend.items(reader, "item", use_float=True, buf_size=_PARSE_BUFFER)
+            self._items = ((item, None) for item in items)
         elif not split:  # ijson for everything (what split_elements falls back to)
-            self._items = self._fallback(backend, b"")
+            self._items = ((item, None) for item in self._fallback(backend, b""))
         else:
             self._items = split_elements(
                 reader, lambda prefix: self._fallback(backend, prefix), lambda p: _exact(backend, p)
@@ -121,7 +121,6 @@ class ExportStream:
         max_bytes: int,
         *,
         pure_python: bool = False,
-        on_overflow: Any = None,
     ) -> ExportStream:
         chunks = response.raw.stream(_CHUNK, decode_content=False)
         reader = DecodedReader(
@@ -135,7 +134,6 @@ class ExportStream:
             window,
             on_close=response.close,
             pure_python=pure_python,
-            on_overflow=on_overflow,
         )
 
     @property
@@ -147,7 +145,7 @@ class ExportStream:
     def bytes_received(self) -> int:
         return int(getattr(self._reader, "bytes_in", 0))
 
-    def _next(self) -> Any:
+    def _next(self) -> Element:
         try:
             item = next(self._items)
             if self._guard is not None:
@@ -160,16 +158,14 @@ class ExportStream:
             raise BrokenStreamError(
                 f"the export body is not valid JSON (invalid UTF-8: bytes {exc.object[exc.start : exc.end]!r} "
                 "in a string); the window is incomplete",
-                self.window,
+                self.source,
             ) from None
         except LoneSurrogate:
-            if self._on_overflow is not None:
-                self._on_overflow()
-            raise NumberOverflowError(
+            raise ExactParseNeeded(
                 "the export holds an unpaired surrogate escape (such as \\ud800), which the fast "
                 "C parser would silently turn into '?'; the window is re-read with the "
                 "pure-Python parser (slower), which keeps it",
-                self.window,
+                self.source,
                 retry_after=0.0,
             ) from None
 
@@ -181,78 +177,83 @@ class ExportStream:
                 f"the export holds an integer of {digits:,} digits; integers of up to "
                 f"{MAX_INTEGER_DIGITS:,} digits are kept, longer ones are refused: report this "
                 "export to the vendor",
-                self.window,
+                self.source,
             )
         if "integer overflow" in str(exc):
             # yajl reads integers as 64-bit; Python's parser reads any size, slowly.
-            if self._on_overflow is not None:
-                self._on_overflow()
-            return NumberOverflowError(
+            return ExactParseNeeded(
                 "the export holds an integer beyond 64 bits, which the fast C parser cannot "
                 "read; the window is re-read with the pure-Python parser (slower)",
-                self.window,
+                self.source,
                 retry_after=0.0,
             )
         if "premature EOF" in str(exc) or "Incomplete JSON content" in str(exc):
             return BrokenStreamError(
                 f"the export stream ended before its JSON array was closed ({_short(exc)}); "
                 "the window is incomplete",
-                self.window,
+                self.source,
             )
         return BrokenStreamError(
             f"the export body is not valid JSON ({_parse_detail(exc)}); the window is incomplete",
-            self.window,
+            self.source,
         )
 
     def _read_query_info(self) -> None:
         try:
-            first = self._next()
+            first, _ = self._next()
         except StopIteration:
             raise BrokenStreamError(
-                "the export body is not a JSON array beginning with query_info", self.window
+                "the export body is not a JSON array beginning with query_info", self.source
             ) from None
         if not isinstance(first, dict) or first.get("type") != "query_info":
             if isinstance(first, dict) and first.get("type") == "error":
                 raise BrokenStreamError(
-                    f"the API reported an error: {first.get('message', '')}", self.window
+                    f"the API reported an error: {first.get('message', '')}", self.source
                 )
-            raise ExportDataError("the export's first element is not query_info", self.window)
+            raise ExportDataError("the export's first element is not query_info", self.source)
         self.query_info = first
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """The conversations, parsed."""
+        for conversation, _ in self.conversations():
+            yield conversation
+
+    def conversations(self) -> Iterator[Element]:
+        """The conversations, each with the text orjson parsed it from (None where ijson did:
+        orjson would not give it back exactly)."""
         while True:
             try:
-                element = self._next()
+                element, text = self._next()
             except StopIteration:
                 break
             if not isinstance(element, dict):
                 raise ExportDataError(
                     f"element {self.received + 1} of the export is a {type(element).__name__}, not an object",
-                    self.window,
+                    self.source,
                 )
             kind = element.get("type")
             if kind == "conversation" or (kind is None and "messages" in element):
                 if self.post_query_info is not None:
-                    raise ExportDataError("a conversation came after post_query_info", self.window)
+                    raise ExportDataError("a conversation came after post_query_info", self.source)
                 if not isinstance(element.get("id"), int) or isinstance(element.get("id"), bool):
                     raise ExportDataError(
                         f"conversation #{self.received + 1} in the stream has no integer id "
                         f"(got {element.get('id')!r}); report this export to the vendor",
-                        self.window,
+                        self.source,
                     )
                 self.received += 1
-                yield element
+                yield element, text
             elif kind == "post_query_info":
                 self.post_query_info = element
             elif kind == "error":
                 raise BrokenStreamError(
                     f"the API reported an error mid-stream after {self.received} conversations: "
                     f"{element.get('message', '')!s}; the window is incomplete",
-                    self.window,
+                    self.source,
                 )
             else:
                 log.warning(
-                    "window %s: skipping an export element of unknown type %r", self.window, kind
+                    "window %s: skipping an export element of unknown type %r", self.source, kind
                 )
         self._check_complete()
 
@@ -261,13 +262,13 @@ class ExportStream:
             raise BrokenStreamError(
                 f"the export stream ended without post_query_info after {self.received} "
                 "conversations; the window is incomplete",
-                self.window,
+                self.source,
             )
         if self.expected is not None and self.received != self.expected:
             raise BrokenStreamError(
                 f"query_info announced {self.expected} conversations but the stream carried "
                 f"{self.received}; the window is incomplete",
-                self.window,
+                self.source,
             )
         self.complete = True
 

@@ -66,7 +66,7 @@ def parse_query(body: bytes, zone: tzinfo) -> ExportQuery:
     return ExportQuery(start, end, env, masked, ids, dict(sorted(echo.items())))
 
 
-class ExportStream:
+class ExportResponse:
     """The elements of one export response, produced lazily (select, then stream)."""
 
     def __init__(self, dataset: Dataset, query: ExportQuery, zone: tzinfo, now_us: int) -> None:

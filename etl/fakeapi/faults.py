@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
-from etl.fakeapi.export import ExportStream, error_element
+from etl.fakeapi.export import ExportResponse, error_element
 from etl.fakeapi.stream import Item, Marker
 
 ALWAYS = -1
@@ -125,7 +125,7 @@ class FaultPlan:
         return self.truncate_gzip_after is not None or self.gzip_bomb_bytes is not None
 
 
-def faulty_items(stream: ExportStream, plan: FaultPlan) -> Iterator[Item]:
+def faulty_items(stream: ExportResponse, plan: FaultPlan) -> Iterator[Item]:
     """The response elements with the plan's stream faults applied."""
     yield stream.query_info(announce_extra=plan.undercount)
     for n, conv in enumerate(stream.conversations()):

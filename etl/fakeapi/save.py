@@ -9,7 +9,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from etl.fakeapi.dataset import Dataset
-from etl.fakeapi.export import ExportStream, parse_query
+from etl.fakeapi.export import ExportResponse, parse_query
 from etl.fakeapi.stream import BodyWriter, Encoder, FileSink, Identity, Zlib, write_array
 from etl.fakeapi.timefmt import from_us, to_us
 
@@ -35,7 +35,7 @@ def save_export(
     if now is not None and now.tzinfo is None:
         now = now.replace(tzinfo=tz)
     now_us = int(time.time() * 1_000_000) if now is None else to_us(now)
-    stream = ExportStream(dataset, query, tz, now_us)
+    stream = ExportResponse(dataset, query, tz, now_us)
     p = Path(path)
     encoder: Encoder = Zlib("gzip", level=6) if p.name.endswith(".gz") else Identity()
     tmp = p.with_name(p.name + ".part")

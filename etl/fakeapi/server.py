@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from etl.fakeapi import faults as F
 from etl.fakeapi.dataset import Dataset
-from etl.fakeapi.export import ExportStream, RequestError, parse_query
+from etl.fakeapi.export import ExportResponse, RequestError, parse_query
 from etl.fakeapi.oauth import TokenStore
 from etl.fakeapi.options import FakeApiOptions
 from etl.fakeapi.stream import (
@@ -305,13 +305,13 @@ class _Handler(BaseHTTPRequestHandler):
         plan = api.options.faults.plan(n)
         try:
             self._respond(
-                query_stream=ExportStream(api.dataset, query, api.zone, api.now_us()), plan=plan
+                query_stream=ExportResponse(api.dataset, query, api.zone, api.now_us()), plan=plan
             )
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.debug("fake-api: client gone during export: %r", exc)
             self.close_connection = True
 
-    def _respond(self, query_stream: ExportStream, plan: F.FaultPlan) -> None:
+    def _respond(self, query_stream: ExportResponse, plan: F.FaultPlan) -> None:
         api = self.api
         if plan.hang:
             F.wait_for_hangup(self.connection, api.stopping)

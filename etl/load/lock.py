@@ -93,9 +93,11 @@ class RunLock:
                 "directory exists and is writable"
             ) from None
         try:
-            # flock dies with the process, so SIGKILL never leaves a stale lock.
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # A POSIX record lock dies with the process, so SIGKILL never leaves a stale lock,
+            # and unlike flock it is not shared with a forked child (the extract worker), which
+            # would hold it for a killed parent until it noticed.
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):
             handle.close()
             raise LockedError(_MESSAGE.format(key=self._key[:12])) from None
         handle.truncate(0)
@@ -142,7 +144,7 @@ class RunLock:
                 self._conn.close()
                 self._conn = None
         if self._file is not None:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            fcntl.lockf(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
 

@@ -31,18 +31,6 @@ NAMING_CONVENTION: Final[dict[str, str]] = {
     "ck": "ck_%(table_name)s_%(constraint_name)s",
 }
 
-# The data tables, in the order a reader meets them; the normalizer's TABLE_COLUMNS has the same.
-DATA_TABLES: Final = (
-    "conversations",
-    "messages",
-    "content",
-    "buttons",
-    "intent_analysis",
-    "intents",
-    "actions",
-)
-PIPELINE_TABLES: Final = ("etl_state", "etl_runs")
-
 
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp that is always an aware UTC datetime in Python.
@@ -409,6 +397,3 @@ def build_metadata(schema: str | None = None) -> MetaData:
     _add_data_tables(md)
     _add_pipeline_tables(md)
     return md
-
-
-metadata = build_metadata()

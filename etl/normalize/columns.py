@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Final
 
-# The order of values in every row tuple. This is a contract with the loader (it zips rows with
-# these names) and with BI users (the names are the warehouse columns); append, never reorder.
+
+class Kind(Enum):
+    """What a value must be to go into a column; anything else is kept in the row's `extra`."""
+
+    TEXT = "text"
+    INT = "int"  # a 64-bit integer (bool is not one)
+    BOOL = "bool"
+    TIME = "time"  # an ISO-8601 timestamp with an offset, stored as UTC
+    JSON = "json"  # any JSON value, stored as a JSON document
+
+
+# The order of values in every row tuple. This is a contract with the loaders (they zip rows
+# with these names) and with BI users (the names are the warehouse columns); append, never
+# reorder.
 TABLE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "conversations": (
         "id",
@@ -106,33 +119,10 @@ TABLE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "actions": ("id", "action_type", "language", "transfer_to_human", "last_seen_at", "extra"),
 }
 
-# Column kinds: what a value must be to go into the column. Anything else is a "misfit" and is
-# kept in the row's `extra` under its source key instead (nothing is lost, nothing crashes).
-TEXT: Final = 0
-INT: Final = 1
-BOOL: Final = 2
-TIME: Final = 3
-JSON: Final = 4
-
-# Columns whose values are JSON documents (the loader serialises them).
-JSON_COLUMNS: Final[dict[str, frozenset[str]]] = {
-    "conversations": frozenset({"user_information", "extra", "raw"}),
-    "messages": frozenset(
-        {
-            "labels",
-            "important_words",
-            "human_agent",
-            "matched_filter",
-            "sent_filter_values",
-            "extra",
-        }
-    ),
-    "content": frozenset({"json", "extra"}),
-    "buttons": frozenset({"attributes", "extra"}),
-    "intent_analysis": frozenset({"extra"}),
-    "intents": frozenset({"extra"}),
-    "actions": frozenset({"extra"}),
-}
+# The tables a conversation owns rows in (replaced with it), and the dimension tables its
+# messages refer to (upserted: latest seen wins).
+CHILD_TABLES: Final = ("messages", "content", "buttons", "intent_analysis")
+DIMENSION_TABLES: Final = ("intents", "actions")
 
 
 def index(table: str) -> dict[str, int]:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from etl.normalize.errors import NormalizeError
-from etl.normalize.project import INT_MAX, INT_MIN
+from etl.normalize.fields import INT_MAX, INT_MIN
 
 
 def _strict_default(value: object) -> Any:

@@ -37,12 +37,3 @@ class NormalizeError(DataError):
             how = "inspect the window's raw export and report the malformed export to the vendor"
         where = f", field {self.field!r}" if self.field else ""
         return f"{who}{where}: {self.problem}; the window cannot be loaded as is: {how}"
-
-    def at_position(self, position: int) -> NormalizeError:
-        """The same error, located by its position in the stream (for conversations without id)."""
-        return NormalizeError(
-            self.problem,
-            conversation_id=self.conversation_id,
-            position=position,
-            field=self.field,
-        )

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -21,17 +22,17 @@ from tenacity import RetryCallState
 from etl.config import Settings
 from etl.errors import ConfigError, DatabaseError, DataError, EtlError, Interrupted
 from etl.extract import BrokenStreamError, ExportClient, ExportStream, window_retrying
-from etl.extract.errors import NumberOverflowError
+from etl.extract.errors import ExactParseNeeded
 from etl.extract.files import open_export_file
 from etl.load.engine import begin_write, make_engine
+from etl.load.loader import WindowLoader, open_loader
 from etl.load.lock import RunLock
 from etl.load.revision import HEAD_REVISION, current_revision
 from etl.load.schema import build_metadata
 from etl.load.state import StateStore, WindowReport, state_key
-from etl.load.writer import WindowWriter
-from etl.normalize import NormalizeError
-from etl.pipeline.parallel import feed_in_process, feed_parallel, parallel_enabled
+from etl.normalize import NormalizeError, normalize_conversation
 from etl.pipeline.progress import LogProgress, Progress
+from etl.pipeline.worker import Extracted, ExtractWorker
 from etl.testhooks import pause_point
 from etl.windows import Window, plan_windows
 
@@ -189,7 +190,7 @@ class Pipeline:
     def _load_file(self, path: Path) -> WindowReport:
         try:
             return self._load_file_with(path, pure_python=False)
-        except NumberOverflowError as exc:
+        except ExactParseNeeded as exc:
             log.warning("%s", exc)
             return self._load_file_with(path, pure_python=True)
 
@@ -201,7 +202,7 @@ class Pipeline:
         self.progress.window_started(window, 1)
         try:
             self._load_stream(stream, report, advance=None, started=started)
-        except NumberOverflowError:
+        except ExactParseNeeded:
             raise
         except BrokenStreamError as exc:
             raise DataError(f"{exc}; the file is incomplete, nothing of it was loaded") from None
@@ -242,13 +243,17 @@ class Pipeline:
                 with attempt:
                     report.attempts += 1
                     self.progress.window_started(window, report.attempts)
-                    with self.client.open(window) as stream:
-                        self._load_stream(
-                            stream,
-                            report,
-                            advance=lambda mark: should_advance(window, mark),
-                            started=started,
-                        )
+                    try:
+                        with self.client.open(window) as stream:
+                            self._load_stream(
+                                stream,
+                                report,
+                                advance=lambda mark: should_advance(window, mark),
+                                started=started,
+                            )
+                    except ExactParseNeeded:
+                        self.client.parse_exactly(window)  # on the next attempt
+                        raise
         except EtlError as exc:
             if exc.retryable:
                 # Say plainly that retrying is over, and what state the warehouse is in.
@@ -303,27 +308,25 @@ class Pipeline:
         exported_at = _export_time(stream.query_info) or self.clock()
         report.expected_conversations = stream.expected
         where = (
-            f"window {stream.window}" if isinstance(stream.window, Window) else str(stream.window)
+            f"window {stream.source}" if isinstance(stream.source, Window) else str(stream.source)
         )
-        keep_raw = self.settings.warehouse.keep_raw
         try:
             with begin_write(self.engine) as conn:
-                writer = WindowWriter(
-                    conn,
-                    self.metadata,
-                    run_id=self.run_id,
-                    exported_at=exported_at,
-                    batch_size=self.settings.warehouse.batch_size,
+                loader = open_loader(
+                    conn, self.metadata, run_id=self.run_id, exported_at=exported_at
                 )
-                if parallel_enabled(writer):
-                    end = feed_parallel(
-                        stream, writer, self.progress, keep_raw, self.settings.warehouse.batch_size
-                    )
-                else:
-                    end = feed_in_process(stream, writer, self.progress, keep_raw)
-                # Iteration ended without error: the stream was complete and its count matched.
+                received = 0
+                with ExtractWorker(stream, self.settings.warehouse.batch_size) as worker:
+                    for batch in worker:
+                        load_batch(loader, batch, keep_raw=self.settings.warehouse.keep_raw)
+                        received += len(batch)
+                        self.progress.conversations(len(batch))
+                        pause_point("mid-stream", received)  # tests only: ETL_TEST_PAUSE_AT
+                    end = worker.end
+                assert end is not None  # the worker ended the stream without an error
+                loader.finish()
                 report.conversations = end.received
-                report.rows = dict(writer.rows)
+                report.rows = dict(loader.rows)
                 report.bytes = end.bytes_received
                 report.seconds = time.monotonic() - started
                 report.outcome = "ok"
@@ -364,6 +367,27 @@ class Pipeline:
             log.warning(
                 "could not record the failed window in etl_runs (the database is unreachable)"
             )
+
+
+def load_batch(loader: WindowLoader, batch: Sequence[Extracted], *, keep_raw: bool) -> None:
+    """Normalize and load the conversations of a batch that changed (the loader decides)."""
+    latest: dict[int, Extracted] = {}
+    for item in batch:  # a later copy of the same conversation in the window wins
+        latest.pop(item[0].id, None)
+        latest[item[0].id] = item
+    unique = list(latest.values())
+    changed = loader.changed([digest for digest, _ in unique])
+    loader.load(
+        [
+            normalize_conversation(
+                orjson.loads(payload) if isinstance(payload, bytes) else payload,
+                keep_raw=keep_raw,
+                digest=digest,
+            )
+            for (digest, payload), load in zip(unique, changed, strict=True)
+            if load
+        ]
+    )
 
 
 def _export_time(query_info: dict[str, Any]) -> datetime | None:

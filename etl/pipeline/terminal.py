@@ -17,7 +17,6 @@ from rich.progress import (
 
 from etl.load.state import WindowReport
 from etl.pipeline.progress import LogProgress
-from etl.windows import Window
 
 log = logging.getLogger("etl.pipeline")
 
@@ -74,11 +73,6 @@ class TerminalProgress(LogProgress):
             elapsed = self._progress.tasks[0].elapsed or 0.0
             rate = self._conversations / elapsed if elapsed > 0 else 0.0
             self._progress.update(self._task, conversations=self._conversations, rate=rate)
-
-    def window_retrying(
-        self, window: Window, attempt: int, error: BaseException, wait: float
-    ) -> None:
-        super().window_retrying(window, attempt, error, wait)
 
     def window_done(self, report: WindowReport) -> None:
         super().window_done(report)

@@ -9,12 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import ijson
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl.extract import ExportStream
-from etl.extract.errors import BrokenStreamError, ExportDataError, NumberOverflowError
+from etl.extract.errors import BrokenStreamError, ExactParseNeeded, ExportDataError
 from etl.extract.split import _MAX_PIECE, split_elements
 
 
@@ -48,6 +49,9 @@ class _Recorder:
         return ijson.items(prefix + self._reader.read(), "item", use_float=True)
 
     def split(self) -> list[Any]:
+        return [element for element, _ in self.split_with_text()]
+
+    def split_with_text(self) -> list[tuple[Any, bytes | None]]:
         exact = lambda piece: next(ijson.items(b"[" + piece + b"]", "item"))  # noqa: E731
         return list(split_elements(self._reader, self.fallback, exact))
 
@@ -104,6 +108,18 @@ def test_long_digit_runs_are_parsed_exactly() -> None:
     assert type(got[1]["score"]) is int and got[1]["score"] == big
 
 
+def test_each_element_orjson_parsed_comes_with_its_text_and_no_other_does() -> None:
+    big = 2**64 + 1
+    conversations = [_conversation(1), _conversation(2, score=big), _conversation(3)]
+    pairs = _Recorder(_body(_export(conversations))).split_with_text()
+    assert [element for element, _ in pairs] == _export(conversations)
+    query_info, first, exact, last, post_query_info = pairs
+    for element, text in (query_info, first):  # cut out and parsed by orjson
+        assert text is not None and orjson.loads(text) == element
+    # Parsed exactly (a long digit run), by ijson (the body's tail): no text to parse again.
+    assert [exact[1], last[1], post_query_info[1]] == [None, None, None]
+
+
 # -- against the ijson path, through ExportStream (hypothesis) ---------------------------------
 
 
@@ -149,7 +165,7 @@ def _outcome(body: bytes, split: bool) -> tuple[str, Any]:
     try:
         stream = ExportStream(io.BytesIO(body), None, source="test", split=split)
         return "ok", (stream.query_info, list(stream), stream.post_query_info)
-    except (BrokenStreamError, ExportDataError, NumberOverflowError) as exc:
+    except (BrokenStreamError, ExportDataError, ExactParseNeeded) as exc:
         return "error", type(exc)
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from etl.extract import BrokenStreamError, ExportStream
 from etl.extract.decode import DecodedReader
-from etl.extract.reads import MAX_PARSE_READ, PARSE_READ, Prefixed
+from etl.extract.guards import MAX_PARSE_READ, PARSE_READ, Prefixed
 
 
 class _RecordingReader:

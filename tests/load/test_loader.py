@@ -471,19 +471,9 @@ def _write_deep_export(path: Path, depth: int, *, deep_first: bool) -> None:
     path.write_text(text_.replace('"DEEP"', "[" * depth + "]" * depth))
 
 
-# Product bug (reported): a conversation that crosses from the extract worker as an object
-# (the file's or window's last one, or one with a 19-digit run) and is nested deeper than about
-# 480 levels makes pickling it hit the recursion limit in the worker: exit 1, tracebacks, "the
-# worker reading the export stream stopped without a word". Remove the marker with the fix.
-_PICKLING_TOO_DEEP = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="the extract worker cannot pickle it: exit 1"
-)
 DEEP_CASES = [
     *(pytest.param(depth, True, id=f"{depth}-as-text") for depth in (960, 966, 967, 968, 975, 995)),
-    *(
-        pytest.param(depth, False, id=f"{depth}-as-object", marks=_PICKLING_TOO_DEEP)
-        for depth in (500, 960)
-    ),
+    *(pytest.param(depth, False, id=f"{depth}-as-object") for depth in (500, 960)),
     *(pytest.param(depth, False, id=f"{depth}-as-object") for depth in (975, 995)),
 ]
 
@@ -518,17 +508,12 @@ def test_json_nested_too_deep_to_store_is_a_data_error_naming_the_conversation(
         assert stored.replace(" ", "") == "[" * depth + "]" * depth
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="product bug (reported): the loaders let RecursionError out of their JSON encoding",
-)
 def test_a_value_too_deep_to_encode_is_a_data_error_naming_the_conversation(
     migrated: TestWarehouse,
 ) -> None:
     # The hash is taken at another stack depth than the loader's encoding, so a value can pass
     # one and not the other; here the row is given a value no stack can encode (the loaders'
-    # own guard, whatever the runner's stack). Remove the marker with the fix.
+    # own guard, whatever the runner's stack).
     normalized = normalize_conversation(_with_intent(5, "2024-01-01T10:00:00Z", "t"))
     deep: Any = "leaf"
     for _ in range(100_000):

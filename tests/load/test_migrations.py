@@ -14,9 +14,9 @@ from sqlalchemy.pool import NullPool
 
 from etl.load.migrate import downgrade, head_revision, upgrade, upgrade_sql
 from etl.load.revision import HEAD_REVISION, current_revision
-from etl.load.schema import DATA_TABLES, PIPELINE_TABLES, build_metadata
+from etl.load.schema import build_metadata
 
-ALL_TABLES = {*DATA_TABLES, *PIPELINE_TABLES}
+ALL_TABLES = set(build_metadata().tables)
 
 
 def _diff(engine: Engine, schema: str | None) -> list[Any]:

@@ -12,23 +12,24 @@ from sqlalchemy import JSON, DateTime, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import StatementError
 
-from etl.load.schema import DATA_TABLES, PIPELINE_TABLES, UTCDateTime, build_metadata, metadata
+from etl.load.loader import LOAD_COLUMNS
+from etl.load.schema import UTCDateTime, build_metadata
 from etl.normalize import TABLE_COLUMNS, normalize_conversation
 
 EXPORT = Path(__file__).parents[1] / "fixtures" / "seed-example-export.json"
-LOADER_COLUMNS = ("content_hash", "exported_at", "loaded_at", "load_run_id")
+PIPELINE_TABLES = ("etl_state", "etl_runs")
+metadata = build_metadata()
 
 
 def test_tables_follow_the_normalizer_contract() -> None:
-    assert set(TABLE_COLUMNS) == set(DATA_TABLES)
-    assert set(metadata.tables) == {*DATA_TABLES, *PIPELINE_TABLES}
+    assert set(metadata.tables) == {*TABLE_COLUMNS, *PIPELINE_TABLES}
     for name, columns in TABLE_COLUMNS.items():
         assert tuple(metadata.tables[name].c.keys())[: len(columns)] == columns, name
     assert tuple(metadata.tables["conversations"].c.keys()) == (
         *TABLE_COLUMNS["conversations"],
-        *LOADER_COLUMNS,
+        *LOAD_COLUMNS,
     )
-    for name in DATA_TABLES:
+    for name in TABLE_COLUMNS:
         if name != "conversations":
             assert tuple(metadata.tables[name].c.keys()) == TABLE_COLUMNS[name]
 

@@ -13,7 +13,6 @@ import pytest
 from etl.normalize import (
     TABLE_COLUMNS,
     NormalizedConversation,
-    iter_rows,
     normalize_conversation,
 )
 
@@ -95,13 +94,6 @@ def test_documented_values(conversation: dict[str, Any]) -> None:
 def test_keep_raw_keeps_the_conversation(conversation: dict[str, Any]) -> None:
     nc = normalize_conversation(conversation, keep_raw=True)
     assert _rows(nc, "conversations")[0]["raw"] == conversation
-
-
-def test_iter_rows_matches_normalize(conversation: dict[str, Any]) -> None:
-    pairs = list(iter_rows([conversation, conversation]))
-    nc = normalize_conversation(conversation)
-    expected = [(t, r) for t, rows in nc.rows.items() for r in rows]
-    assert pairs == expected * 2
 
 
 def test_hash_and_rows_are_deterministic(conversation: dict[str, Any]) -> None:

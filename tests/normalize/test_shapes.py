@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from etl.normalize import TABLE_COLUMNS, NormalizeError, iter_rows, normalize_conversation
+from etl.normalize import TABLE_COLUMNS, NormalizeError, normalize_conversation
 
 T = "2021-01-28T17:20:48.812727+01:00"
 
@@ -83,14 +83,6 @@ def test_rejected(conv: dict[str, Any], field: str, words: str) -> None:
 def test_not_an_object_is_rejected(conv: Any) -> None:
     with pytest.raises(NormalizeError, match="expected a conversation object"):
         normalize_conversation(conv)
-
-
-def test_iter_rows_names_the_position_when_there_is_no_id() -> None:
-    rows = iter_rows([{"id": 1, "messages": []}, {"messages": []}])
-    assert next(rows)[0] == "conversations"
-    with pytest.raises(NormalizeError, match=r"conversation #1 of the window") as info:
-        list(rows)
-    assert info.value.position == 1
 
 
 # --- tolerance: optional fields missing ----------------------------------------------------

@@ -195,7 +195,7 @@ def test_lock_of_a_frozen_run_holds_and_of_a_killed_run_does_not(
     assert blocked.code == 6, blocked.output
     assert first.finish().code == -signal.SIGKILL
 
-    # Immediately: a killed run's lock dies with its process (flock) or session (advisory lock).
+    # Immediately: a killed run's lock dies with its process (a POSIX lock) or session (advisory lock).
     again = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
     assert again.code == 0, again.output
     h.assert_same(h.snapshot(wh), clean_reference(wh.kind))

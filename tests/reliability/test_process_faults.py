@@ -2,7 +2,7 @@
 SIGTERM and Ctrl-C, on both warehouses.
 
 The run pauses at a point of etl/testhooks.py (ETL_TEST_PAUSE_AT) while loading window 2, after
-12 conversations (two batches of 5 written) for `mid-stream`; the test then signals it.
+12 conversations loaded (batches of 5: after the third) for `mid-stream`; the test then signals it.
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ import urllib3.exceptions
 from etl.extract.errors import BrokenStreamError
 from etl.windows import Window
 
-# What the C parser reads at a time. Small reads keep what it builds per read in the CPU cache
-# (64 KiB parse twice as fast as 1 MiB), but yajl re-scans a token that spans reads from its
-# start on every read (a 50 MB string took 14 s with 64 KiB reads): reads double while no
-# conversation comes out of them (up to MAX_PARSE_READ), and shrink back after one does.
+# What the C parser reads at a time. Small reads keep what it builds per read in the CPU cache,
+# but yajl re-scans a token that spans reads from its start on every read, so one huge string
+# costs the square of its size in small reads: reads double while no conversation comes out of
+# them (up to MAX_PARSE_READ), and shrink back after one does.
 PARSE_READ = 64 * 1024
 MAX_PARSE_READ = 8 * 1024 * 1024
 

@@ -1,0 +1,185 @@
+"""The PostgreSQL loader: set-wise deletes, binary COPY through psycopg, one dimension upsert."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+from psycopg import Cursor, sql
+from psycopg.types.json import Jsonb, set_json_dumps
+from sqlalchemy import JSON, Connection, MetaData
+from sqlalchemy.dialects import postgresql
+
+from etl.load.loader import CONVERSATION_COLUMNS, Row, Stored, WindowLoader
+from etl.normalize import CHILD_TABLES, DIMENSION_TABLES, TABLE_COLUMNS
+from etl.testhooks import pause_point
+
+# JSON text for conversations that are not plain (integers beyond 64 bits, say), which orjson
+# refuses: compact, non-ASCII kept, NaN refused (it is not JSON).
+_stdlib_dumps = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False
+).encode
+
+
+@contextmanager
+def _index_scans_only(cur: Cursor[Any]) -> Iterator[None]:
+    """Plan the statements inside with the indexes, whatever the statistics say.
+
+    Without statistics (a fresh warehouse before autovacuum's first ANALYZE, or the rows this
+    very transaction added) PostgreSQL estimates that `conversation_id = ANY(<500 ids>)` matches
+    every row and scans each table in full, once per batch: a backfill's or a big window's
+    cost then grows with the square of what it has loaded. The conversation_id indexes are
+    always the right plan here. The setting is restored right after; if the statement fails,
+    the transaction is aborted and its rollback drops the setting (restoring it then would
+    hide the error).
+    """
+    previous = cur.execute(
+        "SELECT current_setting('enable_seqscan'), set_config('enable_seqscan', 'off', true)"
+    ).fetchone()
+    assert previous is not None
+    yield
+    cur.execute("SELECT set_config('enable_seqscan', %s, true)", (previous[0],))
+
+
+class PostgresLoader(WindowLoader):
+    """Merges batches with a few set-wise statements and binary COPYs per batch.
+
+    Binary COPY with declared column types (psycopg's compiled `write_row`): the server parses
+    no numbers or timestamps. Dimension rows are staged in temporary tables batch by batch and
+    upserted once, at the window's end.
+    """
+
+    def __init__(
+        self, conn: Connection, metadata: MetaData, *, run_id: str, exported_at: datetime
+    ) -> None:
+        super().__init__(conn, metadata, run_id=run_id, exported_at=exported_at)
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        self._raw = raw
+        self._types = {
+            name: _copy_types(metadata, self._tables[name].name) for name in TABLE_COLUMNS
+        }
+        self._json_at = {
+            name: tuple(i for i, t in enumerate(types) if t == "jsonb")
+            for name, types in self._types.items()
+        }
+        self._staged = False
+
+    def _name(self, table: str) -> sql.Composable:
+        if self._schema:
+            return sql.Identifier(self._schema, table)
+        return sql.Identifier(table)
+
+    def _stored(self, ids: list[int]) -> dict[int, Stored]:
+        query = sql.SQL(
+            "SELECT id, content_hash, exported_at FROM {} WHERE id = ANY(%s::bigint[])"
+        ).format(self._name("conversations"))
+        with self._raw.cursor() as cur:
+            cur.execute(query, (ids,))
+            return {row[0]: (row[1], row[2]) for row in cur}
+
+    def _delete(self, ids: list[int]) -> None:
+        deletes = [
+            sql.SQL("{} AS (DELETE FROM {} WHERE conversation_id = ANY(%(ids)s::bigint[]))").format(
+                sql.Identifier(f"deleted_{table}"), self._name(table)
+            )
+            for table in CHILD_TABLES
+        ]
+        statement = sql.SQL("WITH {} DELETE FROM {} WHERE id = ANY(%(ids)s::bigint[])").format(
+            sql.SQL(", ").join(deletes), self._name("conversations")
+        )
+        with self._raw.cursor() as cur, _index_scans_only(cur):
+            cur.execute(statement, {"ids": ids})
+
+    def _write(self, table: str, rows: list[Row], *, plain: bool) -> None:
+        self._copy(self._name(table), table, rows, plain)
+
+    def _copy(self, target: sql.Composable, table: str, rows: list[Row], plain: bool) -> None:
+        columns = CONVERSATION_COLUMNS if table == "conversations" else TABLE_COLUMNS[table]
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            target, sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        json_at = self._json_at[table]
+        if not plain and json_at:
+            rows = [_with_stdlib_json(row, json_at) for row in rows]
+        with self._raw.cursor() as cur:
+            # orjson writes the same JSON values several times faster than the stdlib; jsonb
+            # keeps the value, not the text, so the stored documents are the same.
+            set_json_dumps(orjson.dumps, context=cur)
+            with cur.copy(statement) as copy:
+                copy.set_types(self._types[table])
+                write_row = copy.write_row
+                for row in rows:
+                    write_row(row)
+                pause_point("mid-copy")  # tests only: ETL_TEST_PAUSE_AT
+
+    def _merge_dimension(self, table: str, rows: list[Row], *, plain: bool) -> None:
+        if not self._staged:
+            with self._raw.cursor() as cur:
+                for name in DIMENSION_TABLES:
+                    cur.execute(
+                        sql.SQL(
+                            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}, ord bigserial) "
+                            "ON COMMIT DROP"
+                        ).format(_stage(name), self._name(name))
+                    )
+            self._staged = True
+        # The stage's `ord` numbers rows in window order: the later row wins a last_seen_at tie.
+        self._copy(_stage(table), table, rows, plain)
+
+    def finish(self) -> None:
+        """Upsert the dimension rows the window's batches staged: one statement a table."""
+        if not self._staged:
+            return
+        for table in DIMENSION_TABLES:
+            columns = TABLE_COLUMNS[table]
+            names = sql.SQL(", ").join(map(sql.Identifier, columns))
+            updates = sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+                for c in columns
+                if c != "id"
+            )
+            statement = sql.SQL(
+                "INSERT INTO {target} AS t ({cols}) "
+                "SELECT DISTINCT ON (id) {cols} FROM {stage} "
+                "ORDER BY id, last_seen_at DESC NULLS LAST, ord DESC "
+                "ON CONFLICT (id) DO UPDATE SET {updates} "
+                "WHERE t.last_seen_at IS NULL OR EXCLUDED.last_seen_at >= t.last_seen_at"
+            ).format(target=self._name(table), cols=names, stage=_stage(table), updates=updates)
+            with self._raw.cursor() as cur:
+                cur.execute(statement)
+                cur.execute(sql.SQL("TRUNCATE {}").format(_stage(table)))
+        self._staged = False
+
+
+def _stage(table: str) -> sql.Identifier:
+    return sql.Identifier(f"etl_stage_{table}")
+
+
+_DIALECT: Final = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _copy_types(metadata: MetaData, table: str) -> list[str]:
+    """The PostgreSQL type of each column a COPY into `table` sends, from the schema."""
+    columns = CONVERSATION_COLUMNS if table == "conversations" else TABLE_COLUMNS[table]
+    defined = metadata.tables[f"{metadata.schema}.{table}" if metadata.schema else table].c
+    return [_type_name(defined[name].type) for name in columns]
+
+
+def _type_name(type_: Any) -> str:
+    if isinstance(type_, JSON):
+        return "jsonb"
+    # psycopg knows the names PostgreSQL's DDL uses ("bigint", "timestamp with time zone").
+    return str(type_.compile(dialect=_DIALECT)).lower()
+
+
+def _with_stdlib_json(row: Row, positions: tuple[int, ...]) -> Row:
+    values = list(row)
+    for i in positions:
+        if values[i] is not None:
+            values[i] = Jsonb(values[i], dumps=_stdlib_dumps)
+    return tuple(values)

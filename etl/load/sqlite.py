@@ -1,0 +1,93 @@
+"""The SQLite loader: chunked deletes, batched inserts and upserts through SQLAlchemy Core."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
+
+from sqlalchemy import JSON, Table, Text, bindparam, delete, select
+from sqlalchemy.dialects.sqlite import insert
+
+from etl.load.loader import CONVERSATION_COLUMNS, Row, Stored, WindowLoader
+from etl.normalize import CHILD_TABLES, TABLE_COLUMNS
+from etl.testhooks import pause_point
+
+# SQLite refuses a statement with more bound variables than SQLITE_MAX_VARIABLE_NUMBER, which
+# is 999 in builds before 3.32: id lists go in chunks below that.
+ID_CHUNK: Final = 900
+
+# JSON columns hold this text: compact, non-ASCII kept, NaN refused (it is not JSON).
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    """`ids` in slices of at most ID_CHUNK."""
+    for start in range(0, len(ids), ID_CHUNK):
+        yield ids[start : start + ID_CHUNK]
+
+
+class SQLiteLoader(WindowLoader):
+    """Merges batches with chunked statements; dimension rows are upserted batch by batch."""
+
+    def _stored(self, ids: list[int]) -> dict[int, Stored]:
+        table = self._tables["conversations"]
+        found: dict[int, Stored] = {}
+        for chunk in chunks(ids):
+            query = select(table.c.id, table.c.content_hash, table.c.exported_at).where(
+                table.c.id.in_(chunk)
+            )
+            for row in self._conn.execute(query):
+                found[row.id] = (row.content_hash, row.exported_at)
+        return found
+
+    def _delete(self, ids: list[int]) -> None:
+        for name in (*CHILD_TABLES, "conversations"):
+            table = self._tables[name]
+            column = table.c.id if name == "conversations" else table.c.conversation_id
+            for chunk in chunks(ids):
+                self._conn.execute(delete(table).where(column.in_(chunk)))
+
+    def _write(self, table: str, rows: list[Row], *, plain: bool) -> None:
+        columns = CONVERSATION_COLUMNS if table == "conversations" else TABLE_COLUMNS[table]
+        target = self._tables[table]
+        json_at = _json_positions(target, columns)
+        if json_at:
+            rows = [_with_json_text(row, json_at) for row in rows]
+        # JSON is text already: bound as plain text so that it is not encoded twice.
+        statement = target.insert().values(
+            {c: bindparam(c, type_=_bind_type(target, c)) for c in columns}
+        )
+        self._conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
+        pause_point("mid-copy")  # tests only: ETL_TEST_PAUSE_AT
+
+    def finish(self) -> None:
+        """Nothing: each batch upserted its dimension rows."""
+
+    def _merge_dimension(self, table: str, rows: list[Row], *, plain: bool) -> None:
+        columns = TABLE_COLUMNS[table]
+        target = self._tables[table]
+        statement = insert(target)
+        statement = statement.on_conflict_do_update(
+            index_elements=[target.c.id],
+            set_={c: statement.excluded[c] for c in columns if c != "id"},
+            where=(target.c.last_seen_at.is_(None))
+            | (statement.excluded.last_seen_at >= target.c.last_seen_at),
+        )
+        self._conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def _json_positions(table: Table, columns: Sequence[str]) -> tuple[int, ...]:
+    return tuple(i for i, name in enumerate(columns) if isinstance(table.c[name].type, JSON))
+
+
+def _with_json_text(row: Row, positions: tuple[int, ...]) -> Row:
+    values = list(row)
+    for i in positions:
+        if values[i] is not None:
+            values[i] = _dumps(values[i])
+    return tuple(values)
+
+
+def _bind_type(table: Table, column: str) -> Any:
+    return Text() if isinstance(table.c[column].type, JSON) else table.c[column].type
