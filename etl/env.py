@@ -45,4 +45,7 @@ TEST_PAUSE_AFTER: Final = "ETL_TEST_PAUSE_AFTER"
 """Tests only: `mid-stream` waits once at least this many conversations are loaded (default 1)."""
 
 TEST_PAUSE_SECONDS: Final = "ETL_TEST_PAUSE_SECONDS"
-"""Tests only: how long a pause point waits for SIGUSR1 (default 3600)."""
+"""Tests only: how long a pause point waits at most (default 3600)."""
+
+TEST_PAUSE_RESUME: Final = "ETL_TEST_PAUSE_RESUME"
+"""Tests only: a file whose appearance ends a pause."""

@@ -15,7 +15,11 @@ def make_engine(url: str, *, connect_timeout: int = 10) -> Engine:
     """An engine tuned for bulk loads; `url` is a SQLAlchemy URL."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed, poolclass=NullPool, connect_args={"timeout": 30})
+        # A window's connection passes from the run loop to its loading thread and back, never
+        # used by both at once (etl.pipeline.loading): sqlite3 must not pin it to one thread.
+        engine = create_engine(
+            parsed, poolclass=NullPool, connect_args={"timeout": 30, "check_same_thread": False}
+        )
         event.listen(engine, "connect", _sqlite_on_connect)
         # pysqlite's own transaction handling would commit behind our back; take control.
         event.listen(engine, "begin", _sqlite_begin)

@@ -4,8 +4,7 @@
 each implement its database side whole. A window goes through it batch by batch, inside the
 caller's transaction:
 
-    flags = loader.changed(digests)        # which conversations of the batch to (re)load
-    loader.load(normalized)                # the changed ones, normalized
+    loader.merge(normalized)               # each batch: drops the unchanged, loads the rest
     ...
     loader.finish()                        # once, before the commit
 """
@@ -30,6 +29,7 @@ from etl.normalize import (
 from etl.normalize.digest import TOO_DEEP
 
 Row = tuple[Any, ...]
+Identified = Digest | NormalizedConversation  # what `changed` needs: id and content_hash
 Stored = tuple[str, datetime | None]  # a stored conversation's content_hash and exported_at
 
 # Columns the loader adds to each `conversations` row after the normalizer's.
@@ -95,7 +95,12 @@ class WindowLoader(ABC):
         self.changed_count = 0
         self.unchanged_count = 0
 
-    def changed(self, batch: Sequence[Digest]) -> list[bool]:
+    def merge(self, batch: Sequence[NormalizedConversation]) -> None:
+        """Load the conversations of a batch (ids unique within it) that `replaces` lets in."""
+        flags = self.changed(batch)
+        self.load([c for c, load in zip(batch, flags, strict=True) if load])
+
+    def changed(self, batch: Sequence[Identified]) -> list[bool]:
         """Which conversations of a batch (ids unique within it) must be loaded."""
         if not batch:
             return []

@@ -25,12 +25,13 @@ from etl.extract import BrokenStreamError, ExportClient, ExportStream, window_re
 from etl.extract.errors import ExactParseNeeded
 from etl.extract.files import open_export_file
 from etl.load.engine import begin_write, make_engine
-from etl.load.loader import WindowLoader, open_loader
+from etl.load.loader import open_loader
 from etl.load.lock import RunLock
 from etl.load.revision import HEAD_REVISION, current_revision
 from etl.load.schema import build_metadata
 from etl.load.state import StateStore, WindowReport, state_key
-from etl.normalize import NormalizeError, normalize_conversation
+from etl.normalize import NormalizedConversation, NormalizeError, normalize_conversation
+from etl.pipeline.loading import LoadingThread
 from etl.pipeline.progress import LogProgress, Progress
 from etl.pipeline.worker import Extracted, ExtractWorker
 from etl.testhooks import pause_point
@@ -316,13 +317,18 @@ class Pipeline:
                     conn, self.metadata, run_id=self.run_id, exported_at=exported_at
                 )
                 received = 0
-                with ExtractWorker(stream, self.settings.warehouse.batch_size) as worker:
+                keep_raw = self.settings.warehouse.keep_raw
+                with (
+                    ExtractWorker(stream, self.settings.warehouse.batch_size) as worker,
+                    LoadingThread(loader) as loading,
+                ):
                     for batch in worker:
-                        load_batch(loader, batch, keep_raw=self.settings.warehouse.keep_raw)
+                        loading.put(normalize_batch(batch, keep_raw=keep_raw))
                         received += len(batch)
                         self.progress.conversations(len(batch))
                         pause_point("mid-stream", received)  # tests only: ETL_TEST_PAUSE_AT
                     end = worker.end
+                    loading.drain()
                 assert end is not None  # the worker ended the stream without an error
                 loader.finish()
                 report.conversations = end.received
@@ -369,25 +375,20 @@ class Pipeline:
             )
 
 
-def load_batch(loader: WindowLoader, batch: Sequence[Extracted], *, keep_raw: bool) -> None:
-    """Normalize and load the conversations of a batch that changed (the loader decides)."""
+def normalize_batch(batch: Sequence[Extracted], *, keep_raw: bool) -> list[NormalizedConversation]:
+    """A batch's conversations as rows; a later copy of the same conversation in it wins."""
     latest: dict[int, Extracted] = {}
-    for item in batch:  # a later copy of the same conversation in the window wins
+    for item in batch:
         latest.pop(item[0].id, None)
         latest[item[0].id] = item
-    unique = list(latest.values())
-    changed = loader.changed([digest for digest, _ in unique])
-    loader.load(
-        [
-            normalize_conversation(
-                orjson.loads(payload) if isinstance(payload, bytes) else payload,
-                keep_raw=keep_raw,
-                digest=digest,
-            )
-            for (digest, payload), load in zip(unique, changed, strict=True)
-            if load
-        ]
-    )
+    return [
+        normalize_conversation(
+            orjson.loads(payload) if isinstance(payload, bytes) else payload,
+            keep_raw=keep_raw,
+            digest=digest,
+        )
+        for digest, payload in latest.values()
+    ]
 
 
 def _export_time(query_info: dict[str, Any]) -> datetime | None:

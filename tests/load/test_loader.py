@@ -26,7 +26,7 @@ from etl.normalize import (
     content_digest,
     normalize_conversation,
 )
-from etl.pipeline.runner import load_batch
+from etl.pipeline.runner import normalize_batch
 from tests.conftest import SEED_EXPORT, TestWarehouse, dump_tables
 from tests.pipeline.cli_helpers import etl
 
@@ -40,7 +40,7 @@ def load_window(
     batch_size: int = 3,
 ) -> dict[str, int]:
     """One window through the runner's path: batches of `batch_size` digested conversations,
-    each through `load_batch`, then `finish`, in one transaction."""
+    each through `normalize_batch` and `merge`, then `finish`, in one transaction."""
     window = list(conversations)
     engine = wh.engine()
     try:
@@ -50,7 +50,9 @@ def load_window(
             )
             for start in range(0, len(window), batch_size):
                 chunk = window[start : start + batch_size]
-                load_batch(loader, [(content_digest(c), c) for c in chunk], keep_raw=False)
+                loader.merge(
+                    normalize_batch([(content_digest(c), c) for c in chunk], keep_raw=False)
+                )
             loader.finish()
             return loader.rows
     finally:
@@ -137,7 +139,7 @@ def test_reexport_with_more_messages_and_masking_leaves_no_stale_rows(
 def test_same_conversation_twice_in_a_window_later_wins(
     migrated: TestWarehouse, batch_size: int, order: str
 ) -> None:
-    # In one batch `load_batch` keeps the later copy; across batches the later one replaces
+    # In one batch `normalize_batch` keeps the later copy; across batches the later one replaces
     # what the earlier batch wrote in the same transaction (same export time). Either order
     # of sizes, so that "the bigger copy" cannot pass for "the later copy".
     conversation = seed_conversation()
@@ -175,7 +177,9 @@ def test_failure_mid_window_leaves_tables_and_state_unchanged(migrated: TestWare
             changed = [copy.deepcopy(c) | {"reviewed": True} for c in conversations]
             for start in range(0, len(changed), 2):
                 chunk = changed[start : start + 2]
-                load_batch(loader, [(content_digest(c), c) for c in chunk], keep_raw=False)
+                loader.merge(
+                    normalize_batch([(content_digest(c), c) for c in chunk], keep_raw=False)
+                )
                 if start == 6:  # four batches were merged by now, in this transaction
                     assert loader.changed_count == 8
                     written = f"SELECT count(*) FROM {migrated.table('conversations')}"

@@ -15,7 +15,7 @@ from etl.load.loader import WindowLoader, open_loader
 from etl.load.postgres import _index_scans_only
 from etl.load.schema import build_metadata
 from etl.normalize import content_digest
-from etl.pipeline.runner import load_batch
+from etl.pipeline.runner import normalize_batch
 from tests.conftest import TestWarehouse
 
 EXPORTED = datetime(2024, 4, 1, tzinfo=UTC)
@@ -38,11 +38,11 @@ def _conversation(cid: int, text_: str, title: str) -> dict[str, Any]:
 
 
 def _load(engine: Engine, schema: str | None, *batches: list[dict[str, Any]]) -> WindowLoader:
-    """One window, in one transaction, batch by batch through the runner's `load_batch`."""
+    """One window, in one transaction, batch by batch through the runner's `normalize_batch` and `merge`."""
     with engine.begin() as conn:
         loader = open_loader(conn, build_metadata(schema), run_id="t", exported_at=EXPORTED)
         for batch in batches:
-            load_batch(loader, [(content_digest(c), c) for c in batch], keep_raw=False)
+            loader.merge(normalize_batch([(content_digest(c), c) for c in batch], keep_raw=False))
         loader.finish()
     return loader
 

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -251,10 +252,11 @@ def assert_same(actual: Snapshot, expected: Snapshot) -> None:
 class Paused:
     """An `etl` process started with ETL_TEST_PAUSE_AT, to be stopped at that point."""
 
-    def __init__(self, child: Child, point: str) -> None:
+    def __init__(self, child: Child, point: str, resume_file: Path) -> None:
         self.child = child
         self.point = point
         self.result: Result | None = None
+        self._resume_file = resume_file
 
     @property
     def pid(self) -> int:
@@ -275,8 +277,8 @@ class Paused:
         self.child.send_signal(signum)
 
     def resume(self) -> None:
-        """Let the paused process go on (SIGUSR1 ends the pause)."""
-        self.child.send_signal(signal.SIGUSR1)
+        """Let the paused process go on (the file ETL_TEST_PAUSE_RESUME names ends the pause)."""
+        self._resume_file.touch()
 
     def finish(self, timeout: float = 60) -> Result:
         self.result = finish(self.child, timeout)
@@ -298,13 +300,16 @@ def spawn(
     extra_env: dict[str, str] | None = None,
 ) -> Paused:
     """Start `etl … <args>` that pauses at `point` (see etl/testhooks.py)."""
+    resume_file = Path(tempfile.mkdtemp(prefix="etl-resume-")) / "resume"
     env = {
         "ETL_TEST_PAUSE_AT": point,
         "ETL_TEST_PAUSE_AFTER": str(after),
         "ETL_TEST_PAUSE_SECONDS": str(seconds),
+        "ETL_TEST_PAUSE_RESUME": str(resume_file),
         **(extra_env or {}),
     }
-    return Paused(start(*args, wh=wh, site=site, config=config, extra_env=env), point)
+    child = start(*args, wh=wh, site=site, config=config, extra_env=env)
+    return Paused(child, point, resume_file)
 
 
 class RequestClock:

@@ -1,0 +1,79 @@
+"""The loading thread: it merges each batch into the warehouse while the caller prepares the next.
+
+A batch's COPY ends by waiting for the server to parse, index and write what it was sent.
+The caller (the run loop, normalizing the next batch) and the server then work at once:
+threads, because the thread spends that time waiting on the connection, without the GIL.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Final
+
+from etl import testhooks
+from etl.load.loader import WindowLoader
+from etl.normalize import NormalizedConversation
+
+_END: Final = None
+
+
+class LoadingThread:
+    """Runs `loader.merge(batch)` for each batch `put`, in order, in one thread.
+
+    The loader's connection belongs to the thread from the start of the block until `drain()`
+    returns or the block ends: the caller must not use it meanwhile. An error in the thread is
+    raised in the caller at its next `put` or `drain`; after one, the thread skips the rest.
+    One batch waits while another is merged, so memory stays flat.
+    """
+
+    def __init__(self, loader: WindowLoader) -> None:
+        self._loader = loader
+        self._batches: queue.Queue[Sequence[NormalizedConversation] | None] = queue.Queue(1)
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="etl-load", daemon=True)
+
+    def __enter__(self) -> LoadingThread:
+        self._thread.start()
+        return self
+
+    def put(self, batch: Sequence[NormalizedConversation]) -> None:
+        self._raise_error()
+        self._batches.put(batch)
+
+    def drain(self) -> None:
+        """Wait until every batch put is merged; raise the thread's error if there was one."""
+        self._stop()
+        self._raise_error()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Also on an error or KeyboardInterrupt in the caller: the connection may be rolled
+        # back only once the thread has let go of it (after the batch it is merging).
+        self._stopping = et is not None
+        testhooks.wake(self._thread)
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._batches.put(_END)
+            self._thread.join()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._stopping = True
+            raise error
+
+    def _run(self) -> None:
+        while (batch := self._batches.get()) is not _END:
+            if self._stopping or self._error is not None:
+                continue  # let the caller's puts through until it stops
+            try:
+                self._loader.merge(batch)
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller
+                self._error = exc

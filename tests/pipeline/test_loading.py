@@ -1,0 +1,63 @@
+"""The loading thread: batches merged in order, errors raised in the caller, a clean stop."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from etl.pipeline.loading import LoadingThread
+
+
+class _Recorder:
+    """Stands in for a WindowLoader: records what it merged, and in which thread."""
+
+    def __init__(self, fail_on: int | None = None, gate: threading.Event | None = None) -> None:
+        self.merged: list[Any] = []
+        self.threads: set[int] = set()
+        self._fail_on = fail_on
+        self._gate = gate
+
+    def merge(self, batch: Any) -> None:
+        if self._gate is not None:
+            self._gate.wait(5)
+        self.threads.add(threading.get_ident())
+        if batch == self._fail_on:
+            raise ValueError(f"batch {batch} refused")
+        self.merged.append(batch)
+
+
+def test_batches_are_merged_in_order_in_another_thread() -> None:
+    loader = _Recorder()
+    with LoadingThread(loader) as loading:  # type: ignore[arg-type]
+        for batch in range(10):
+            loading.put(batch)
+        loading.drain()
+    assert loader.merged == list(range(10))
+    assert loader.threads and threading.get_ident() not in loader.threads
+
+
+def test_an_error_in_the_thread_is_raised_in_the_caller_and_the_rest_is_skipped() -> None:
+    loader = _Recorder(fail_on=2)
+    with pytest.raises(ValueError, match="batch 2 refused"):
+        with LoadingThread(loader) as loading:  # type: ignore[arg-type]
+            for batch in range(6):
+                loading.put(batch)
+            loading.drain()
+    assert loader.merged == [0, 1]
+
+
+def test_an_error_in_the_caller_waits_for_the_batch_in_hand_and_drops_the_rest() -> None:
+    """The connection may be rolled back only once the thread has let go of it."""
+    gate = threading.Event()
+    loader = _Recorder(gate=gate)
+    loading = LoadingThread(loader)  # type: ignore[arg-type]
+    with pytest.raises(KeyboardInterrupt):
+        with loading:
+            loading.put(0)  # taken by the thread, which waits at the gate
+            loading.put(1)  # waits in the queue
+            threading.Timer(0.2, gate.set).start()
+            raise KeyboardInterrupt
+    assert loader.merged == [0]  # the batch in hand was finished, the waiting one dropped
+    assert not loading._thread.is_alive()
