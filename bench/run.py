@@ -65,7 +65,7 @@ OWN_SCHEMAS = (
 FACT_TABLES = ("conversations", "messages", "content", "buttons", "intent_analysis")
 
 # Targets (reported, never asserted).
-EFFICIENCY_MIN = 0.8
+EFFICIENCY_MIN = 0.7  # issue 12: no C of our own, only compiled libraries
 SPEEDUP_DLT_MIN = 8.0
 SPEEDUP_DLT_TUNED_MIN = 3.5
 RSS_MAX_MB = 150.0
