@@ -39,17 +39,17 @@ _warned_backend = False
 
 # Python refuses int <-> str conversions beyond 4,300 digits (CVE-2020-10735: they take
 # quadratic time). Windows re-read for integers beyond 64 bits may keep integers this long exactly
-# (in JSON columns); a longer one is refused as a data error.
+# (in JSON columns); a longer one is refused as a data error. Set at import: such an integer is
+# parsed, hashed and written as text in both the extract worker and the loading process.
 MAX_INTEGER_DIGITS = 10_000
+if 0 < sys.get_int_max_str_digits() < MAX_INTEGER_DIGITS:
+    sys.set_int_max_str_digits(MAX_INTEGER_DIGITS)
 _LONG_INTEGER = re.compile(r"Unexpected symbol '(-?[0-9]+)'")
 
 
 def _ijson_backend(pure_python: bool = False) -> Any:
     global _warned_backend
     if pure_python:
-        limit = sys.get_int_max_str_digits()
-        if 0 < limit < MAX_INTEGER_DIGITS:
-            sys.set_int_max_str_digits(MAX_INTEGER_DIGITS)
         return ijson.get_backend("python")
     try:
         return ijson.get_backend("yajl2_c")

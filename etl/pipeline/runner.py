@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -30,7 +31,8 @@ from etl.load.lock import RunLock
 from etl.load.revision import HEAD_REVISION, current_revision
 from etl.load.schema import build_metadata
 from etl.load.state import StateStore, WindowReport, state_key
-from etl.normalize import NormalizedConversation, NormalizeError, normalize_conversation
+from etl.normalize import Digest, NormalizedConversation, NormalizeError, normalize_conversation
+from etl.normalize.digest import TOO_DEEP
 from etl.pipeline.loading import LoadingThread
 from etl.pipeline.progress import LogProgress, Progress
 from etl.pipeline.worker import Extracted, ExtractWorker
@@ -382,13 +384,18 @@ def normalize_batch(batch: Sequence[Extracted], *, keep_raw: bool) -> list[Norma
         latest.pop(item[0].id, None)
         latest[item[0].id] = item
     return [
-        normalize_conversation(
-            orjson.loads(payload) if isinstance(payload, bytes) else payload,
-            keep_raw=keep_raw,
-            digest=digest,
-        )
-        for digest, payload in latest.values()
+        normalize_conversation(_parsed(text, digest), keep_raw=keep_raw, digest=digest)
+        for digest, text in latest.values()
     ]
+
+
+def _parsed(text: bytes | str, digest: Digest) -> dict[str, Any]:
+    """A conversation from the text the extract worker sent (see worker.Extracted)."""
+    try:
+        parsed: dict[str, Any] = orjson.loads(text) if isinstance(text, bytes) else json.loads(text)
+    except RecursionError:
+        raise NormalizeError(TOO_DEEP, conversation_id=digest.id) from None
+    return parsed
 
 
 def _export_time(query_info: dict[str, Any]) -> datetime | None:

@@ -3,18 +3,18 @@
 Data flows one way. The worker owns the export stream (downloading, decompressing, cutting
 and parsing it) and hashes each conversation; the loading process receives batches of
 `(digest, conversation)` through a `multiprocessing` pipe, asks the warehouse which ones
-changed, and normalizes and loads those. A conversation orjson parsed crosses as the bytes
-it was parsed from (orjson parses them again in a fraction of what pickling the objects
-costs); one the exact parser had to read crosses as the object.
+changed, and normalizes and loads those. A conversation crosses as text, which costs less to
+parse again than pickled objects cost to send: the bytes orjson parsed it from, or orjson's or
+the standard library's JSON for one the splitter did not cut out (`_as_text`).
 """
 
 from __future__ import annotations
 
 import gc
 import itertools
+import json
 import multiprocessing
 import os
-import pickle
 import signal
 import threading
 import time
@@ -30,8 +30,10 @@ from etl.extract import ExportStream
 from etl.normalize import Digest, NormalizeError, content_digest
 from etl.normalize.digest import TOO_DEEP
 
-# A conversation as it crosses: the text orjson parsed it from, or the parsed object.
-Extracted = tuple[Digest, bytes | dict[str, Any]]
+# A conversation as it crosses: JSON for orjson (bytes) or for the standard library (str).
+Extracted = tuple[Digest, bytes | str]
+
+_exact_json = json.JSONEncoder(ensure_ascii=True, check_circular=False).encode
 
 # Fork, not spawn: the worker takes over the open stream (its HTTP response or file) as it is.
 _CONTEXT = multiprocessing.get_context("fork")
@@ -141,7 +143,7 @@ def _extract(
         finite_floats = stream.finite_floats
         for conversation, text in stream.conversations():
             digest = content_digest(conversation, finite_floats=finite_floats)
-            batch.append((digest, text if text is not None else _portable(conversation, digest)))
+            batch.append((digest, text if text is not None else _as_text(conversation, digest)))
             if len(batch) >= limit:
                 out.send(("batch", batch))
                 batch = []
@@ -157,17 +159,23 @@ def _extract(
         _send_error(out, batch, exc)
 
 
-def _portable(conversation: dict[str, Any], digest: Digest) -> bytes | dict[str, Any]:
-    """A conversation the splitter did not cut out as text (the body's last one, or one parsed
-    exactly): as orjson's text where that gives it back exactly, else as the object, which
-    must then pickle (nesting deep enough for orjson to refuse may be too deep for pickle)."""
+def as_sent(conversation: dict[str, Any]) -> Extracted:
+    """A conversation as the worker sends one the splitter did not cut out (for tests and
+    callers that hold parsed conversations)."""
+    digest = content_digest(conversation)
+    return digest, _as_text(conversation, digest)
+
+
+def _as_text(conversation: dict[str, Any], digest: Digest) -> bytes | str:
+    """A conversation the splitter did not cut out (the body's last one, or one parsed exactly)
+    as JSON that gives it back exactly: orjson's where the hash found it plain, else the
+    standard library's (integers beyond 64 bits, lone surrogates, nesting orjson refuses)."""
     if digest.plain:
         return orjson.dumps(conversation)
     try:
-        pickle.dumps([(digest, conversation)], protocol=pickle.HIGHEST_PROTOCOL)
+        return _exact_json(conversation)
     except RecursionError:
         raise NormalizeError(TOO_DEEP, conversation_id=digest.id) from None
-    return conversation
 
 
 def _send_error(out: Connection, batch: list[Extracted], exc: Exception) -> None:

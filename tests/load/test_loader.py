@@ -23,10 +23,10 @@ from etl.load.state import StateStore
 from etl.normalize import (
     TABLE_COLUMNS,
     NormalizeError,
-    content_digest,
     normalize_conversation,
 )
 from etl.pipeline.runner import normalize_batch
+from etl.pipeline.worker import as_sent
 from tests.conftest import SEED_EXPORT, TestWarehouse, dump_tables
 from tests.pipeline.cli_helpers import etl
 
@@ -50,9 +50,7 @@ def load_window(
             )
             for start in range(0, len(window), batch_size):
                 chunk = window[start : start + batch_size]
-                loader.merge(
-                    normalize_batch([(content_digest(c), c) for c in chunk], keep_raw=False)
-                )
+                loader.merge(normalize_batch([as_sent(c) for c in chunk], keep_raw=False))
             loader.finish()
             return loader.rows
     finally:
@@ -177,9 +175,7 @@ def test_failure_mid_window_leaves_tables_and_state_unchanged(migrated: TestWare
             changed = [copy.deepcopy(c) | {"reviewed": True} for c in conversations]
             for start in range(0, len(changed), 2):
                 chunk = changed[start : start + 2]
-                loader.merge(
-                    normalize_batch([(content_digest(c), c) for c in chunk], keep_raw=False)
-                )
+                loader.merge(normalize_batch([as_sent(c) for c in chunk], keep_raw=False))
                 if start == 6:  # four batches were merged by now, in this transaction
                     assert loader.changed_count == 8
                     written = f"SELECT count(*) FROM {migrated.table('conversations')}"
@@ -477,9 +473,11 @@ def _write_deep_export(path: Path, depth: int, *, deep_first: bool) -> None:
 
 DEEP_CASES = [
     *(pytest.param(depth, True, id=f"{depth}-as-text") for depth in (960, 966, 967, 968, 975, 995)),
-    *(pytest.param(depth, False, id=f"{depth}-as-object") for depth in (500, 960)),
-    *(pytest.param(depth, False, id=f"{depth}-as-object") for depth in (975, 995)),
+    *(pytest.param(depth, False, id=f"{depth}-as-object") for depth in (500, 900, 960, 975, 995)),
 ]
+# Nesting the code before the rewrite stored whichever parser read it (it stored up to ~950
+# levels on both paths): these must load, not only fail cleanly.
+STORED = {500, 900}
 
 
 @pytest.mark.parametrize(("depth", "deep_first"), DEEP_CASES)
@@ -495,7 +493,7 @@ def test_json_nested_too_deep_to_store_is_a_data_error_naming_the_conversation(
     result = etl("load-file", str(path), wh=migrated)
 
     assert "Traceback" not in result.output, result.output
-    assert result.code in (0, 5), result.output
+    assert result.code in ((0,) if depth in STORED else (0, 5)), result.output
     t = migrated.table
     if result.code == 5:
         assert f"conversation {DEEP_ID}: a value in it is nested too deeply" in result.stderr

@@ -16,6 +16,7 @@ from etl.load.postgres import _index_scans_only
 from etl.load.schema import build_metadata
 from etl.normalize import content_digest
 from etl.pipeline.runner import normalize_batch
+from etl.pipeline.worker import as_sent
 from tests.conftest import TestWarehouse
 
 EXPORTED = datetime(2024, 4, 1, tzinfo=UTC)
@@ -42,7 +43,7 @@ def _load(engine: Engine, schema: str | None, *batches: list[dict[str, Any]]) ->
     with engine.begin() as conn:
         loader = open_loader(conn, build_metadata(schema), run_id="t", exported_at=EXPORTED)
         for batch in batches:
-            loader.merge(normalize_batch([(content_digest(c), c) for c in batch], keep_raw=False))
+            loader.merge(normalize_batch([as_sent(c) for c in batch], keep_raw=False))
         loader.finish()
     return loader
 
