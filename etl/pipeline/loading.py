@@ -26,7 +26,8 @@ class LoadingThread:
     The loader's connection belongs to the thread from the start of the block until `drain()`
     returns or the block ends: the caller must not use it meanwhile. An error in the thread is
     raised in the caller at its next `put` or `drain`; after one, the thread skips the rest.
-    One batch waits while another is merged, so memory stays flat.
+    The caller prepares one batch while the thread merges the one before, so memory stays
+    flat: two batches at most.
     """
 
     def __init__(self, loader: WindowLoader) -> None:
@@ -41,8 +42,10 @@ class LoadingThread:
         return self
 
     def put(self, batch: Sequence[NormalizedConversation]) -> None:
+        """Hand a batch over; returns once the thread has taken it (after the batch before)."""
         self._raise_error()
         self._batches.put(batch)
+        self._batches.join()  # so at most two batches are held: this one and the next
 
     def drain(self) -> None:
         """Wait until every batch put is merged; raise the thread's error if there was one."""
@@ -71,6 +74,7 @@ class LoadingThread:
 
     def _run(self) -> None:
         while (batch := self._batches.get()) is not _END:
+            self._batches.task_done()  # taken: the caller may go on to the next batch
             if self._stopping or self._error is not None:
                 continue  # let the caller's puts through until it stops
             try:

@@ -48,7 +48,7 @@ def test_an_error_in_the_thread_is_raised_in_the_caller_and_the_rest_is_skipped(
     assert loader.merged == [0, 1]
 
 
-def test_an_error_in_the_caller_waits_for_the_batch_in_hand_and_drops_the_rest() -> None:
+def test_an_error_in_the_caller_waits_for_the_batch_in_hand() -> None:
     """The connection may be rolled back only once the thread has let go of it."""
     gate = threading.Event()
     loader = _Recorder(gate=gate)
@@ -56,8 +56,23 @@ def test_an_error_in_the_caller_waits_for_the_batch_in_hand_and_drops_the_rest()
     with pytest.raises(KeyboardInterrupt):
         with loading:
             loading.put(0)  # taken by the thread, which waits at the gate
-            loading.put(1)  # waits in the queue
             threading.Timer(0.2, gate.set).start()
             raise KeyboardInterrupt
-    assert loader.merged == [0]  # the batch in hand was finished, the waiting one dropped
+    assert loader.merged == [0]  # finished before the block ended
     assert not loading._thread.is_alive()
+
+
+def test_put_returns_once_the_thread_took_the_batch_so_two_at_most_are_held() -> None:
+    gate = threading.Event()
+    loader = _Recorder(gate=gate)
+    with LoadingThread(loader) as loading:  # type: ignore[arg-type]
+        loading.put(0)  # taken at once
+        second = threading.Thread(target=loading.put, args=(1,))
+        second.start()
+        second.join(0.3)
+        assert second.is_alive()  # waits while batch 0 is merged
+        gate.set()
+        second.join(5)
+        assert not second.is_alive()
+        loading.drain()
+    assert loader.merged == [0, 1]
