@@ -2,8 +2,8 @@
 
 Data flows one way. The worker owns the export stream (downloading, decompressing, cutting
 and parsing it) and hashes each conversation; the loading process receives batches of
-`(digest, conversation)` through a `multiprocessing` pipe, asks the warehouse which ones
-changed, and normalizes and loads those. A conversation crosses as text, which costs less to
+`(digest, conversation)` through a `multiprocessing` pipe, normalizes them, and its loading
+thread keeps the changed ones. A conversation crosses as text, which costs less to
 parse again than pickled objects cost to send: the bytes orjson parsed it from, or orjson's or
 the standard library's JSON for one the splitter did not cut out (`_as_text`).
 """
