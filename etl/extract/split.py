@@ -32,9 +32,9 @@ _DIGITS_ONLY: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(2
 _RUN: Final = b"0" * 19
 
 
-def has_digit_run(piece: bytes | memoryview) -> bool:
+def has_digit_run(piece: bytes) -> bool:
     """Whether `piece` holds 19 ASCII digits in a row (an integer that may not fit 64 bits)."""
-    return bytes(piece).translate(_DIGITS_ONLY).find(_RUN) >= 0
+    return piece.translate(_DIGITS_ONLY).find(_RUN) >= 0
 
 
 Fallback = Callable[[bytes], Iterator[Any]]

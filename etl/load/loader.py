@@ -22,14 +22,12 @@ from etl.normalize import (
     CHILD_TABLES,
     DIMENSION_TABLES,
     TABLE_COLUMNS,
-    Digest,
     NormalizedConversation,
     NormalizeError,
 )
 from etl.normalize.digest import TOO_DEEP
 
 Row = tuple[Any, ...]
-Identified = Digest | NormalizedConversation  # what `changed` needs: id and content_hash
 Stored = tuple[str, datetime | None]  # a stored conversation's content_hash and exported_at
 
 # Columns the loader adds to each `conversations` row after the normalizer's.
@@ -100,15 +98,13 @@ class WindowLoader(ABC):
         flags = self.changed(batch)
         self.load([c for c, load in zip(batch, flags, strict=True) if load])
 
-    def changed(self, batch: Sequence[Identified]) -> list[bool]:
+    def changed(self, batch: Sequence[NormalizedConversation]) -> list[bool]:
         """Which conversations of a batch (ids unique within it) must be loaded."""
         if not batch:
             return []
-        stored = self._stored([digest.id for digest in batch])
+        stored = self._stored([c.id for c in batch])
         exported_at = self._exported_at
-        flags = [
-            replaces(exported_at, digest.content_hash, stored.get(digest.id)) for digest in batch
-        ]
+        flags = [replaces(exported_at, c.content_hash, stored.get(c.id)) for c in batch]
         self.unchanged_count += len(flags) - sum(flags)
         return flags
 
@@ -130,26 +126,27 @@ class WindowLoader(ABC):
         # Every id, stored or not: rows left by a conversation deleted by hand (there are no
         # foreign keys) must not block its reload.
         self._delete([c.id for c in batch])
+        plain = all(c.plain for c in batch)
         suffix = (self._exported_at, datetime.now(UTC), self._run_id)
         conversations = [
             (*row, c.content_hash, *suffix) for c in batch for row in c.rows["conversations"]
         ]
-        self._insert("conversations", conversations, batch)
+        self._insert("conversations", conversations, plain)
         for table in CHILD_TABLES:
-            self._insert(table, [row for c in batch for row in c.rows[table]], batch)
+            self._insert(table, [row for c in batch for row in c.rows[table]], plain)
         for table in DIMENSION_TABLES:
             rows = latest_per_id([row for c in batch for row in c.rows[table]], _SEEN_AT[table])
             if rows:
-                self._merge_dimension(table, rows, plain=all(c.plain for c in batch))
+                self._merge_dimension(table, rows, plain=plain)
                 self.rows[table] += len(rows)
 
     @abstractmethod
     def finish(self) -> None:
         """Anything the batches left to do; once, after the last batch, before the commit."""
 
-    def _insert(self, table: str, rows: list[Row], batch: Sequence[NormalizedConversation]) -> None:
+    def _insert(self, table: str, rows: list[Row], plain: bool) -> None:
         if rows:
-            self._write(table, rows, plain=all(c.plain for c in batch))
+            self._write(table, rows, plain=plain)
             self.rows[table] += len(rows)
 
     @abstractmethod

@@ -11,7 +11,7 @@ from typing import Any, Final
 import orjson
 from psycopg import Cursor, sql
 from psycopg.types.json import Jsonb, set_json_dumps
-from sqlalchemy import JSON, Connection, MetaData
+from sqlalchemy import JSON, Connection, MetaData, Table
 from sqlalchemy.dialects import postgresql
 
 from etl.load.loader import CONVERSATION_COLUMNS, Row, Stored, WindowLoader
@@ -60,9 +60,7 @@ class PostgresLoader(WindowLoader):
         raw = conn.connection.driver_connection
         assert raw is not None
         self._raw = raw
-        self._types = {
-            name: _copy_types(metadata, self._tables[name].name) for name in TABLE_COLUMNS
-        }
+        self._types = {name: _copy_types(self._tables[name]) for name in TABLE_COLUMNS}
         self._json_at = {
             name: tuple(i for i, t in enumerate(types) if t == "jsonb")
             for name, types in self._types.items()
@@ -163,11 +161,10 @@ def _stage(table: str) -> sql.Identifier:
 _DIALECT: Final = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
-def _copy_types(metadata: MetaData, table: str) -> list[str]:
+def _copy_types(table: Table) -> list[str]:
     """The PostgreSQL type of each column a COPY into `table` sends, from the schema."""
-    columns = CONVERSATION_COLUMNS if table == "conversations" else TABLE_COLUMNS[table]
-    defined = metadata.tables[f"{metadata.schema}.{table}" if metadata.schema else table].c
-    return [_type_name(defined[name].type) for name in columns]
+    columns = CONVERSATION_COLUMNS if table.name == "conversations" else TABLE_COLUMNS[table.name]
+    return [_type_name(table.c[name].type) for name in columns]
 
 
 def _type_name(type_: Any) -> str:

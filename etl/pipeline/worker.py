@@ -142,8 +142,7 @@ def _extract(
         limit = next(limits)
         finite_floats = stream.finite_floats
         for conversation, text in stream.conversations():
-            digest = content_digest(conversation, finite_floats=finite_floats)
-            batch.append((digest, text if text is not None else _as_text(conversation, digest)))
+            batch.append(as_sent(conversation, text, finite_floats=finite_floats))
             if len(batch) >= limit:
                 out.send(("batch", batch))
                 batch = []
@@ -159,11 +158,13 @@ def _extract(
         _send_error(out, batch, exc)
 
 
-def as_sent(conversation: dict[str, Any]) -> Extracted:
-    """A conversation as the worker sends one the splitter did not cut out (for tests and
-    callers that hold parsed conversations)."""
-    digest = content_digest(conversation)
-    return digest, _as_text(conversation, digest)
+def as_sent(
+    conversation: dict[str, Any], text: bytes | None = None, *, finite_floats: bool = False
+) -> Extracted:
+    """A conversation as the worker sends it: hashed, with `text` (what orjson parsed it from)
+    or, without one, JSON made here (`_as_text`). `finite_floats`: see content_digest."""
+    digest = content_digest(conversation, finite_floats=finite_floats)
+    return digest, text if text is not None else _as_text(conversation, digest)
 
 
 def _as_text(conversation: dict[str, Any], digest: Digest) -> bytes | str:
