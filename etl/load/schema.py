@@ -208,6 +208,11 @@ def _add_data_tables(md: MetaData) -> None:
         _c("device", Text, 'Question: device class, e.g. "desktop".'),
         _c("predicted_intent_id", BigInteger, "Question: predicted intent (intents.predicted.id)."),
         _c("predicted_intent_title", Text, "Question: predicted intent's title."),
+        _c(
+            "predicted_intent_inherit_skill",
+            Boolean,
+            "Question: predicted intent's inherit_skill, as in this message.",
+        ),
         _c("displayed_action_id", BigInteger, "Answer: action displayed (actions.displayed.id)."),
         _c("displayed_action_type", Text, "Answer: displayed action's action_type."),
         _c("displayed_action_language", Text, "Answer: displayed action's language."),
@@ -234,6 +239,11 @@ def _add_data_tables(md: MetaData) -> None:
             "Answer: intent that led here (intents.came_from.id).",
         ),
         _c("came_from_intent_title", Text, "Answer: came-from intent's title."),
+        _c(
+            "came_from_intent_inherit_skill",
+            Boolean,
+            "Answer: came-from intent's inherit_skill, as in this message.",
+        ),
         _c(
             "system_action_trigger",
             Text,
@@ -319,22 +329,32 @@ def _add_data_tables(md: MetaData) -> None:
         "intents",
         md,
         _pk("id", BigInteger, "Intent id."),
-        _c("title", Text, "Title, as last seen."),
-        _c("inherit_skill", Boolean, "inherit_skill flag, as last seen."),
+        _c("title", Text, "Title: the latest non-null value seen."),
+        _c("inherit_skill", Boolean, "inherit_skill flag: the latest non-null value seen."),
         _c("last_seen_at", UTCDateTime, "Time of the latest message this intent was seen in, UTC."),
         _extra("intent"),
-        comment="Intent dimension: the latest seen version of each intent.",
+        comment=(
+            "Intent dimension, a convenience: per attribute, the latest non-null value seen. "
+            "Each message keeps the values of its own reference."
+        ),
     )
     Table(
         "actions",
         md,
         _pk("id", BigInteger, "Action id."),
-        _c("action_type", Text, 'Action type, e.g. "content", as last seen.'),
-        _c("language", Text, "Language, as last seen."),
-        _c("transfer_to_human", Boolean, "The action transfers to a human agent, as last seen."),
+        _c("action_type", Text, 'Action type, e.g. "content": the latest non-null value seen.'),
+        _c("language", Text, "Language: the latest non-null value seen."),
+        _c(
+            "transfer_to_human",
+            Boolean,
+            "The action transfers to a human agent: the latest non-null value seen.",
+        ),
         _c("last_seen_at", UTCDateTime, "Time of the latest message this action was seen in, UTC."),
         _extra("action"),
-        comment="Action dimension: the latest seen version of each action.",
+        comment=(
+            "Action dimension, a convenience: per attribute, the latest non-null value seen. "
+            "Each message keeps the values of its own reference."
+        ),
     )
 
 
@@ -385,9 +405,56 @@ def _add_pipeline_tables(md: MetaData) -> None:
         _c("seconds", Double, "Wall-clock seconds for the window."),
         _c("outcome", Text, '"ok", "failed" or "interrupted".', nullable=False),
         _c("error", Text, "Error message when the window did not succeed."),
+        _c("conversations_new", Integer, "Conversations not stored before, loaded."),
+        _c("conversations_changed", Integer, "Stored conversations replaced by a changed copy."),
+        _c("conversations_unchanged", Integer, "Conversations identical to the stored copy."),
+        _c(
+            "conversations_older",
+            Integer,
+            "Conversations not loaded: the stored copy is from a later (or a known) export.",
+        ),
+        _c("conversations_rejected", Integer, "Conversations put in etl_rejects (quarantine)."),
+        _c("query_info", json_type(), "The export's query_info element, as sent."),
+        _c("post_query_info", json_type(), "The export's post_query_info element, as sent."),
+        _c(
+            "unknown_elements",
+            json_type(),
+            "Top-level export elements of an unknown type, as sent (a list); NULL when none.",
+        ),
         _ix("etl_runs", "state_key", "window_end"),
         _ix("etl_runs", "started_at"),
         comment="Run log: one row per window attempted.",
+    )
+    Table(
+        "etl_rejects",
+        md,
+        Column("id", Integer, primary_key=True, autoincrement=True, comment="Row id."),
+        _c(
+            "body_hash",
+            Text,
+            "Digest of `body`: the same rejected text is kept once.",
+            nullable=False,
+            unique=True,
+        ),
+        _c("conversation_id", BigInteger, "The conversation's id, when it is a 64-bit integer."),
+        _c("state_key", Text, "etl_state.state_key of the window (\"file\" keys for files)."),
+        _c("source", Text, "The window (start/end) or the file the conversation came from."),
+        _c("window_start", UTCDateTime, "Window start (inclusive), UTC."),
+        _c("window_end", UTCDateTime, "Window end (exclusive), UTC."),
+        _c("position", Integer, "0-based position of the conversation in its export stream."),
+        _c(
+            "exported_at",
+            UTCDateTime,
+            "Export time of the copy (query_info.current_time); NULL when unknown.",
+        ),
+        _c("error", Text, "Why the conversation could not be loaded.", nullable=False),
+        _c("body", Text, "The conversation as the server sent it (JSON text).", nullable=False),
+        _c("run_id", Text, "Run that last rejected it.", nullable=False),
+        _c("rejected_at", UTCDateTime, "When it was first rejected, UTC.", nullable=False),
+        _c("last_tried_at", UTCDateTime, "When a load last failed on it, UTC.", nullable=False),
+        _c("attempts", Integer, "Loads that failed on it (windows and reprocess-rejects).", nullable=False),
+        _ix("etl_rejects", "conversation_id"),
+        comment="Quarantine: conversations that could not be loaded, kept whole until they can.",
     )
 
 

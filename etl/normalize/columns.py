@@ -16,9 +16,9 @@ class Kind(Enum):
     JSON = "json"  # any JSON value, stored as a JSON document
 
 
-# The order of values in every row tuple. This is a contract with the loaders (they zip rows
-# with these names) and with BI users (the names are the warehouse columns); append, never
-# reorder.
+# The order of values in every row tuple, a contract between the normalizer and the loaders
+# (they name the columns in this order); the names are the warehouse columns BI users see.
+# `extra` stays last: the normalizer writes it as row[-1].
 TABLE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "conversations": (
         "id",
@@ -52,6 +52,7 @@ TABLE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         "device",
         "predicted_intent_id",
         "predicted_intent_title",
+        "predicted_intent_inherit_skill",
         # answer
         "displayed_action_id",
         "displayed_action_type",
@@ -63,6 +64,7 @@ TABLE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         "came_from_action_transfer_to_human",
         "came_from_intent_id",
         "came_from_intent_title",
+        "came_from_intent_inherit_skill",
         "system_action_trigger",
         "human_agent",
         "matched_filter",

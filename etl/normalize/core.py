@@ -40,8 +40,9 @@ _MESSAGE: Final = index("messages")
 _ANALYSIS_INTENT: Final = index("intent_analysis")["intent_id"]  # then title, inherit_skill
 _COUNT_AT: Final = index("conversations")["message_count"]
 _RAW_AT: Final = index("conversations")["raw"]
-# Where a message's intent references go (id, then title), and its action references (id,
-# then type, language, transfer_to_human), by the name the export gives the reference.
+# Where a message's intent references go (id, then title, inherit_skill), and its action
+# references (id, then type, language, transfer_to_human), by the name the export gives the
+# reference.
 _INTENT_AT: Final = {
     "predicted": _MESSAGE["predicted_intent_id"],
     "came_from": _MESSAGE["came_from_intent_id"],
@@ -56,7 +57,10 @@ def _check_layout() -> None:
     """The builder writes an intent's and an action's columns side by side: say so at import."""
     m, a = TABLE_COLUMNS["messages"], TABLE_COLUMNS["intent_analysis"]
     for at in _INTENT_AT.values():
-        assert m[at + 1] == m[at].replace("_id", "_title")
+        assert m[at + 1 : at + 3] == (
+            m[at].replace("_id", "_title"),
+            m[at].replace("_id", "_inherit_skill"),
+        )
     for at in _ACTION_AT.values():
         prefix = m[at].removesuffix("id")
         assert m[at + 1 : at + 4] == tuple(
@@ -107,8 +111,9 @@ def _dimension(
 ) -> tuple[list[Any], dict[str, Any] | None]:
     """Copy an intent or action; emit its dimension row when it has an id.
 
-    Returns the copied values and what the parent row must keep in its `extra`: nothing when
-    the dimension row was emitted (its own `extra` holds the rest), else the remainder.
+    Returns the copied values and the rest of the object (unknown keys, misfits), which the
+    referring row keeps in its `extra`: the values of each occurrence stay with it, as the
+    same id may carry other values in another message. The dimension row gets them too.
     """
     values: list[Any] = [None] * WIDTH[fields.table]
     rest = fields.copy_into(obj, values)
@@ -116,7 +121,6 @@ def _dimension(
         values[-2] = seen_at
         values[-1] = _extra(rest)
         out.append(tuple(values))
-        return values, None
     return values, rest
 
 
@@ -207,12 +211,9 @@ class _Builder:
     def _intent(
         self, obj: Mapping[str, Any], row: list[Any], at: int, seen_at: datetime | None
     ) -> dict[str, Any] | None:
-        """Fill a message's intent id/title columns; return what its `extra` must keep."""
+        """Fill a message's intent columns; return what its `extra` must keep."""
         values, rest = _dimension(obj, INTENT, seen_at, self.intents)
-        row[at] = values[0]
-        row[at + 1] = values[1]
-        if values[0] is None and values[2] is not None:
-            rest = _nest(rest, "inherit_skill", values[2])
+        row[at : at + 3] = values[0:3]
         return rest
 
     def _action(

@@ -18,6 +18,19 @@ def _strict_default(value: object) -> Any:
     raise TypeError("not plain JSON")
 
 
+# The version of the rows a conversation normalizes to, hashed with it: when a release changes
+# them (a new column, values kept elsewhere), every stored copy's hash differs from a reload's,
+# so a backfill over loaded windows rewrites each conversation once instead of skipping it as
+# unchanged. Bump it with any change to what normalize_conversation produces. 2: intent
+# inherit_skill and every occurrence value on the referring row (migration 0003).
+ROWS_VERSION = 2
+_PERSON = f"convo-etl rows {ROWS_VERSION}".encode()
+
+
+def _hash(data: bytes) -> str:
+    return blake2b(data, digest_size=16, person=_PERSON).hexdigest()
+
+
 # One reusable C-accelerated encoder; the exact form is the documented hash input.
 _encode = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), check_circular=False, default=_strict_default
@@ -47,7 +60,7 @@ def _digest(conv: Mapping[str, Any], finite_floats: bool) -> tuple[str, bool, bo
         pass
     else:
         if finite_floats or b"null" not in data or orjson.loads(data) == conv:
-            return blake2b(data, digest_size=16).hexdigest(), b"\\u0000" in data, True
+            return _hash(data), b"\\u0000" in data, True
     needs_cleaning = False
     try:
         text = _encode(conv)
@@ -61,7 +74,7 @@ def _digest(conv: Mapping[str, Any], finite_floats: bool) -> tuple[str, bool, bo
         needs_cleaning = True
     if "\\u0000" in text:
         needs_cleaning = True
-    return blake2b(data, digest_size=16).hexdigest(), needs_cleaning, False
+    return _hash(data), needs_cleaning, False
 
 
 def _conversation_id(conv: Any) -> int:

@@ -17,7 +17,7 @@ from etl.load.schema import UTCDateTime, build_metadata
 from etl.normalize import TABLE_COLUMNS, normalize_conversation
 
 EXPORT = Path(__file__).parents[1] / "fixtures" / "seed-example-export.json"
-PIPELINE_TABLES = ("etl_state", "etl_runs")
+PIPELINE_TABLES = ("etl_state", "etl_runs", "etl_rejects")
 metadata = build_metadata()
 
 
@@ -48,6 +48,7 @@ def test_keys() -> None:
         "actions": ("id",),
         "etl_state": ("state_key",),
         "etl_runs": ("id",),
+        "etl_rejects": ("id",),
     }
     for table in metadata.tables.values():
         assert table.primary_key.name == f"pk_{table.name}"

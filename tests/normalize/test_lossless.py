@@ -130,28 +130,25 @@ def reconstruct(nc: NormalizedConversation) -> dict[str, Any]:
                 item = _pick(
                     a, {"processed": "processed", "translated": "translated", "winner": "winner"}
                 )
-                if a["intent_id"] is not None:
-                    item["intent"] = _dimension(intents, INTENT)
-                else:
-                    item["intent"] = _pick(
-                        a, {"title": "intent_title", "inherit_skill": "intent_inherit_skill"}
-                    )
-                question["analysis"].append(_finish(a, item))
+                item["intent"] = _pick(
+                    a,
+                    {"id": "intent_id", "title": "intent_title", "inherit_skill": "intent_inherit_skill"},
+                )
+                analysed = _finish(a, item)
+                if a["intent_id"] is not None:  # its dimension row holds the same values
+                    assert _prune(_dimension(intents, INTENT)) == _prune(analysed["intent"])
+                question["analysis"].append(analysed)
             msg["question"] = question
-            msg["intents"] = {}
-            for name in ("predicted", "came_from"):
-                if m[f"{name}_intent_id"] is not None:
-                    msg["intents"][name] = _dimension(intents, INTENT)
-                else:
-                    msg["intents"][name] = _pick(m, {"title": f"{name}_intent_title"})
-            msg["actions"] = {}
-            for name in ("displayed", "came_from"):
-                if m[f"{name}_action_id"] is not None:
-                    msg["actions"][name] = _dimension(actions, ACTION)
-                else:
-                    msg["actions"][name] = _pick(
-                        m, {k: f"{name}_action_{k.removeprefix('action_')}" for k in ACTION}
-                    )
+            # Each reference is rebuilt from the message's own row; the dimension rows are
+            # checked against it once the message is whole.
+            msg["intents"] = {
+                name: _pick(m, {k: f"{name}_intent_{k}" for k in INTENT})
+                for name in ("predicted", "came_from")
+            }
+            msg["actions"] = {
+                name: _pick(m, {k: f"{name}_action_{k.removeprefix('action_')}" for k in ACTION})
+                for name in ("displayed", "came_from")
+            }
             msg.update(
                 _pick(
                     m,
@@ -188,7 +185,18 @@ def reconstruct(nc: NormalizedConversation) -> dict[str, Any]:
                 if buttons:
                     item["buttons"] = buttons
                 msg["content"].append(_finish(c, item))
-        conv["messages"].append(_merge(msg, m["_extra"]))
+        message = _merge(msg, m["_extra"])
+        for group, names, rows, mapping in (
+            ("intents", ("predicted", "came_from"), intents, INTENT),
+            ("actions", ("displayed", "came_from"), actions, ACTION),
+        ):
+            for name in names:
+                refs = message.get(group)
+                ref = refs.get(name) if isinstance(refs, dict) else None
+                known = m["type"] in KNOWN_MESSAGE  # other types keep their references in extra
+                if known and isinstance(ref, dict) and ref.get("id") is not None:
+                    assert _prune(_dimension(rows, mapping)) == _prune(ref)
+        conv["messages"].append(message)
     assert next(intents, None) is None and next(actions, None) is None
     return _merge(conv, crow["_extra"])
 

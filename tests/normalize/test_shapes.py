@@ -168,10 +168,18 @@ def test_unknown_keys_at_every_level() -> None:
     rows = {t: [dict(zip(TABLE_COLUMNS[t], r, strict=True)) for r in nc.rows[t]] for t in nc.rows}
     assert rows["conversations"][0]["extra"] == {"new_top": {"a": 1}, "time": {"foo": "bar"}}
     q, a, survey = rows["messages"]
-    assert q["extra"] == {"mood": "happy", "question": {"foo": 1}, "intents": {"other": 4}}
+    # An occurrence's unknown keys stay with the message, and go to the dimension row too.
+    assert q["extra"] == {
+        "mood": "happy",
+        "question": {"foo": 1},
+        "intents": {"predicted": {"colour": "red"}, "other": 4},
+    }
     assert q["input"] == "hi"
     assert rows["intents"][0]["extra"] == {"colour": "red"}
-    assert a["extra"] == {"actions": {"foo": 5}, "button_clicked": {"attributes": {"k": "v"}}}
+    assert a["extra"] == {
+        "actions": {"displayed": {"cost": 2}, "foo": 5},
+        "button_clicked": {"attributes": {"k": "v"}},
+    }
     assert rows["actions"][0]["extra"] == {"cost": 2}
     assert [c["extra"] for c in rows["content"]] == [
         {"font": "big"},
@@ -234,11 +242,12 @@ def test_misfits_go_to_extra() -> None:
     q = dict(zip(TABLE_COLUMNS["messages"], nc.rows["messages"][0], strict=True))
     assert q["is_human_chat"] is None and q["session_id"] is None
     assert q["predicted_intent_id"] is None and q["predicted_intent_title"] == "T"
+    assert q["predicted_intent_inherit_skill"] is False
     assert q["extra"] == {
         "is_human_chat": 1,
         "session_id": 99,
         "question": "what?",
-        "intents": {"predicted": {"id": "abc", "inherit_skill": False}},
+        "intents": {"predicted": {"id": "abc"}},
     }
     a = dict(zip(TABLE_COLUMNS["messages"], nc.rows["messages"][1], strict=True))
     assert a["displayed_action_language"] == "en"
