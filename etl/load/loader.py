@@ -12,11 +12,11 @@ caller's transaction:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, MetaData
+from sqlalchemy import ColumnElement, Connection, MetaData, Table, case, func
 
 from etl.normalize import (
     CHILD_TABLES,
@@ -34,8 +34,6 @@ Stored = tuple[str, datetime | None]  # a stored conversation's content_hash and
 LOAD_COLUMNS: Final = ("content_hash", "exported_at", "loaded_at", "load_run_id")
 CONVERSATION_COLUMNS: Final = TABLE_COLUMNS["conversations"] + LOAD_COLUMNS
 
-_SEEN_AT: Final = {table: TABLE_COLUMNS[table].index("last_seen_at") for table in DIMENSION_TABLES}
-
 
 def replaces(exported_at: datetime, content_hash: str, stored: Stored | None) -> bool:
     """Whether an incoming conversation replaces the stored copy.
@@ -52,16 +50,61 @@ def replaces(exported_at: datetime, content_hash: str, stored: Stored | None) ->
     return stored_exported_at is None or exported_at >= stored_exported_at
 
 
-def latest_per_id(rows: list[Row], seen_at: int) -> list[Row]:
-    """Dimension rows, one per id: the latest `last_seen_at` wins, the later row on a tie."""
-    if len(rows) < 2:
-        return rows
-    latest: dict[Any, Row] = {}
-    for row in rows:
-        current = latest.get(row[0])
-        if current is None or _later_or_equal(row[seen_at], current[seen_at]):
-            latest[row[0]] = row
-    return list(latest.values())
+class ReferenceFold:
+    """A window's references to one dimension (intents or actions), folded per id.
+
+    Per attribute, the value of the latest reference (by `last_seen_at`, the later one on a
+    tie) that has one: a reference without a title never blanks the title an earlier one
+    gave. The same id usually comes with the same values, so each id keeps its distinct
+    versions (value tuple and the latest time seen), and attributes are folded once, in
+    `rows()`. Rows are laid out as TABLE_COLUMNS: id first, then the attributes,
+    last_seen_at and extra last.
+    """
+
+    __slots__ = ("_versions",)
+
+    def __init__(self) -> None:
+        self._versions: dict[Any, list[list[Any]]] = {}
+
+    def add(self, rows: Iterable[Row]) -> None:
+        versions = self._versions
+        for row in rows:
+            values, seen, extra = row[1:-2], row[-2], row[-1]
+            known = versions.get(row[0])
+            if known is None:
+                versions[row[0]] = [[values, extra, seen]]
+                continue
+            for version in known:
+                if version[0] == values and version[1] == extra:
+                    if _later_or_equal(seen, version[2]):
+                        version[2] = seen
+                    break
+            else:
+                known.append([values, extra, seen])
+
+    def rows(self) -> list[Row]:
+        """One row per id, each attribute the latest non-null; last_seen_at the latest."""
+        folded: list[Row] = []
+        for id_, known in self._versions.items():
+            if len(known) == 1:
+                ((values, extra, seen),) = known
+                folded.append((id_, *values, seen, extra))
+                continue
+            # Oldest first (undated before dated), so later values overwrite earlier ones.
+            ordered = sorted(known, key=lambda v: (v[2] is not None, v[2] or _EPOCH))
+            row: list[Any] = [id_, *ordered[0][0], ordered[0][2], ordered[0][1]]
+            for values, extra, seen in ordered[1:]:
+                for i, value in enumerate((*values, seen, extra), 1):
+                    if value is not None:
+                        row[i] = value
+            folded.append(tuple(row))
+        return folded
+
+    def clear(self) -> None:
+        self._versions.clear()
+
+
+_EPOCH: Final = datetime(1, 1, 1, tzinfo=UTC)
 
 
 def _later_or_equal(a: datetime | None, b: datetime | None) -> bool:
@@ -74,8 +117,9 @@ class WindowLoader(ABC):
     """Merges a window's conversations, batch by batch, inside the caller's transaction.
 
     A stored conversation is replaced only when `replaces` says so; its child rows are
-    replaced wholesale (deleted by conversation_id, then inserted), and the dimension rows its
-    messages carry are upserted, the latest seen winning.
+    replaced wholesale (deleted by conversation_id, then inserted). The dimension references
+    its messages carry are folded over the window (`ReferenceFold`) and upserted once, in
+    `finish`: per attribute, the latest non-null value wins, stored or new.
     """
 
     def __init__(
@@ -92,6 +136,8 @@ class WindowLoader(ABC):
         self.rows: dict[str, int] = dict.fromkeys(TABLE_COLUMNS, 0)
         self.changed_count = 0
         self.unchanged_count = 0
+        self._references = {table: ReferenceFold() for table in DIMENSION_TABLES}
+        self._references_plain = True
 
     def merge(self, batch: Sequence[NormalizedConversation]) -> None:
         """Load the conversations of a batch (ids unique within it) that `replaces` lets in."""
@@ -135,14 +181,18 @@ class WindowLoader(ABC):
         for table in CHILD_TABLES:
             self._insert(table, [row for c in batch for row in c.rows[table]], plain)
         for table in DIMENSION_TABLES:
-            rows = latest_per_id([row for c in batch for row in c.rows[table]], _SEEN_AT[table])
-            if rows:
-                self._merge_dimension(table, rows, plain=plain)
-                self.rows[table] += len(rows)
+            self._references[table].add(row for c in batch for row in c.rows[table])
+        self._references_plain = self._references_plain and plain
 
-    @abstractmethod
     def finish(self) -> None:
-        """Anything the batches left to do; once, after the last batch, before the commit."""
+        """Upsert the window's dimension rows; once, after the last batch, before the commit."""
+        for table in DIMENSION_TABLES:
+            rows = self._references[table].rows()
+            self._references[table].clear()
+            if rows:
+                self._upsert_dimension(table, rows, plain=self._references_plain)
+                self.rows[table] += len(rows)
+        self._references_plain = True
 
     def _insert(self, table: str, rows: list[Row], plain: bool) -> None:
         if rows:
@@ -165,8 +215,26 @@ class WindowLoader(ABC):
         """
 
     @abstractmethod
-    def _merge_dimension(self, table: str, rows: list[Row], *, plain: bool) -> None:
-        """Upsert dimension rows (one per id): a row replaces a stored one seen no later."""
+    def _upsert_dimension(self, table: str, rows: list[Row], *, plain: bool) -> None:
+        """Upsert dimension rows (one per id), each column set by `dimension_updates`."""
+
+
+def dimension_updates(target: Table, excluded: Any) -> dict[str, ColumnElement[Any]]:
+    """The SET clause of a dimension upsert: per attribute, the latest non-null value.
+
+    An incoming row seen no earlier than the stored one gives its non-null values; an older
+    one only fills what the stored row lacks. `excluded` is the statement's EXCLUDED row.
+    """
+    stored_seen = target.c.last_seen_at
+    newer = stored_seen.is_(None) | (excluded.last_seen_at >= stored_seen)
+    return {
+        column.name: case(
+            (newer, func.coalesce(excluded[column.name], column)),
+            else_=func.coalesce(column, excluded[column.name]),
+        )
+        for column in target.c
+        if column.name != "id"
+    }
 
 
 def open_loader(

@@ -11,11 +11,12 @@ from typing import Any, Final
 import orjson
 from psycopg import Cursor, sql
 from psycopg.types.json import Jsonb, set_json_dumps
-from sqlalchemy import JSON, Connection, MetaData, Table
+from sqlalchemy import JSON, Connection, MetaData, Table, column, select
+from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql
 
-from etl.load.loader import CONVERSATION_COLUMNS, Row, Stored, WindowLoader
-from etl.normalize import CHILD_TABLES, DIMENSION_TABLES, TABLE_COLUMNS
+from etl.load.loader import CONVERSATION_COLUMNS, Row, Stored, WindowLoader, dimension_updates
+from etl.normalize import CHILD_TABLES, TABLE_COLUMNS
 from etl.testhooks import pause_point
 
 # JSON text for conversations that are not plain (integers beyond 64 bits, say), which orjson
@@ -49,8 +50,8 @@ class PostgresLoader(WindowLoader):
     """Merges batches with a few set-wise statements and binary COPYs per batch.
 
     Binary COPY with declared column types (psycopg's compiled `write_row`): the server parses
-    no numbers or timestamps. Dimension rows are staged in temporary tables batch by batch and
-    upserted once, at the window's end.
+    no numbers or timestamps. The window's dimension rows are staged in a temporary table and
+    upserted once, at its end.
     """
 
     def __init__(
@@ -65,7 +66,6 @@ class PostgresLoader(WindowLoader):
             name: tuple(i for i, t in enumerate(types) if t == "jsonb")
             for name, types in self._types.items()
         }
-        self._staged = False
 
     def _name(self, table: str) -> sql.Composable:
         if self._schema:
@@ -115,47 +115,26 @@ class PostgresLoader(WindowLoader):
                     write_row(row)
                 pause_point("mid-copy")  # tests only: ETL_TEST_PAUSE_AT
 
-    def _merge_dimension(self, table: str, rows: list[Row], *, plain: bool) -> None:
-        if not self._staged:
-            with self._raw.cursor() as cur:
-                for name in DIMENSION_TABLES:
-                    cur.execute(
-                        sql.SQL(
-                            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}, ord bigserial) "
-                            "ON COMMIT DROP"
-                        ).format(_stage(name), self._name(name))
-                    )
-            self._staged = True
-        # The stage's `ord` numbers rows in window order: the later row wins a last_seen_at tie.
-        self._copy(_stage(table), table, rows, plain)
-
-    def finish(self) -> None:
-        """Upsert the dimension rows the window's batches staged: one statement a table."""
-        if not self._staged:
-            return
-        for table in DIMENSION_TABLES:
-            columns = TABLE_COLUMNS[table]
-            names = sql.SQL(", ").join(map(sql.Identifier, columns))
-            updates = sql.SQL(", ").join(
-                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-                for c in columns
-                if c != "id"
+    def _upsert_dimension(self, table: str, rows: list[Row], *, plain: bool) -> None:
+        """COPY the window's folded rows into a temporary stage, then one upsert from it."""
+        stage = f"etl_stage_{table}"
+        with self._raw.cursor() as cur:
+            cur.execute(
+                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DROP").format(
+                    sql.Identifier(stage), self._name(table)
+                )
             )
-            statement = sql.SQL(
-                "INSERT INTO {target} AS t ({cols}) "
-                "SELECT DISTINCT ON (id) {cols} FROM {stage} "
-                "ORDER BY id, last_seen_at DESC NULLS LAST, ord DESC "
-                "ON CONFLICT (id) DO UPDATE SET {updates} "
-                "WHERE t.last_seen_at IS NULL OR EXCLUDED.last_seen_at >= t.last_seen_at"
-            ).format(target=self._name(table), cols=names, stage=_stage(table), updates=updates)
-            with self._raw.cursor() as cur:
-                cur.execute(statement)
-                cur.execute(sql.SQL("TRUNCATE {}").format(_stage(table)))
-        self._staged = False
-
-
-def _stage(table: str) -> sql.Identifier:
-    return sql.Identifier(f"etl_stage_{table}")
+        self._copy(sql.Identifier(stage), table, rows, plain)
+        target = self._tables[table]
+        columns = TABLE_COLUMNS[table]
+        staged = select(sa_table(stage, *map(column, columns)))
+        statement = postgresql.insert(target).from_select(columns, staged)
+        statement = statement.on_conflict_do_update(
+            index_elements=[target.c.id], set_=dimension_updates(target, statement.excluded)
+        )
+        self._conn.execute(statement)
+        with self._raw.cursor() as cur:
+            cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(stage)))
 
 
 _DIALECT: Final = postgresql.dialect()  # type: ignore[no-untyped-call]

@@ -437,7 +437,7 @@ def _add_pipeline_tables(md: MetaData) -> None:
             unique=True,
         ),
         _c("conversation_id", BigInteger, "The conversation's id, when it is a 64-bit integer."),
-        _c("state_key", Text, "etl_state.state_key of the window (\"file\" keys for files)."),
+        _c("state_key", Text, 'etl_state.state_key of the window ("file" keys for files).'),
         _c("source", Text, "The window (start/end) or the file the conversation came from."),
         _c("window_start", UTCDateTime, "Window start (inclusive), UTC."),
         _c("window_end", UTCDateTime, "Window end (exclusive), UTC."),
@@ -452,7 +452,12 @@ def _add_pipeline_tables(md: MetaData) -> None:
         _c("run_id", Text, "Run that last rejected it.", nullable=False),
         _c("rejected_at", UTCDateTime, "When it was first rejected, UTC.", nullable=False),
         _c("last_tried_at", UTCDateTime, "When a load last failed on it, UTC.", nullable=False),
-        _c("attempts", Integer, "Loads that failed on it (windows and reprocess-rejects).", nullable=False),
+        _c(
+            "attempts",
+            Integer,
+            "Loads that failed on it (windows and reprocess-rejects).",
+            nullable=False,
+        ),
         _ix("etl_rejects", "conversation_id"),
         comment="Quarantine: conversations that could not be loaded, kept whole until they can.",
     )

@@ -9,7 +9,7 @@ from typing import Any, Final
 from sqlalchemy import JSON, Table, Text, bindparam, delete, select
 from sqlalchemy.dialects.sqlite import insert
 
-from etl.load.loader import CONVERSATION_COLUMNS, Row, Stored, WindowLoader
+from etl.load.loader import CONVERSATION_COLUMNS, Row, Stored, WindowLoader, dimension_updates
 from etl.normalize import CHILD_TABLES, TABLE_COLUMNS
 from etl.testhooks import pause_point
 
@@ -28,7 +28,7 @@ def chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
 
 
 class SQLiteLoader(WindowLoader):
-    """Merges batches with chunked statements; dimension rows are upserted batch by batch."""
+    """Merges batches with chunked statements and batched inserts; one upsert per dimension."""
 
     def _stored(self, ids: list[int]) -> dict[int, Stored]:
         table = self._tables["conversations"]
@@ -61,18 +61,12 @@ class SQLiteLoader(WindowLoader):
         self._conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
         pause_point("mid-copy")  # tests only: ETL_TEST_PAUSE_AT
 
-    def finish(self) -> None:
-        """Nothing: each batch upserted its dimension rows."""
-
-    def _merge_dimension(self, table: str, rows: list[Row], *, plain: bool) -> None:
+    def _upsert_dimension(self, table: str, rows: list[Row], *, plain: bool) -> None:
         columns = TABLE_COLUMNS[table]
         target = self._tables[table]
         statement = insert(target)
         statement = statement.on_conflict_do_update(
-            index_elements=[target.c.id],
-            set_={c: statement.excluded[c] for c in columns if c != "id"},
-            where=(target.c.last_seen_at.is_(None))
-            | (statement.excluded.last_seen_at >= target.c.last_seen_at),
+            index_elements=[target.c.id], set_=dimension_updates(target, statement.excluded)
         )
         self._conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
 

@@ -35,8 +35,14 @@ TIMESTAMP = sa.DateTime(timezone=True)
 JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 
 _MESSAGE_COLUMNS = (
-    ("predicted_intent_inherit_skill", "Question: predicted intent's inherit_skill, as in this message."),
-    ("came_from_intent_inherit_skill", "Answer: came-from intent's inherit_skill, as in this message."),
+    (
+        "predicted_intent_inherit_skill",
+        "Question: predicted intent's inherit_skill, as in this message.",
+    ),
+    (
+        "came_from_intent_inherit_skill",
+        "Answer: came-from intent's inherit_skill, as in this message.",
+    ),
 )
 _RUN_COUNTS = (
     ("conversations_new", "Conversations not stored before, loaded."),
@@ -136,7 +142,9 @@ def upgrade() -> None:
             nullable=True,
             comment="The window (start/end) or the file the conversation came from.",
         ),
-        sa.Column("window_start", TIMESTAMP, nullable=True, comment="Window start (inclusive), UTC."),
+        sa.Column(
+            "window_start", TIMESTAMP, nullable=True, comment="Window start (inclusive), UTC."
+        ),
         sa.Column("window_end", TIMESTAMP, nullable=True, comment="Window end (exclusive), UTC."),
         sa.Column(
             "position",
@@ -164,7 +172,10 @@ def upgrade() -> None:
             "rejected_at", TIMESTAMP, nullable=False, comment="When it was first rejected, UTC."
         ),
         sa.Column(
-            "last_tried_at", TIMESTAMP, nullable=False, comment="When a load last failed on it, UTC."
+            "last_tried_at",
+            TIMESTAMP,
+            nullable=False,
+            comment="When a load last failed on it, UTC.",
         ),
         sa.Column(
             "attempts",

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
-from etl.load.loader import latest_per_id, open_loader, replaces
+from etl.load.loader import ReferenceFold, open_loader, replaces
 from etl.load.schema import build_metadata
 from etl.load.state import StateStore
 from etl.normalize import (
@@ -393,29 +393,57 @@ def _intent_rows(*conversations: dict[str, Any]) -> list[tuple[Any, ...]]:
     return [row for c in conversations for row in normalize_conversation(c).rows["intents"]]
 
 
-def test_latest_per_id_keeps_the_latest_last_seen_at_whatever_the_order() -> None:
+def _folded(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    fold = ReferenceFold()
+    fold.add(rows)
+    return fold.rows()
+
+
+def test_fold_keeps_the_latest_last_seen_at_whatever_the_order() -> None:
     newest = _with_intent(1, "2024-01-02T10:00:00+00:00", "newest")
     older = _with_intent(2, "2024-01-01T10:00:00+00:00", "older, later in the batch")
     for rows in (_intent_rows(newest, older), _intent_rows(older, newest)):
         assert len(rows) == 2
-        ((intent_id, title, *_),) = latest_per_id(rows, INTENT_SEEN_AT)
+        ((intent_id, title, _, seen, _),) = _folded(rows)
         assert (intent_id, title) == (42, "newest")
+        assert seen == datetime(2024, 1, 2, 10, tzinfo=UTC)
 
 
-def test_latest_per_id_on_a_tie_keeps_the_later_row() -> None:
+def test_fold_on_a_tie_keeps_the_later_row() -> None:
     rows = _intent_rows(
         *(_with_intent(cid, "2024-01-01T10:00:00Z", title) for cid, title in enumerate("abc", 1))
     )
-    ((_, title, *_),) = latest_per_id(rows, INTENT_SEEN_AT)
+    ((_, title, *_),) = _folded(rows)
     assert title == "c"
 
 
-def test_latest_per_id_keeps_one_row_per_id_and_dated_rows_over_undated_ones() -> None:
+def test_fold_keeps_one_row_per_id_and_dated_values_over_undated_ones() -> None:
     old, new = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC)
-    rows = [(1, "1 undated", None), (2, "2 new", new), (1, "1 old", old), (2, "2 undated", None)]
-    assert sorted(latest_per_id(rows, 2)) == [(1, "1 old", old), (2, "2 new", new)]
-    undated = [(3, "first", None), (3, "second", None)]
-    assert latest_per_id(undated, 2) == [(3, "second", None)]
+    rows = [
+        (1, "1 undated", None, None),
+        (2, "2 new", new, None),
+        (1, "1 old", old, None),
+        (2, "2 undated", None, None),
+    ]
+    assert sorted(_folded(rows)) == [(1, "1 old", old, None), (2, "2 new", new, None)]
+    undated = [(3, "first", None, None), (3, "second", None, None)]
+    assert _folded(undated) == [(3, "second", None, None)]
+
+
+def test_fold_takes_each_attribute_from_the_latest_reference_that_has_it() -> None:
+    """A later reference without a title (optional, says the changelog) keeps the title an
+    earlier one gave; extra is an attribute too."""
+    t1, t2, t3 = (datetime(2024, 1, d, tzinfo=UTC) for d in (1, 2, 3))
+    rows = [
+        (42, "Greeting", True, t1, {"confidence": 0.9}),
+        (42, None, False, t3, None),  # the latest: no title, no extra
+        (42, "Old title", None, t2, None),
+        (7, None, None, t2, None),
+    ]
+    assert sorted(_folded(rows)) == [
+        (7, None, None, t2, None),
+        (42, "Old title", False, t3, {"confidence": 0.9}),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -132,7 +132,11 @@ def reconstruct(nc: NormalizedConversation) -> dict[str, Any]:
                 )
                 item["intent"] = _pick(
                     a,
-                    {"id": "intent_id", "title": "intent_title", "inherit_skill": "intent_inherit_skill"},
+                    {
+                        "id": "intent_id",
+                        "title": "intent_title",
+                        "inherit_skill": "intent_inherit_skill",
+                    },
                 )
                 analysed = _finish(a, item)
                 if a["intent_id"] is not None:  # its dimension row holds the same values
