@@ -193,15 +193,24 @@ def backfill(obj: _Context, from_: str, to: str, window: str | None, dry_run: bo
 @click.argument(
     "paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
+@click.option(
+    "--replace",
+    is_flag=True,
+    help=(
+        "Let the files' conversations replace stored copies whatever their export times (by "
+        "default a copy from an older export, or from a file without query_info.current_time, "
+        "does not replace one from a known, later export)."
+    ),
+)
 @pass_ctx
-def load_file(obj: _Context, paths: tuple[Path, ...]) -> None:
+def load_file(obj: _Context, paths: tuple[Path, ...], replace: bool) -> None:
     """Load saved export files (.json or .json.gz, the array as the API sends it)."""
     settings = obj.settings()
     pipeline = _pipeline(obj, settings, "load-file")
     try:
         with pipeline.lock():
             pipeline.check_schema()
-            result = pipeline.load_files(paths)
+            result = pipeline.load_files(paths, replace=replace)
         log.info("loaded %d file(s), %d conversations", len(result.windows), result.conversations)
     finally:
         pipeline.close()

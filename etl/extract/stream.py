@@ -101,6 +101,8 @@ class ExportStream:
             )
         self.query_info: dict[str, Any] = {}
         self.post_query_info: dict[str, Any] | None = None
+        # Top-level elements of a type this version does not know, kept whole for the run log.
+        self.unknown_elements: list[Any] = []
         self.received = 0
         self.complete = False
         self._read_query_info()
@@ -252,8 +254,12 @@ class ExportStream:
                     self.source,
                 )
             else:
+                self.unknown_elements.append(element)
                 log.warning(
-                    "window %s: skipping an export element of unknown type %r", self.source, kind
+                    "%s: an export element of unknown type %r is not loaded; it is kept in "
+                    "etl_runs.unknown_elements",
+                    self.source,
+                    kind,
                 )
         self._check_complete()
 

@@ -35,19 +35,37 @@ LOAD_COLUMNS: Final = ("content_hash", "exported_at", "loaded_at", "load_run_id"
 CONVERSATION_COLUMNS: Final = TABLE_COLUMNS["conversations"] + LOAD_COLUMNS
 
 
-def replaces(exported_at: datetime, content_hash: str, stored: Stored | None) -> bool:
-    """Whether an incoming conversation replaces the stored copy.
+# What a window does with each conversation it carries (etl_runs.conversations_<outcome>).
+NEW: Final = "new"  # not stored before: loaded
+CHANGED: Final = "changed"  # stored, differs, and this export is not older: replaced
+UNCHANGED: Final = "unchanged"  # stored with the same content hash: nothing written
+OLDER: Final = "older"  # stored from a later (or a known) export: the stored copy stays
+REJECTED: Final = "rejected"  # could not be loaded: quarantined in etl_rejects
+OUTCOMES: Final = (NEW, CHANGED, UNCHANGED, OLDER, REJECTED)
+LOADED: Final = frozenset({NEW, CHANGED})
 
-    Only when it differs, and the stored copy is from an older (or the same) export: re-loading
-    a window changes no row, and an old window loaded after a newer one never brings stale
-    data back.
+
+def outcome(
+    exported_at: datetime | None, content_hash: str, stored: Stored | None, *, replace: bool = False
+) -> str:
+    """What an incoming copy does to the stored one: NEW, CHANGED, UNCHANGED or OLDER.
+
+    A copy replaces the stored one only when it differs and is not from an older export:
+    re-loading a window changes no row, and an old window loaded after a newer one never
+    brings stale data back. The export time is `query_info.current_time`; a saved file
+    without one (`exported_at` None) has no place in that order, so it replaces only a copy
+    without a known export time, unless the user says `replace` (`etl load-file --replace`).
     """
     if stored is None:
-        return True
+        return NEW
     stored_hash, stored_exported_at = stored
     if stored_hash == content_hash:
-        return False
-    return stored_exported_at is None or exported_at >= stored_exported_at
+        return UNCHANGED
+    if replace or stored_exported_at is None:
+        return CHANGED
+    if exported_at is None or exported_at < stored_exported_at:
+        return OLDER
+    return CHANGED
 
 
 class ReferenceFold:
@@ -116,14 +134,20 @@ def _later_or_equal(a: datetime | None, b: datetime | None) -> bool:
 class WindowLoader(ABC):
     """Merges a window's conversations, batch by batch, inside the caller's transaction.
 
-    A stored conversation is replaced only when `replaces` says so; its child rows are
+    A stored conversation is replaced only when `outcome` says so; its child rows are
     replaced wholesale (deleted by conversation_id, then inserted). The dimension references
     its messages carry are folded over the window (`ReferenceFold`) and upserted once, in
     `finish`: per attribute, the latest non-null value wins, stored or new.
     """
 
     def __init__(
-        self, conn: Connection, metadata: MetaData, *, run_id: str, exported_at: datetime
+        self,
+        conn: Connection,
+        metadata: MetaData,
+        *,
+        run_id: str,
+        exported_at: datetime | None,
+        replace: bool = False,
     ) -> None:
         self._conn = conn
         self._tables = {
@@ -132,15 +156,15 @@ class WindowLoader(ABC):
         }
         self._schema = metadata.schema
         self._run_id = run_id
-        self._exported_at = exported_at.astimezone(UTC)
+        self._exported_at = exported_at.astimezone(UTC) if exported_at is not None else None
+        self._replace_all = replace
         self.rows: dict[str, int] = dict.fromkeys(TABLE_COLUMNS, 0)
-        self.changed_count = 0
-        self.unchanged_count = 0
+        self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self._references = {table: ReferenceFold() for table in DIMENSION_TABLES}
         self._references_plain = True
 
     def merge(self, batch: Sequence[NormalizedConversation]) -> None:
-        """Load the conversations of a batch (ids unique within it) that `replaces` lets in."""
+        """Load the conversations of a batch (ids unique within it) that are NEW or CHANGED."""
         flags = self.changed(batch)
         self.load([c for c, load in zip(batch, flags, strict=True) if load])
 
@@ -149,9 +173,12 @@ class WindowLoader(ABC):
         if not batch:
             return []
         stored = self._stored([c.id for c in batch])
-        exported_at = self._exported_at
-        flags = [replaces(exported_at, c.content_hash, stored.get(c.id)) for c in batch]
-        self.unchanged_count += len(flags) - sum(flags)
+        exported_at, replace, counts = self._exported_at, self._replace_all, self.outcomes
+        flags = []
+        for c in batch:
+            result = outcome(exported_at, c.content_hash, stored.get(c.id), replace=replace)
+            counts[result] += 1
+            flags.append(result in LOADED)
         return flags
 
     def load(self, batch: Sequence[NormalizedConversation]) -> None:
@@ -168,7 +195,6 @@ class WindowLoader(ABC):
             raise NormalizeError(TOO_DEEP, conversation_id=culprit) from None
 
     def _replace(self, batch: Sequence[NormalizedConversation]) -> None:
-        self.changed_count += len(batch)
         # Every id, stored or not: rows left by a conversation deleted by hand (there are no
         # foreign keys) must not block its reload.
         self._delete([c.id for c in batch])
@@ -238,7 +264,12 @@ def dimension_updates(target: Table, excluded: Any) -> dict[str, ColumnElement[A
 
 
 def open_loader(
-    conn: Connection, metadata: MetaData, *, run_id: str, exported_at: datetime
+    conn: Connection,
+    metadata: MetaData,
+    *,
+    run_id: str,
+    exported_at: datetime | None,
+    replace: bool = False,
 ) -> WindowLoader:
     """The loader for the warehouse `conn` is connected to."""
     from etl.load.postgres import PostgresLoader
@@ -248,4 +279,6 @@ def open_loader(
         "postgresql": PostgresLoader,
         "sqlite": SQLiteLoader,
     }
-    return loaders[conn.dialect.name](conn, metadata, run_id=run_id, exported_at=exported_at)
+    return loaders[conn.dialect.name](
+        conn, metadata, run_id=run_id, exported_at=exported_at, replace=replace
+    )

@@ -55,9 +55,15 @@ class PostgresLoader(WindowLoader):
     """
 
     def __init__(
-        self, conn: Connection, metadata: MetaData, *, run_id: str, exported_at: datetime
+        self,
+        conn: Connection,
+        metadata: MetaData,
+        *,
+        run_id: str,
+        exported_at: datetime | None,
+        replace: bool = False,
     ) -> None:
-        super().__init__(conn, metadata, run_id=run_id, exported_at=exported_at)
+        super().__init__(conn, metadata, run_id=run_id, exported_at=exported_at, replace=replace)
         raw = conn.connection.driver_connection
         assert raw is not None
         self._raw = raw

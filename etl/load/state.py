@@ -39,6 +39,13 @@ class WindowReport:
     seconds: float = 0.0
     outcome: str = "ok"
     error: str | None = None
+    # What the window did with each conversation: etl.load.loader.OUTCOMES -> count.
+    conversation_outcomes: dict[str, int] = field(default_factory=dict)
+    query_info: dict[str, Any] | None = None
+    post_query_info: dict[str, Any] | None = None
+    unknown_elements: list[Any] = field(default_factory=list)
+    # False for a saved file without query_info.current_time (see etl.load.loader.outcome).
+    export_time_known: bool = True
 
 
 class StateStore:
@@ -106,6 +113,13 @@ class StateStore:
                 seconds=round(report.seconds, 3),
                 outcome=report.outcome,
                 error=report.error,
+                **{
+                    f"conversations_{name}": count
+                    for name, count in report.conversation_outcomes.items()
+                },
+                query_info=report.query_info,
+                post_query_info=report.post_query_info,
+                unknown_elements=report.unknown_elements or None,
             )
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from etl.load.loader import OLDER, OUTCOMES
 from etl.load.state import WindowReport
 from etl.windows import Window
 
@@ -25,6 +26,11 @@ class Progress(Protocol):
     def window_done(self, report: WindowReport) -> None: ...
 
     def end(self) -> None: ...
+
+
+def describe_outcomes(counts: dict[str, int]) -> str:
+    """ "3 new, 1 changed, 12 unchanged, 0 older, 0 rejected" (every outcome, in one order)."""
+    return ", ".join(f"{counts.get(name, 0)} {name}" for name in OUTCOMES)
 
 
 class LogProgress:
@@ -50,17 +56,35 @@ class LogProgress:
         self._done += 1
         rate = report.conversations / report.seconds if report.seconds > 0 else 0.0
         log.info(
-            "window %s loaded (%d/%d): %d conversations, %d rows, %d bytes, %.1fs, %.0f conv/s, attempts %d",
+            "window %s loaded (%d/%d): %d conversations (%s), %d rows, %d bytes, %.1fs, "
+            "%.0f conv/s, attempts %d",
             report.window,
             self._done,
             self._total,
             report.conversations,
+            describe_outcomes(report.conversation_outcomes),
             sum(report.rows.values()),
             report.bytes,
             report.seconds,
             rate,
             report.attempts,
         )
+        older = report.conversation_outcomes.get(OLDER, 0)
+        if older and not report.export_time_known:
+            log.warning(
+                "window %s: the file has no query_info.current_time, so its conversations only "
+                "replace stored copies without a known export time: %d stored copies from a "
+                "known export were kept; load it with `etl load-file --replace` to replace them",
+                report.window,
+                older,
+            )
+        elif older:
+            log.warning(
+                "window %s: %d conversations were not loaded: the warehouse holds them from a "
+                "later export",
+                report.window,
+                older,
+            )
 
     def end(self) -> None:
         """Nothing to tear down."""

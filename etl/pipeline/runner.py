@@ -178,33 +178,43 @@ class Pipeline:
 
         return self._load_windows(windows, touches)
 
-    def load_files(self, paths: Iterable[Path]) -> RunResult:
-        """Load saved export files through the same normalizer and loader; no watermark."""
+    def load_files(self, paths: Iterable[Path], *, replace: bool = False) -> RunResult:
+        """Load saved export files through the same normalizer and loader; no watermark.
+
+        `replace`: a file's conversations replace stored copies whatever their export times
+        (see etl.load.loader.outcome).
+        """
         result = RunResult()
         paths = list(paths)
         self.progress.begin(len(paths), self.command)
         try:
             for path in paths:
-                result.windows.append(self._load_file(path))
+                result.windows.append(self._load_file(path, replace))
         finally:
             self.progress.end()
         return result
 
-    def _load_file(self, path: Path) -> WindowReport:
+    def _load_file(self, path: Path, replace: bool) -> WindowReport:
         try:
-            return self._load_file_with(path, pure_python=False)
+            return self._load_file_with(path, replace, pure_python=False)
         except ExactParseNeeded as exc:
             log.warning("%s", exc)
-            return self._load_file_with(path, pure_python=True)
+            return self._load_file_with(path, replace, pure_python=True)
 
-    def _load_file_with(self, path: Path, *, pure_python: bool) -> WindowReport:
+    def _load_file_with(self, path: Path, replace: bool, *, pure_python: bool) -> WindowReport:
         started = time.monotonic()
         stream = open_export_file(path, pure_python=pure_python)
         window = _file_window(stream, path)
         report = WindowReport(self.run_id, self.key, self.command, window, self.clock(), attempts=1)
         self.progress.window_started(window, 1)
+        # A saved file's export time is what its query_info says, or unknown.
+        exported_at = _export_time(stream.query_info)
+        report.export_time_known = exported_at is not None
         try:
-            self._load_stream(stream, report, advance=None, started=started)
+            self._load_stream(
+                stream, report, advance=None, started=started, exported_at=exported_at,
+                replace=replace,
+            )  # fmt: skip
         except ExactParseNeeded:
             raise
         except BrokenStreamError as exc:
@@ -248,11 +258,14 @@ class Pipeline:
                     self.progress.window_started(window, report.attempts)
                     try:
                         with self.client.open(window) as stream:
+                            # The server's time of the export, or (it did not say) ours.
+                            exported_at = _export_time(stream.query_info) or self.clock()
                             self._load_stream(
                                 stream,
                                 report,
                                 advance=lambda mark: should_advance(window, mark),
                                 started=started,
+                                exported_at=exported_at,
                             )
                     except ExactParseNeeded:
                         self.client.parse_exactly(window)  # on the next attempt
@@ -304,19 +317,25 @@ class Pipeline:
         *,
         advance: Callable[[datetime | None], bool] | None,
         started: float,
+        exported_at: datetime | None,
+        replace: bool = False,
     ) -> None:
         """Load one window's stream in one transaction; `advance(watermark)` says, at commit
         time, whether the watermark moves to the window's end (read in the same transaction).
-        None: it never moves (files)."""
-        exported_at = _export_time(stream.query_info) or self.clock()
+        None: it never moves (files). `exported_at` and `replace`: see loader.outcome."""
         report.expected_conversations = stream.expected
+        report.query_info = stream.query_info
         where = (
             f"window {stream.source}" if isinstance(stream.source, Window) else str(stream.source)
         )
         try:
             with begin_write(self.engine) as conn:
                 loader = open_loader(
-                    conn, self.metadata, run_id=self.run_id, exported_at=exported_at
+                    conn,
+                    self.metadata,
+                    run_id=self.run_id,
+                    exported_at=exported_at,
+                    replace=replace,
                 )
                 received = 0
                 keep_raw = self.settings.warehouse.keep_raw
@@ -335,6 +354,9 @@ class Pipeline:
                 loader.finish()
                 report.conversations = end.received
                 report.rows = dict(loader.rows)
+                report.conversation_outcomes = dict(loader.outcomes)
+                report.post_query_info = end.post_query_info
+                report.unknown_elements = end.unknown_elements
                 report.bytes = end.bytes_received
                 report.seconds = time.monotonic() - started
                 report.outcome = "ok"

@@ -7,8 +7,10 @@ from typing import Any
 
 from sqlalchemy import Engine, MetaData, inspect
 
+from etl.load.loader import OUTCOMES
 from etl.load.state import StateStore
 from etl.normalize import TABLE_COLUMNS
+from etl.pipeline.progress import describe_outcomes
 
 
 def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dict[str, Any]:
@@ -47,6 +49,12 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
                     "outcome": run["outcome"],
                     "attempts": run["attempts"],
                     "conversations": conversations,
+                    "conversation_outcomes": {
+                        name: run[f"conversations_{name}"]
+                        for name in OUTCOMES
+                        if run[f"conversations_{name}"] is not None
+                    },
+                    "unknown_elements": len(run["unknown_elements"] or []),
                     "rows": run["rows"] or {},
                     "bytes": run["bytes"],
                     "seconds": seconds,
@@ -101,6 +109,17 @@ def format_status(status: dict[str, Any]) -> str:
             f"  {run['window_start']} → {run['window_end']}  {run['outcome']:<11} "
             f"{run['conversations']:>7} conv  {sum(run['rows'].values()):>8} rows  "
             f"{run['seconds']:>7.2f} s  {rate if rate is not None else '-':>8} conv/s  attempts {run['attempts']}"
+            + (
+                f"\n      {describe_outcomes(run['conversation_outcomes'])}"
+                if run["conversation_outcomes"]
+                else ""
+            )
+            + (
+                f"\n      {run['unknown_elements']} export element(s) of an unknown type kept in "
+                "etl_runs.unknown_elements"
+                if run["unknown_elements"]
+                else ""
+            )
             + (f"\n      error: {run['error']}" if run["error"] else "")
         )
     lines.append("")

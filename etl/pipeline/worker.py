@@ -56,6 +56,7 @@ class StreamEnd:
     received: int
     bytes_received: int
     post_query_info: dict[str, Any] | None
+    unknown_elements: list[Any]
 
 
 def batch_limits(batch_size: int) -> Iterator[int]:
@@ -149,7 +150,10 @@ def _extract(
                 limit = next(limits)
         if batch:
             out.send(("batch", batch))
-        out.send(("end", StreamEnd(stream.received, stream.bytes_received, stream.post_query_info)))
+        end = StreamEnd(
+            stream.received, stream.bytes_received, stream.post_query_info, stream.unknown_elements
+        )
+        out.send(("end", end))
     except BrokenPipeError:
         return  # the parent is gone
     except Exception as exc:  # noqa: BLE001 - every failure goes to the parent

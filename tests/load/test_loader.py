@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
-from etl.load.loader import ReferenceFold, open_loader, replaces
+from etl.load.loader import ReferenceFold, open_loader, outcome
 from etl.load.schema import build_metadata
 from etl.load.state import StateStore
 from etl.normalize import (
@@ -177,7 +177,7 @@ def test_failure_mid_window_leaves_tables_and_state_unchanged(migrated: TestWare
                 chunk = changed[start : start + 2]
                 loader.merge(normalize_batch([as_sent(c) for c in chunk], keep_raw=False))
                 if start == 6:  # four batches were merged by now, in this transaction
-                    assert loader.changed_count == 8
+                    assert loader.outcomes["changed"] == 3 and loader.outcomes["new"] == 5
                     written = f"SELECT count(*) FROM {migrated.table('conversations')}"
                     assert conn.execute(text(written)).scalar() == 8
                     assert (
@@ -449,15 +449,15 @@ def test_fold_takes_each_attribute_from_the_latest_reference_that_has_it() -> No
 @pytest.mark.parametrize(
     ("incoming_hash", "stored", "expected"),
     [
-        ("h1", None, True),  # not stored yet
-        ("h1", ("h1", T0 - timedelta(days=1)), False),  # same content: nothing to change
-        ("h1", ("h1", T0), False),
-        ("h1", ("h1", T0 + timedelta(days=1)), False),
-        ("h1", ("h1", None), False),
-        ("h2", ("h1", T0 - timedelta(days=1)), True),  # changed, stored from an older export
-        ("h2", ("h1", T0), True),  # changed, same export (a later copy in the window)
-        ("h2", ("h1", T0 + timedelta(days=1)), False),  # stale: a newer export is stored
-        ("h2", ("h1", None), True),  # stored without an export time: replaced
+        ("h1", None, "new"),
+        ("h1", ("h1", T0 - timedelta(days=1)), "unchanged"),  # same content: nothing to change
+        ("h1", ("h1", T0), "unchanged"),
+        ("h1", ("h1", T0 + timedelta(days=1)), "unchanged"),
+        ("h1", ("h1", None), "unchanged"),
+        ("h2", ("h1", T0 - timedelta(days=1)), "changed"),  # stored from an older export
+        ("h2", ("h1", T0), "changed"),  # same export (a later copy in the window)
+        ("h2", ("h1", T0 + timedelta(days=1)), "older"),  # stale: a newer export is stored
+        ("h2", ("h1", None), "changed"),  # stored without an export time: replaced
     ],
     ids=[
         "not-stored",
@@ -471,10 +471,28 @@ def test_fold_takes_each_attribute_from_the_latest_reference_that_has_it() -> No
         "changed-no-export-time",
     ],
 )
-def test_replaces(
-    incoming_hash: str, stored: tuple[str, datetime | None] | None, expected: bool
+def test_outcome(
+    incoming_hash: str, stored: tuple[str, datetime | None] | None, expected: str
 ) -> None:
-    assert replaces(T0, incoming_hash, stored) is expected
+    assert outcome(T0, incoming_hash, stored) == expected
+    # --replace: whatever the export times, a different copy replaces the stored one.
+    forced = outcome(T0, incoming_hash, stored, replace=True)
+    assert forced == ("changed" if expected == "older" else expected)
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        (None, "new"),
+        (("h1", None), "changed"),  # neither export time known: the later load wins
+        (("h1", T0), "older"),  # a copy from a known export is never replaced by an undated one
+    ],
+)
+def test_outcome_of_a_file_without_an_export_time(
+    stored: tuple[str, datetime | None] | None, expected: str
+) -> None:
+    assert outcome(None, "h2", stored) == expected
+    assert outcome(None, "h2", stored, replace=True) == ("new" if stored is None else "changed")
 
 
 # -- JSON too deep to store, through `etl load-file` --------------------------------------------

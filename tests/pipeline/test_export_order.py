@@ -1,0 +1,123 @@
+"""Which copy wins, and what a window says it did, through `etl load-file` on both databases
+(issue 14, "Why" 3, 5 and 7)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from etl.load.schema import build_metadata
+from tests.conftest import TestWarehouse
+from tests.load.test_loaded_values import seed_elements
+from tests.pipeline.cli_helpers import etl
+
+CID = 1000001  # the seed example's conversation
+
+
+def _export(path: Path, conversation: dict[str, Any], current_time: str | None) -> Path:
+    query_info, _, post_query_info = seed_elements()
+    if current_time is None:
+        query_info.pop("current_time", None)
+    else:
+        query_info["current_time"] = current_time
+    path.write_text(json.dumps([query_info, conversation, post_query_info]))
+    return path
+
+
+def _masked(conversation: dict[str, Any]) -> dict[str, Any]:
+    masked = copy.deepcopy(conversation)
+    for message in masked["messages"]:
+        if isinstance(message.get("question"), dict):
+            message["question"]["input"] = "*****"
+    return masked
+
+
+def _inputs(wh: TestWarehouse) -> list[Any]:
+    messages = build_metadata(wh.schema).tables[
+        f"{wh.schema}.messages" if wh.schema else "messages"
+    ]
+    engine = wh.engine()
+    try:
+        with engine.connect() as conn:
+            query = select(messages.c.input).where(messages.c.input.is_not(None))
+            return [row[0] for row in conn.execute(query)]
+    finally:
+        engine.dispose()
+
+
+def _last_run(wh: TestWarehouse) -> dict[str, Any]:
+    runs = build_metadata(wh.schema).tables[f"{wh.schema}.etl_runs" if wh.schema else "etl_runs"]
+    engine = wh.engine()
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(select(runs).order_by(runs.c.id.desc()).limit(1)).mappings().one()
+            return dict(row)
+    finally:
+        engine.dispose()
+
+
+def test_a_file_without_an_export_time_does_not_bring_unmasked_text_back(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    _, seed, _ = seed_elements()
+    masked = _export(tmp_path / "masked.json", _masked(seed), "2024-06-01T00:00:00+00:00")
+    unmasked_undated = _export(tmp_path / "old.json", seed, None)
+    etl("load-file", str(masked), wh=migrated, check=True)
+
+    result = etl("load-file", str(unmasked_undated), wh=migrated, check=True)
+    assert set(_inputs(migrated)) == {"*****"}
+    assert "0 new, 0 changed, 0 unchanged, 1 older, 0 rejected" in result.output
+    assert "has no query_info.current_time" in result.output
+    assert "--replace" in result.output
+    run = _last_run(migrated)
+    assert (run["conversations_older"], run["conversations_changed"]) == (1, 0)
+
+    etl("load-file", "--replace", str(unmasked_undated), wh=migrated, check=True)
+    assert "*****" not in _inputs(migrated)
+    assert _last_run(migrated)["conversations_changed"] == 1
+
+
+def test_an_older_file_says_so_and_an_unchanged_reload_says_unchanged(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    _, seed, _ = seed_elements()
+    newer = _export(tmp_path / "new.json", _masked(seed), "2024-06-01T00:00:00+00:00")
+    older = _export(tmp_path / "old.json", seed, "2024-05-01T00:00:00+00:00")
+    first = etl("load-file", str(newer), wh=migrated, check=True)
+    assert "1 new, 0 changed, 0 unchanged, 0 older" in first.output
+    again = etl("load-file", str(newer), wh=migrated, check=True)
+    assert "0 new, 0 changed, 1 unchanged, 0 older" in again.output
+    stale = etl("load-file", str(older), wh=migrated, check=True)
+    assert "0 new, 0 changed, 0 unchanged, 1 older" in stale.output
+    assert "from a later export" in stale.output
+    assert set(_inputs(migrated)) == {"*****"}
+
+
+def test_the_exports_own_elements_are_kept_with_the_window(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    query_info, seed, post_query_info = seed_elements()
+    query_info["query"] = {"environment": "live", "only_masked": True}
+    surprise = {"type": "statistics", "answers": 3, "nested": {"a": [1, 2]}}
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps([query_info, seed, surprise, post_query_info]))
+    result = etl("load-file", str(path), wh=migrated, check=True)
+    assert "unknown type 'statistics'" in result.output
+    run = _last_run(migrated)
+    assert run["query_info"] == query_info
+    assert run["post_query_info"] == post_query_info
+    assert run["unknown_elements"] == [surprise]
+    status = etl("status", "--json", wh=migrated, check=True)
+    (latest, *_) = json.loads(status.stdout)["runs"]
+    assert latest["unknown_elements"] == 1
+    assert latest["conversation_outcomes"] == {
+        "new": 1,
+        "changed": 0,
+        "unchanged": 0,
+        "older": 0,
+        "rejected": 0,
+    }
