@@ -117,15 +117,31 @@ def migrate(obj: _Context, as_sql: bool) -> None:
     log.info("warehouse %s is at schema revision %s", wh.display_url, migrations.head_revision())
 
 
+def _bad_conversation_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--on-bad-conversation",
+        type=click.Choice(["fail", "quarantine"]),
+        help=(
+            "What a conversation that cannot be loaded does (default: pipeline.on_bad_conversation"
+            ', "fail"): fail its window, or go whole to etl_rejects while the rest loads.'
+        ),
+    )(command)
+
+
+def _policy(value: str | None) -> dict[str, Any]:
+    return {"pipeline.on_bad_conversation": value} if value else {}
+
+
 @cli.command()
 @click.option("--until", help="Stop at this date or date-time instead of now − lag.")
 @click.option(
     "--dry-run", is_flag=True, help="Print the windows that would be loaded, load nothing."
 )
+@_bad_conversation_option
 @pass_ctx
-def run(obj: _Context, until: str | None, dry_run: bool) -> None:
+def run(obj: _Context, until: str | None, dry_run: bool, on_bad_conversation: str | None) -> None:
     """Load every window from the watermark (or pipeline.start) up to now − lag."""
-    settings = obj.settings()
+    settings = obj.settings(**_policy(on_bad_conversation))
     settings.require_api()
     pipeline = _pipeline(obj, settings, "run")
     try:
@@ -161,10 +177,20 @@ def run(obj: _Context, until: str | None, dry_run: bool) -> None:
 @click.option("--to", "to", required=True, help="End, exclusive.")
 @click.option("--window", "window", help="Window size, e.g. 1h, 6h, 1d (default: pipeline.window).")
 @click.option("--dry-run", is_flag=True, help="Print the windows, load nothing.")
+@_bad_conversation_option
 @pass_ctx
-def backfill(obj: _Context, from_: str, to: str, window: str | None, dry_run: bool) -> None:
+def backfill(
+    obj: _Context,
+    from_: str,
+    to: str,
+    window: str | None,
+    dry_run: bool,
+    on_bad_conversation: str | None,
+) -> None:
     """(Re)load a date range, idempotently; never moves the watermark backwards."""
-    settings = obj.settings(**({"pipeline.window": window} if window else {}))
+    settings = obj.settings(
+        **({"pipeline.window": window} if window else {}), **_policy(on_bad_conversation)
+    )
     settings.require_api()
     start, end = _instant(settings, from_, "--from"), _instant(settings, to, "--to")
     if start >= end:
@@ -202,16 +228,36 @@ def backfill(obj: _Context, from_: str, to: str, window: str | None, dry_run: bo
         "does not replace one from a known, later export)."
     ),
 )
+@_bad_conversation_option
 @pass_ctx
-def load_file(obj: _Context, paths: tuple[Path, ...], replace: bool) -> None:
+def load_file(
+    obj: _Context, paths: tuple[Path, ...], replace: bool, on_bad_conversation: str | None
+) -> None:
     """Load saved export files (.json or .json.gz, the array as the API sends it)."""
-    settings = obj.settings()
+    settings = obj.settings(**_policy(on_bad_conversation))
     pipeline = _pipeline(obj, settings, "load-file")
     try:
         with pipeline.lock():
             pipeline.check_schema()
             result = pipeline.load_files(paths, replace=replace)
         log.info("loaded %d file(s), %d conversations", len(result.windows), result.conversations)
+    finally:
+        pipeline.close()
+
+
+@cli.command("reprocess-rejects")
+@pass_ctx
+def reprocess_rejects(obj: _Context) -> None:
+    """Load the quarantined conversations (etl_rejects) again; remove those that load."""
+    settings = obj.settings()
+    pipeline = _pipeline(obj, settings, "reprocess-rejects")
+    try:
+        with pipeline.lock():
+            pipeline.check_schema()
+            counts = pipeline.reprocess_rejects()
+        from etl.pipeline.progress import describe_outcomes
+
+        log.info("reprocess-rejects: %s", describe_outcomes(counts))
     finally:
         pipeline.close()
 

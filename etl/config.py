@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import URL, make_url
@@ -70,12 +70,23 @@ class WarehouseSettings:
         return make_url(self.url).render_as_string(hide_password=True)
 
 
+# pipeline.on_bad_conversation: what a conversation that cannot be loaded does to its window.
+FAIL: Final = "fail"  # the window fails and is rolled back (nothing of it is committed)
+QUARANTINE: Final = "quarantine"  # it goes whole to etl_rejects; the rest of the window loads
+BAD_CONVERSATION_POLICIES: Final = (FAIL, QUARANTINE)
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     start: datetime | None = None
     window: timedelta = timedelta(days=1)
     lag: timedelta = timedelta(hours=2)
     timezone: tzinfo = field(default_factory=lambda: parse_zone("UTC"))
+    on_bad_conversation: str = FAIL
+
+    @property
+    def quarantine(self) -> bool:
+        return self.on_bad_conversation == QUARANTINE
 
 
 @dataclass(frozen=True)
@@ -113,7 +124,7 @@ _KNOWN: dict[str, set[str]] = {
     },
     "api.oauth": {"token_url", "client_id", "client_secret_file", "scope"},
     "warehouse": {"url", "schema", "batch_size", "keep_raw"},
-    "pipeline": {"start", "window", "lag", "timezone"},
+    "pipeline": {"start", "window", "lag", "timezone", "on_bad_conversation"},
     "retry": {"max_attempts", "max_total_wait", "initial_wait", "max_wait"},
 }
 _SECRET_KEYS = {"token", "client_secret", "password", "api_token"}
@@ -219,6 +230,12 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         window=_positive(source, "pipeline.window", pl_raw.get("window", "1d")),
         lag=_convert(source, "pipeline.lag", pl_raw.get("lag", "2h"), parse_duration),
         timezone=zone,
+        on_bad_conversation=_choice(
+            source,
+            "pipeline.on_bad_conversation",
+            pl_raw.get("on_bad_conversation", FAIL),
+            BAD_CONVERSATION_POLICIES,
+        ),
     )
     retry = RetrySettings(
         max_attempts=_int(source, "retry.max_attempts", rt_raw.get("max_attempts", 5), minimum=1),
@@ -257,6 +274,14 @@ def _convert(source: str, key: str, value: Any, fn: Any) -> Any:
         return fn(value)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{key} in {source}: {exc}") from None
+
+
+def _choice(source: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(
+            f"{key} in {source}: {value!r} is not one of {', '.join(map(repr, choices))}"
+        )
+    return str(value)
 
 
 def _positive(source: str, key: str, value: Any) -> timedelta:

@@ -12,8 +12,10 @@ caller's transaction:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import blake2b
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Connection, MetaData, Table, case, func
@@ -26,6 +28,7 @@ from etl.normalize import (
     NormalizeError,
 )
 from etl.normalize.digest import TOO_DEEP
+from etl.normalize.rejects import Rejected, rejected
 
 Row = tuple[Any, ...]
 Stored = tuple[str, datetime | None]  # a stored conversation's content_hash and exported_at
@@ -131,6 +134,16 @@ def _later_or_equal(a: datetime | None, b: datetime | None) -> bool:
     return b is None or a >= b
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a window's conversations come from, as etl_rejects records it."""
+
+    state_key: str | None = None
+    source: str | None = None
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+
+
 class WindowLoader(ABC):
     """Merges a window's conversations, batch by batch, inside the caller's transaction.
 
@@ -162,24 +175,80 @@ class WindowLoader(ABC):
         self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self._references = {table: ReferenceFold() for table in DIMENSION_TABLES}
         self._references_plain = True
+        self._rejects = metadata.tables[
+            f"{metadata.schema}.etl_rejects" if metadata.schema else "etl_rejects"
+        ]
+        self.origin = Origin()
 
-    def merge(self, batch: Sequence[NormalizedConversation]) -> None:
-        """Load the conversations of a batch (ids unique within it) that are NEW or CHANGED."""
-        flags = self.changed(batch)
-        self.load([c for c, load in zip(batch, flags, strict=True) if load])
+    # The dialect's INSERT, which has ON CONFLICT DO UPDATE on both warehouses.
+    _insert_statement: Callable[[Table], Any]
 
-    def changed(self, batch: Sequence[NormalizedConversation]) -> list[bool]:
-        """Which conversations of a batch (ids unique within it) must be loaded."""
+    def merge(
+        self, batch: Sequence[NormalizedConversation], rejects: Sequence[Rejected] = ()
+    ) -> None:
+        """Load the conversations of a batch (ids unique within it) that are NEW or CHANGED,
+        and quarantine `rejects` (conversations the caller could not normalize)."""
+        outcomes = self.changed(batch)
+        loading = [c for c, result in zip(batch, outcomes, strict=True) if result in LOADED]
+        refused = self._claimed_messages(loading)
+        if refused:
+            loading = [c for c in loading if c.id not in refused]
+            for c, result in zip(batch, outcomes, strict=True):
+                if c.id in refused:
+                    self.outcomes[result] -= 1
+            rejects = [*rejects, *refused.values()]
+        self.load(loading)
+        if rejects:
+            self._quarantine(rejects)
+
+    def changed(self, batch: Sequence[NormalizedConversation]) -> list[str]:
+        """What each conversation of a batch (ids unique within it) does: see `outcome`."""
         if not batch:
             return []
         stored = self._stored([c.id for c in batch])
         exported_at, replace, counts = self._exported_at, self._replace_all, self.outcomes
-        flags = []
+        outcomes = []
         for c in batch:
             result = outcome(exported_at, c.content_hash, stored.get(c.id), replace=replace)
             counts[result] += 1
-            flags.append(result in LOADED)
-        return flags
+            outcomes.append(result)
+        return outcomes
+
+    def _claimed_messages(self, batch: Sequence[NormalizedConversation]) -> dict[int, Rejected]:
+        """Conversations with a message id that another conversation holds, to quarantine.
+
+        A message id is the messages table's key: one that belongs to another conversation
+        (stored, or earlier in this batch) would fail the whole window on the key. Without a
+        quarantine that is a data error naming both conversations and the message.
+        """
+        owner: dict[int, int] = {}
+        refused: dict[int, Rejected] = {}
+        for c in batch:
+            for row in c.rows["messages"]:
+                first = owner.setdefault(row[0], c.id)
+                if first != c.id and c.id not in refused:
+                    refused[c.id] = self._claimed(c, row[0], first)
+        loading = {c.id for c in batch}
+        stored = self._message_owners(list(owner)) if owner else {}
+        for c in batch:
+            if c.id in refused:
+                continue
+            for row in c.rows["messages"]:
+                holder = stored.get(row[0])
+                if holder is not None and holder not in loading:
+                    refused[c.id] = self._claimed(c, row[0], holder)
+                    break
+        return refused
+
+    def _claimed(self, c: NormalizedConversation, message_id: int, holder: int) -> Rejected:
+        error = NormalizeError(
+            f"its message id {message_id} already belongs to conversation {holder}: a message "
+            "id can belong to one conversation only",
+            conversation_id=c.id,
+        )
+        if c.body is None:  # no quarantine: the window fails
+            raise error
+        return rejected(c.position, {"id": c.id}, c.body, error.what)
 
     def load(self, batch: Sequence[NormalizedConversation]) -> None:
         """Replace what is stored for these conversations (ids unique within the batch)."""
@@ -225,9 +294,52 @@ class WindowLoader(ABC):
             self._write(table, rows, plain=plain)
             self.rows[table] += len(rows)
 
+    def _quarantine(self, rejects: Sequence[Rejected]) -> None:
+        """Keep conversations that could not be loaded in etl_rejects, once per distinct text."""
+        now = datetime.now(UTC)
+        origin = self.origin
+        rows = [
+            {
+                "body_hash": blake2b(
+                    r.body.encode("utf-8", "backslashreplace"), digest_size=16
+                ).hexdigest(),
+                "conversation_id": r.conversation_id,
+                "state_key": origin.state_key,
+                "source": origin.source,
+                "window_start": origin.window_start,
+                "window_end": origin.window_end,
+                "position": r.position,
+                "exported_at": self._exported_at,
+                "error": r.error,
+                "body": r.body,
+                "run_id": self._run_id,
+                "rejected_at": now,
+                "last_tried_at": now,
+                "attempts": 1,
+            }
+            for r in rejects
+        ]
+        table = self._rejects
+        statement = self._insert_statement(table)
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.body_hash],
+            set_={
+                "error": statement.excluded.error,
+                "run_id": statement.excluded.run_id,
+                "last_tried_at": statement.excluded.last_tried_at,
+                "attempts": table.c.attempts + 1,
+            },
+        )
+        self._conn.execute(statement, rows)
+        self.outcomes[REJECTED] += len(rejects)
+
     @abstractmethod
     def _stored(self, ids: list[int]) -> dict[int, Stored]:
         """The stored content_hash and exported_at of those of `ids` that are stored."""
+
+    @abstractmethod
+    def _message_owners(self, message_ids: list[int]) -> dict[int, int]:
+        """The conversation_id of each of `message_ids` that is stored."""
 
     @abstractmethod
     def _delete(self, ids: list[int]) -> None:

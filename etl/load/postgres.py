@@ -86,6 +86,19 @@ class PostgresLoader(WindowLoader):
             cur.execute(query, (ids,))
             return {row[0]: (row[1], row[2]) for row in cur}
 
+    _insert_statement = staticmethod(postgresql.insert)
+
+    def _message_owners(self, message_ids: list[int]) -> dict[int, int]:
+        # A join with the unnested array is planned as index lookups whatever the statistics
+        # say (see _index_scans_only for what `id = ANY(...)` may do without them).
+        query = sql.SQL(
+            "SELECT m.id, m.conversation_id FROM unnest(%s::bigint[]) AS wanted(id) "
+            "JOIN {} AS m ON m.id = wanted.id"
+        ).format(self._name("messages"))
+        with self._raw.cursor() as cur:
+            cur.execute(query, (message_ids,))
+            return dict(cur.fetchall())
+
     def _delete(self, ids: list[int]) -> None:
         deletes = [
             sql.SQL("{} AS (DELETE FROM {} WHERE conversation_id = ANY(%(ids)s::bigint[]))").format(

@@ -41,6 +41,16 @@ class SQLiteLoader(WindowLoader):
                 found[row.id] = (row.content_hash, row.exported_at)
         return found
 
+    _insert_statement = staticmethod(insert)
+
+    def _message_owners(self, message_ids: list[int]) -> dict[int, int]:
+        table = self._tables["messages"]
+        owners: dict[int, int] = {}
+        for chunk in chunks(message_ids):
+            query = select(table.c.id, table.c.conversation_id).where(table.c.id.in_(chunk))
+            owners.update((row.id, row.conversation_id) for row in self._conn.execute(query))
+        return owners
+
     def _delete(self, ids: list[int]) -> None:
         for name in (*CHILD_TABLES, "conversations"):
             table = self._tables[name]

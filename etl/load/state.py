@@ -29,7 +29,7 @@ class WindowReport:
     run_id: str
     state_key: str
     command: str
-    window: Window
+    window: Window | None  # None: a saved file whose range is missing or not usable
     started_at: datetime
     attempts: int = 0
     conversations: int = 0
@@ -46,6 +46,13 @@ class WindowReport:
     unknown_elements: list[Any] = field(default_factory=list)
     # False for a saved file without query_info.current_time (see etl.load.loader.outcome).
     export_time_known: bool = True
+    file: str | None = None  # the saved export file, for `etl load-file`
+
+    @property
+    def label(self) -> str:
+        """What log lines call it: "window [start, end)" or "file PATH [start, end)"."""
+        window = str(self.window) if self.window is not None else "(range unknown)"
+        return f"file {self.file} {window}" if self.file else f"window {window}"
 
 
 class StateStore:
@@ -101,8 +108,8 @@ class StateStore:
                 run_id=report.run_id,
                 state_key=report.state_key,
                 command=report.command,
-                window_start=report.window.start,
-                window_end=report.window.end,
+                window_start=report.window.start if report.window else None,
+                window_end=report.window.end if report.window else None,
                 started_at=report.started_at,
                 finished_at=datetime.now(UTC),
                 attempts=report.attempts,

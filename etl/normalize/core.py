@@ -86,6 +86,10 @@ class NormalizedConversation:
     # Every value is plain JSON that orjson encodes exactly (see digest.py): a loader may use
     # orjson for its JSON columns.
     plain: bool = False
+    # Where it was in its stream and its JSON text: kept only when a loader may still have to
+    # quarantine it (pipeline.on_bad_conversation = "quarantine").
+    position: int | None = None
+    body: bytes | str | None = None
 
 
 def _is_object(value: Any) -> bool:
@@ -320,8 +324,14 @@ def _build(conv: Mapping[str, Any], cid: int, messages: list[Any]) -> dict[str, 
         for position, msg in enumerate(messages):
             path = f"messages[{position}]."
             mid = msg.get("id") if _is_object(msg) else None
-            if mid.__class__ is not int or not INT_MIN <= mid <= INT_MAX:
+            if mid.__class__ is not int:
                 raise BadField("id", f"message id must be an integer, got {mid!r}")
+            if not INT_MIN <= mid <= INT_MAX:
+                raise BadField(
+                    "id",
+                    f"message id {mid} is out of range for bigint (a 64-bit signed integer), "
+                    "the type of messages.id",
+                )
             if mid in seen:
                 raise BadField("id", f"message id {mid} appears twice in the conversation")
             seen.add(mid)

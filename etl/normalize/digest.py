@@ -77,14 +77,23 @@ def _digest(conv: Mapping[str, Any], finite_floats: bool) -> tuple[str, bool, bo
     return _hash(data), needs_cleaning, False
 
 
-def _conversation_id(conv: Any) -> int:
+def _conversation_id(conv: Any, position: int | None) -> int:
     if not (conv.__class__ is dict or isinstance(conv, Mapping)):
-        raise NormalizeError(f"expected a conversation object, got {type(conv).__name__}")
+        raise NormalizeError(
+            f"expected a conversation object, got {type(conv).__name__}", position=position
+        )
     cid = conv.get("id")
-    if cid is None:
-        raise NormalizeError("the conversation has no id", field="id")
-    if cid.__class__ is not int or not INT_MIN <= cid <= INT_MAX:
-        raise NormalizeError(f"conversation id must be an integer, got {cid!r}", field="id")
+    if cid.__class__ is not int:
+        raise NormalizeError(
+            f"the conversation has no integer id (got {cid!r})", position=position, field="id"
+        )
+    if not INT_MIN <= cid <= INT_MAX:
+        raise NormalizeError(
+            f"conversation id {cid} is out of range for bigint (a 64-bit signed integer), "
+            "the type of conversations.id",
+            position=position,
+            field="id",
+        )
     return cid
 
 
@@ -105,15 +114,18 @@ class Digest:
     plain: bool = False
 
 
-def content_digest(conv: Mapping[str, Any], *, finite_floats: bool = False) -> Digest:
+def content_digest(
+    conv: Mapping[str, Any], *, finite_floats: bool = False, position: int | None = None
+) -> Digest:
     """Check the conversation's id and messages list and hash it; raise NormalizeError if not.
 
     The cheap first half of `normalize_conversation`: a loader that finds the hash already
     stored can skip the rest. `finite_floats` promises that no float in `conv` is NaN or
     infinite (true of everything yajl parsed: it refuses NaN and overflowing numbers); it saves
     a check and must not be passed otherwise, or such a float would be hashed as null.
+    `position` (in the stream) names a conversation without a usable id in errors.
     """
-    cid = _conversation_id(conv)
+    cid = _conversation_id(conv, position)
     messages = conv.get("messages")
     if not isinstance(messages, list):
         problem = (

@@ -13,7 +13,7 @@ class NormalizeError(DataError):
         problem: str,
         *,
         conversation_id: int | None = None,
-        position: int | None = None,
+        position: int | None = None,  # 0-based, in the export stream
         field: str | None = None,
     ) -> None:
         self.problem = problem
@@ -24,16 +24,25 @@ class NormalizeError(DataError):
 
     def _message(self) -> str:
         if self.conversation_id is not None:
-            who = f"conversation {self.conversation_id}"
             how = (
                 f"inspect it with a one-conversation export (filter conversation_ids="
                 f"[{self.conversation_id}]) and report the malformed export to the vendor"
             )
-        elif self.position is not None:
-            who = f"conversation #{self.position} of the window (no usable id)"
+        else:
             how = "inspect the window's raw export and report the malformed export to the vendor"
+        return (
+            f"{self.what}; the window cannot be loaded as is: {how}, or set "
+            'pipeline.on_bad_conversation = "quarantine" to load the rest of the window'
+        )
+
+    @property
+    def what(self) -> str:
+        """Which conversation and field, and the problem (what etl_rejects.error says)."""
+        if self.conversation_id is not None:
+            who = f"conversation {self.conversation_id}"
+        elif self.position is not None:
+            who = f"conversation #{self.position + 1} of the stream (no usable id)"
         else:
             who = "a conversation (no usable id)"
-            how = "inspect the window's raw export and report the malformed export to the vendor"
         where = f", field {self.field!r}" if self.field else ""
-        return f"{who}{where}: {self.problem}; the window cannot be loaded as is: {how}"
+        return f"{who}{where}: {self.problem}"

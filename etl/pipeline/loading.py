@@ -16,12 +16,14 @@ from typing import Final
 from etl import testhooks
 from etl.load.loader import WindowLoader
 from etl.normalize import NormalizedConversation
+from etl.normalize.rejects import Rejected
 
 _END: Final = None
+_Batch = tuple[Sequence[NormalizedConversation], Sequence[Rejected]]
 
 
 class LoadingThread:
-    """Runs `loader.merge(batch)` for each batch `put`, in order, in one thread.
+    """Runs `loader.merge(batch, rejects)` for each batch `put`, in order, in one thread.
 
     The loader's connection belongs to the thread from the start of the block until `drain()`
     returns or the block ends: the caller must not use it meanwhile. An error in the thread is
@@ -32,7 +34,7 @@ class LoadingThread:
 
     def __init__(self, loader: WindowLoader) -> None:
         self._loader = loader
-        self._batches: queue.Queue[Sequence[NormalizedConversation] | None] = queue.Queue(1)
+        self._batches: queue.Queue[_Batch | None] = queue.Queue(1)
         self._error: BaseException | None = None
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="etl-load", daemon=True)
@@ -41,10 +43,13 @@ class LoadingThread:
         self._thread.start()
         return self
 
-    def put(self, batch: Sequence[NormalizedConversation]) -> None:
-        """Hand a batch over; returns once the thread has taken it (after the batch before)."""
+    def put(
+        self, batch: Sequence[NormalizedConversation], rejects: Sequence[Rejected] = ()
+    ) -> None:
+        """Hand a batch (and the conversations quarantined from it) over; returns once the
+        thread has taken it (after the batch before)."""
         self._raise_error()
-        self._batches.put(batch)
+        self._batches.put((batch, rejects))
         self._batches.join()  # so at most two batches are held: this one and the next
 
     def drain(self) -> None:
@@ -78,6 +83,6 @@ class LoadingThread:
             if self._stopping or self._error is not None:
                 continue  # let the caller's puts through until it stops
             try:
-                self._loader.merge(batch)
+                self._loader.merge(*batch)
             except BaseException as exc:  # noqa: BLE001 - raised in the caller
                 self._error = exc

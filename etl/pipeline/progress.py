@@ -15,7 +15,7 @@ log = logging.getLogger("etl.pipeline")
 class Progress(Protocol):
     def begin(self, windows: int, label: str) -> None: ...
 
-    def window_started(self, window: Window, attempt: int) -> None: ...
+    def window_started(self, window: Window | str, attempt: int) -> None: ...
 
     def conversations(self, count: int) -> None: ...
 
@@ -41,7 +41,7 @@ class LogProgress:
         self._done = 0
         log.info("%s: %d window(s) to load", label, windows)
 
-    def window_started(self, window: Window, attempt: int) -> None:
+    def window_started(self, window: Window | str, attempt: int) -> None:
         log.debug("window %s: attempt %d started", window, attempt)
 
     def conversations(self, count: int) -> None:
@@ -56,9 +56,9 @@ class LogProgress:
         self._done += 1
         rate = report.conversations / report.seconds if report.seconds > 0 else 0.0
         log.info(
-            "window %s loaded (%d/%d): %d conversations (%s), %d rows, %d bytes, %.1fs, "
+            "%s loaded (%d/%d): %d conversations (%s), %d rows, %d bytes, %.1fs, "
             "%.0f conv/s, attempts %d",
-            report.window,
+            report.label,
             self._done,
             self._total,
             report.conversations,
@@ -72,17 +72,17 @@ class LogProgress:
         older = report.conversation_outcomes.get(OLDER, 0)
         if older and not report.export_time_known:
             log.warning(
-                "window %s: the file has no query_info.current_time, so its conversations only "
-                "replace stored copies without a known export time: %d stored copies from a "
-                "known export were kept; load it with `etl load-file --replace` to replace them",
-                report.window,
+                "%s: the file has no query_info.current_time, so its conversations only replace "
+                "stored copies without a known export time: %d stored copies from a known "
+                "export were kept; load it with `etl load-file --replace` to replace them",
+                report.label,
                 older,
             )
         elif older:
             log.warning(
-                "window %s: %d conversations were not loaded: the warehouse holds them from a "
-                "later export",
-                report.window,
+                "%s: %d conversations were not loaded: the warehouse holds them from a later "
+                "export",
+                report.label,
                 older,
             )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -9,13 +10,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from tenacity import RetryCallState
@@ -26,16 +27,17 @@ from etl.extract import BrokenStreamError, ExportClient, ExportStream, window_re
 from etl.extract.errors import ExactParseNeeded
 from etl.extract.files import open_export_file
 from etl.load.engine import begin_write, make_engine
-from etl.load.loader import open_loader
+from etl.load.loader import OUTCOMES, REJECTED, Origin, open_loader
 from etl.load.lock import RunLock
 from etl.load.revision import HEAD_REVISION, current_revision
 from etl.load.schema import build_metadata
 from etl.load.state import StateStore, WindowReport, state_key
 from etl.normalize import Digest, NormalizedConversation, NormalizeError, normalize_conversation
 from etl.normalize.digest import TOO_DEEP
+from etl.normalize.rejects import Rejected, rejected
 from etl.pipeline.loading import LoadingThread
 from etl.pipeline.progress import LogProgress, Progress
-from etl.pipeline.worker import Extracted, ExtractWorker
+from etl.pipeline.worker import Extracted, ExtractWorker, as_sent
 from etl.testhooks import pause_point
 from etl.windows import Window, plan_windows
 
@@ -205,8 +207,10 @@ class Pipeline:
         started = time.monotonic()
         stream = open_export_file(path, pure_python=pure_python)
         window = _file_window(stream, path)
-        report = WindowReport(self.run_id, self.key, self.command, window, self.clock(), attempts=1)
-        self.progress.window_started(window, 1)
+        report = WindowReport(
+            self.run_id, self.key, self.command, window, self.clock(), attempts=1, file=str(path)
+        )
+        self.progress.window_started(report.label, 1)
         # A saved file's export time is what its query_info says, or unknown.
         exported_at = _export_time(stream.query_info)
         report.export_time_known = exported_at is not None
@@ -223,6 +227,61 @@ class Pipeline:
             stream.close()
         self.progress.window_done(report)
         return report
+
+    def reprocess_rejects(self) -> dict[str, int]:
+        """Load every quarantined conversation again (after an upgrade or a fix): each that
+        loads leaves etl_rejects in the same transaction; each that still cannot stays, with
+        its new error and one more attempt. Returns the count of each outcome."""
+        rejects = self.metadata.tables[
+            f"{self.metadata.schema}.etl_rejects" if self.metadata.schema else "etl_rejects"
+        ]
+        with self.engine.connect() as conn:
+            pending = conn.execute(select(rejects).order_by(rejects.c.id)).all()
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for reject in pending:
+            try:
+                with begin_write(self.engine) as conn:
+                    loader = open_loader(
+                        conn, self.metadata, run_id=self.run_id, exported_at=reject.exported_at
+                    )
+                    loader.origin = Origin(
+                        reject.state_key, reject.source, reject.window_start, reject.window_end
+                    )
+                    loader.merge(*self._renormalized(reject.body, reject.position))
+                    loader.finish()
+                    if not loader.outcomes[REJECTED]:
+                        conn.execute(rejects.delete().where(rejects.c.id == reject.id))
+            except (DBAPIError, psycopg.Error) as exc:
+                raise database_error(exc, f"reprocessing etl_rejects row {reject.id}") from None
+            for name, count in loader.outcomes.items():
+                counts[name] += count
+            log.info(
+                "etl_rejects row %d (conversation %s): %s",
+                reject.id,
+                reject.conversation_id,
+                "still cannot be loaded, kept" if loader.outcomes[REJECTED] else "loaded, removed",
+            )
+        return counts
+
+    def _renormalized(
+        self, body: str, position: int | None
+    ) -> tuple[list[NormalizedConversation], list[Rejected]]:
+        """A quarantined conversation's text, normalized again (or rejected again)."""
+        rejects: list[Rejected] = []
+        try:
+            conversation = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            return [], [rejected(position, None, body, f"its text is not JSON: {exc}")]
+        try:
+            item = as_sent(conversation, None, position=position or 0)
+        except NormalizeError as exc:
+            return [], [rejected(position, conversation, body, exc.what)]
+        keep_raw = self.settings.warehouse.keep_raw
+        batch = normalize_batch([item], keep_raw=keep_raw, rejects=rejects)
+        # The text as quarantined, so that rejecting it again updates the same row.
+        for normalized in batch:
+            normalized.body = body
+        return batch, [dataclasses.replace(r, body=body) for r in rejects]
 
     # -- the window loop ----------------------------------------------------------------------
 
@@ -289,7 +348,8 @@ class Pipeline:
         """SIGINT/SIGTERM during a window: say whether the window had committed (the database
         knows: its `etl_runs` row commits with it), and log it as interrupted if it had not."""
         cause = str(exc) or "SIGINT"
-        where = f"window {report.window}"
+        where = report.label
+        assert report.window is not None  # an API window: files have no interruption report
         try:
             with self.engine.connect() as conn:
                 committed = self.store.committed(conn, self.run_id, report.window)
@@ -325,9 +385,7 @@ class Pipeline:
         None: it never moves (files). `exported_at` and `replace`: see loader.outcome."""
         report.expected_conversations = stream.expected
         report.query_info = stream.query_info
-        where = (
-            f"window {stream.source}" if isinstance(stream.source, Window) else str(stream.source)
-        )
+        where = report.label
         try:
             with begin_write(self.engine) as conn:
                 loader = open_loader(
@@ -337,16 +395,28 @@ class Pipeline:
                     exported_at=exported_at,
                     replace=replace,
                 )
+                loader.origin = Origin(
+                    state_key=self.key,
+                    source=where,
+                    window_start=report.window.start if report.window else None,
+                    window_end=report.window.end if report.window else None,
+                )
                 received = 0
                 keep_raw = self.settings.warehouse.keep_raw
+                quarantine = self.settings.pipeline.quarantine
                 with (
-                    ExtractWorker(stream, self.settings.warehouse.batch_size) as worker,
+                    ExtractWorker(
+                        stream, self.settings.warehouse.batch_size, quarantine=quarantine
+                    ) as worker,
                     LoadingThread(loader) as loading,
                 ):
-                    for batch in worker:
-                        loading.put(normalize_batch(batch, keep_raw=keep_raw))
-                        received += len(batch)
-                        self.progress.conversations(len(batch))
+                    for items, rejects in worker:
+                        kept = rejects if quarantine else None
+                        loading.put(
+                            normalize_batch(items, keep_raw=keep_raw, rejects=kept), rejects
+                        )
+                        received += len(items) + len(rejects)
+                        self.progress.conversations(len(items) + len(rejects))
                         pause_point("mid-stream", received)  # tests only: ETL_TEST_PAUSE_AT
                     end = worker.end
                     loading.drain()
@@ -399,16 +469,34 @@ class Pipeline:
             )
 
 
-def normalize_batch(batch: Sequence[Extracted], *, keep_raw: bool) -> list[NormalizedConversation]:
-    """A batch's conversations as rows; a later copy of the same conversation in it wins."""
+def normalize_batch(
+    batch: Sequence[Extracted], *, keep_raw: bool, rejects: list[Rejected] | None = None
+) -> list[NormalizedConversation]:
+    """A batch's conversations as rows; a later copy of the same conversation in it wins.
+
+    `rejects`: where a conversation that cannot be normalized goes (the quarantine), each
+    row set then keeping its position and text for the loader; None: it raises NormalizeError.
+    """
     latest: dict[int, Extracted] = {}
     for item in batch:
         latest.pop(item[0].id, None)
         latest[item[0].id] = item
-    return [
-        normalize_conversation(_parsed(text, digest), keep_raw=keep_raw, digest=digest)
-        for digest, text in latest.values()
-    ]
+    if rejects is None:
+        return [
+            normalize_conversation(_parsed(text, digest), keep_raw=keep_raw, digest=digest)
+            for digest, text, _ in latest.values()
+        ]
+    normalized = []
+    for digest, text, position in latest.values():
+        try:
+            conversation = _parsed(text, digest)
+            rows = normalize_conversation(conversation, keep_raw=keep_raw, digest=digest)
+        except NormalizeError as exc:
+            rejects.append(rejected(position, {"id": digest.id}, text, exc.what))
+            continue
+        rows.position, rows.body = position, text
+        normalized.append(rows)
+    return normalized
 
 
 def _parsed(text: bytes | str, digest: Digest) -> dict[str, Any]:
@@ -431,11 +519,18 @@ def _export_time(query_info: dict[str, Any]) -> datetime | None:
     return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _file_window(stream: ExportStream, path: Path) -> Window:
+def _file_window(stream: ExportStream, path: Path) -> Window | None:
+    """The range a saved export says it covers (query_info.interpreted_query_range), or None
+    (logged) when it is missing or not a pair of instants with UTC offsets."""
     bounds = stream.query_info.get("interpreted_query_range")
     try:
         start, end = (datetime.fromisoformat(b) for b in bounds)  # type: ignore[union-attr]
         return Window(start, end)
     except (TypeError, ValueError):
-        now = datetime.now(UTC)
-        return Window(now - timedelta(microseconds=1), now)
+        log.warning(
+            "%s: query_info.interpreted_query_range is missing or not two date-times with a UTC "
+            "offset (%r): etl_runs records the file's range as unknown",
+            path,
+            bounds,
+        )
+        return None

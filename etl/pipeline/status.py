@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, inspect
+from sqlalchemy import Engine, MetaData, inspect, select
 
 from etl.load.loader import OUTCOMES
+from etl.load.revision import HEAD_REVISION, current_revision
 from etl.load.state import StateStore
 from etl.normalize import TABLE_COLUMNS
 from etl.pipeline.progress import describe_outcomes
@@ -21,6 +22,9 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
     existing = set(inspect(engine).get_table_names(schema=schema))
     if "etl_state" not in existing:
         return {"migrated": False, "states": [], "runs": [], "tables": {}}
+    revision = current_revision(engine, schema)
+    if revision != HEAD_REVISION:  # the tables are not the ones this version reads
+        return {"migrated": False, "revision": revision, "states": [], "runs": [], "tables": {}}
     with engine.connect() as conn:
         states = []
         for state in store.states(conn):
@@ -69,13 +73,47 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
             name: store.count(conn, metadata.tables[f"{schema}.{name}" if schema else name])
             for name in TABLE_COLUMNS
         }
+        rejects = metadata.tables[f"{schema}.etl_rejects" if schema else "etl_rejects"]
+        quarantined: dict[str, Any] = {"count": 0, "latest": []}
+        if "etl_rejects" in existing:  # a warehouse not yet migrated to 0003 has none
+            quarantined = {
+                "count": store.count(conn, rejects),
+                "latest": [
+                    {
+                        "id": row.id,
+                        "conversation_id": row.conversation_id,
+                        "source": row.source,
+                        "position": row.position,
+                        "error": row.error,
+                        "attempts": row.attempts,
+                        "last_tried_at": _iso(row.last_tried_at),
+                    }
+                    for row in conn.execute(
+                        select(*(rejects.c[name] for name in _REJECT_COLUMNS))
+                        .order_by(rejects.c.last_tried_at.desc(), rejects.c.id.desc())
+                        .limit(runs)
+                    )
+                ],
+            }
     return {
         "migrated": True,
         "now": now.isoformat(),
         "states": states,
         "runs": recent,
+        "rejects": quarantined,
         "tables": tables,
     }
+
+
+_REJECT_COLUMNS = (
+    "id",
+    "conversation_id",
+    "source",
+    "position",
+    "error",
+    "attempts",
+    "last_tried_at",
+)
 
 
 def _iso(value: Any) -> str | None:
@@ -89,6 +127,11 @@ def _iso(value: Any) -> str | None:
 def format_status(status: dict[str, Any]) -> str:
     """The human-readable form."""
     if not status["migrated"]:
+        if status.get("revision"):
+            return (
+                f"The warehouse is at schema revision {status['revision']}, this version needs "
+                f"{HEAD_REVISION}: run `etl migrate`."
+            )
         return "The warehouse has no schema yet: run `etl migrate`."
     lines: list[str] = []
     if not status["states"]:
@@ -121,6 +164,22 @@ def format_status(status: dict[str, Any]) -> str:
                 else ""
             )
             + (f"\n      error: {run['error']}" if run["error"] else "")
+        )
+    rejects = status["rejects"]
+    lines.append("")
+    lines.append(
+        f"Quarantined conversations (etl_rejects): {rejects['count']}"
+        + (
+            " — `etl reprocess-rejects` loads them again once they can be"
+            if rejects["count"]
+            else ""
+        )
+    )
+    for reject in rejects["latest"]:
+        who = reject["conversation_id"] if reject["conversation_id"] is not None else "?"
+        lines.append(
+            f"  #{reject['id']} conversation {who} ({reject['source']}, position "
+            f"{reject['position']}), {reject['attempts']} attempt(s): {reject['error']}"
         )
     lines.append("")
     lines.append("Rows per table:")

@@ -29,9 +29,13 @@ from etl.errors import EtlError
 from etl.extract import ExportStream
 from etl.normalize import Digest, NormalizeError, content_digest
 from etl.normalize.digest import TOO_DEEP
+from etl.normalize.rejects import Rejected, rejected
 
-# A conversation as it crosses: JSON for orjson (bytes) or for the standard library (str).
-Extracted = tuple[Digest, bytes | str]
+# A conversation as it crosses: JSON for orjson (bytes) or for the standard library (str),
+# and its 0-based position in the export stream.
+Extracted = tuple[Digest, bytes | str, int]
+# A batch: the conversations, and those quarantined on the way (pipeline.on_bad_conversation).
+Batch = tuple[list[Extracted], list[Rejected]]
 
 _exact_json = json.JSONEncoder(ensure_ascii=True, check_circular=False).encode
 
@@ -73,14 +77,15 @@ class ExtractWorker:
 
     The pipe holds about one batch: the worker reads at most a batch ahead, so memory stays
     flat whatever the window's size. Closing (normally, on error or on KeyboardInterrupt) kills
-    and reaps the worker.
+    and reaps the worker. With `quarantine`, a conversation that cannot even be hashed (no
+    usable id, messages not a list) comes in the batch's rejects instead of failing the window.
     """
 
-    def __init__(self, stream: ExportStream, batch_size: int) -> None:
+    def __init__(self, stream: ExportStream, batch_size: int, *, quarantine: bool = False) -> None:
         self._receiver, sender = _CONTEXT.Pipe(duplex=False)
         self._process = _CONTEXT.Process(
             target=_extract,
-            args=(stream, sender, self._receiver, batch_size, os.getpid()),
+            args=(stream, sender, self._receiver, batch_size, os.getpid(), quarantine),
             name="etl-extract",
             daemon=True,
         )
@@ -88,7 +93,7 @@ class ExtractWorker:
         sender.close()
         self.end: StreamEnd | None = None
 
-    def __iter__(self) -> Iterator[list[Extracted]]:
+    def __iter__(self) -> Iterator[Batch]:
         while True:
             try:
                 kind, payload = self._receiver.recv()
@@ -127,7 +132,12 @@ class ExtractWorker:
 
 
 def _extract(
-    stream: ExportStream, out: Connection, parents_end: Connection, batch_size: int, parent: int
+    stream: ExportStream,
+    out: Connection,
+    parents_end: Connection,
+    batch_size: int,
+    parent: int,
+    quarantine: bool,
 ) -> None:
     """The worker: read, hash and send; every failure goes to the parent as an error."""
     # Only the parent reads: when it dies, a send fails at once (EPIPE) instead of waiting.
@@ -138,18 +148,27 @@ def _extract(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     batch: list[Extracted] = []
+    rejects: list[Rejected] = []
     try:
         limits = batch_limits(batch_size)
         limit = next(limits)
         finite_floats = stream.finite_floats
         for conversation, text in stream.conversations():
-            batch.append(as_sent(conversation, text, finite_floats=finite_floats))
-            if len(batch) >= limit:
-                out.send(("batch", batch))
-                batch = []
+            position = stream.received - 1
+            try:
+                batch.append(
+                    as_sent(conversation, text, finite_floats=finite_floats, position=position)
+                )
+            except NormalizeError as exc:
+                if not quarantine:
+                    raise
+                rejects.append(rejected(position, conversation, text, exc.what))
+            if len(batch) + len(rejects) >= limit:
+                out.send(("batch", (batch, rejects)))
+                batch, rejects = [], []
                 limit = next(limits)
-        if batch:
-            out.send(("batch", batch))
+        if batch or rejects:
+            out.send(("batch", (batch, rejects)))
         end = StreamEnd(
             stream.received, stream.bytes_received, stream.post_query_info, stream.unknown_elements
         )
@@ -159,16 +178,20 @@ def _extract(
     except Exception as exc:  # noqa: BLE001 - every failure goes to the parent
         # What was read before the failure goes first, so that a conversation that cannot be
         # loaded is reported before a stream that broke after it.
-        _send_error(out, batch, exc)
+        _send_error(out, (batch, rejects), exc)
 
 
 def as_sent(
-    conversation: dict[str, Any], text: bytes | None = None, *, finite_floats: bool = False
+    conversation: dict[str, Any],
+    text: bytes | None = None,
+    *,
+    finite_floats: bool = False,
+    position: int = 0,
 ) -> Extracted:
     """A conversation as the worker sends it: hashed, with `text` (what orjson parsed it from)
     or, without one, JSON made here (`_as_text`). `finite_floats`: see content_digest."""
-    digest = content_digest(conversation, finite_floats=finite_floats)
-    return digest, text if text is not None else _as_text(conversation, digest)
+    digest = content_digest(conversation, finite_floats=finite_floats, position=position)
+    return digest, text if text is not None else _as_text(conversation, digest), position
 
 
 def _as_text(conversation: dict[str, Any], digest: Digest) -> bytes | str:
@@ -183,9 +206,9 @@ def _as_text(conversation: dict[str, Any], digest: Digest) -> bytes | str:
         raise NormalizeError(TOO_DEEP, conversation_id=digest.id) from None
 
 
-def _send_error(out: Connection, batch: list[Extracted], exc: Exception) -> None:
+def _send_error(out: Connection, batch: Batch, exc: Exception) -> None:
     try:
-        if batch:
+        if batch[0] or batch[1]:
             out.send(("batch", batch))
         try:
             out.send(("error", exc.with_traceback(None)))

@@ -22,7 +22,7 @@ def _one(conv: dict[str, Any], table: str, index: int = 0) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("conv", "field", "words"),
     [
-        ({"messages": []}, "id", "no id"),
+        ({"messages": []}, "id", "no integer id (got None)"),
         ({"id": True, "messages": []}, "id", "integer"),
         ({"id": "12", "messages": []}, "id", "integer"),
         ({"id": 1.0, "messages": []}, "id", "integer"),

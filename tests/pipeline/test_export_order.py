@@ -121,3 +121,19 @@ def test_the_exports_own_elements_are_kept_with_the_window(
         "older": 0,
         "rejected": 0,
     }
+
+
+def test_a_file_without_a_usable_range_is_recorded_as_unknown(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    query_info, seed, post_query_info = seed_elements()
+    query_info["interpreted_query_range"] = ["2024-03-25T00:00:00", "2024-03-26T00:00:00"]
+    path = tmp_path / "naive.json"
+    path.write_text(json.dumps([query_info, seed, post_query_info]))
+    result = etl("load-file", str(path), wh=migrated, check=True)
+    assert "interpreted_query_range is missing or not two date-times with a UTC offset" in (
+        result.output
+    )
+    assert f"file {path} (range unknown) loaded" in result.output
+    run = _last_run(migrated)
+    assert (run["window_start"], run["window_end"], run["outcome"]) == (None, None, "ok")

@@ -19,7 +19,7 @@ class _Recorder:
         self._fail_on = fail_on
         self._gate = gate
 
-    def merge(self, batch: Any) -> None:
+    def merge(self, batch: Any, rejects: Any = ()) -> None:
         if self._gate is not None:
             self._gate.wait(5)
         self.threads.add(threading.get_ident())

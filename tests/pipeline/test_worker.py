@@ -38,10 +38,11 @@ def _conversations(n: int, first: int = 1) -> list[dict[str, Any]]:
 
 
 def _received(worker: ExtractWorker) -> list[list[tuple[Any, Any]]]:
-    return [
-        [(digest, orjson.loads(p) if isinstance(p, bytes) else p) for digest, p in batch]
-        for batch in worker
-    ]
+    batches = []
+    for items, rejects in worker:
+        assert rejects == []  # no quarantine asked for
+        batches.append([(d, orjson.loads(p) if isinstance(p, bytes) else p) for d, p, _ in items])
+    return batches
 
 
 def test_batches_carry_every_conversation_hashed_in_order() -> None:
@@ -63,10 +64,10 @@ def test_a_stream_error_comes_after_the_conversations_read_before_it() -> None:
     elements = _export(_conversations(3))[:-1]  # no post_query_info: the stream is incomplete
     with ExtractWorker(_stream(elements), batch_size=100) as worker:
         batches = iter(worker)
-        first = next(batches)
+        first, _ = next(batches)
         with pytest.raises(BrokenStreamError, match="without post_query_info"):
             next(batches)
-    assert [d.id for d, _ in first] == [1, 2, 3]
+    assert [(d.id, position) for d, _, position in first] == [(1, 0), (2, 1), (3, 2)]
 
 
 def test_an_error_keeps_its_class_message_and_attributes_across_the_pipe() -> None:
@@ -101,3 +102,17 @@ def test_a_window_starts_with_small_batches_that_double_up_to_the_batch_size() -
     assert list(itertools.islice(batch_limits(100), 3)) == [64, 100, 100]
     assert list(itertools.islice(batch_limits(10), 2)) == [10, 10]  # never above the setting
     assert list(itertools.islice(batch_limits(1), 2)) == [1, 1]
+
+
+def test_with_quarantine_an_unhashable_conversation_comes_as_a_reject_in_its_batch() -> None:
+    bad = {"type": "conversation", "id": "abc", "messages": []}
+    elements = _export([*_conversations(2), bad, *_conversations(1, first=9)])
+    with ExtractWorker(_stream(elements), batch_size=100, quarantine=True) as worker:
+        ((items, rejects),) = list(worker)
+        end = worker.end
+    assert [(d.id, position) for d, _, position in items] == [(1, 0), (2, 1), (9, 3)]
+    (reject,) = rejects
+    assert (reject.position, reject.conversation_id) == (2, None)
+    assert "no integer id (got 'abc')" in reject.error
+    assert json.loads(reject.body) == bad
+    assert end is not None and end.received == 4

@@ -34,7 +34,8 @@ GRANT SELECT, INSERT, DELETE ON {schema}.conversations, {schema}.messages, {sche
     {schema}.buttons, {schema}.intent_analysis TO {role};
 GRANT SELECT, INSERT, UPDATE ON {schema}.intents, {schema}.actions, {schema}.etl_state TO {role};
 GRANT SELECT, INSERT ON {schema}.etl_runs TO {role};
-GRANT USAGE ON SEQUENCE {schema}.etl_runs_id_seq TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.etl_rejects TO {role};
+GRANT USAGE ON SEQUENCE {schema}.etl_runs_id_seq, {schema}.etl_rejects_id_seq TO {role};
 """
 
 

@@ -1,0 +1,40 @@
+"""A conversation that cannot be loaded, as the quarantine keeps it (pure data, no I/O)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+# Exact JSON for a conversation the splitter did not cut out of the body (ijson parsed it):
+# integers beyond 64 bits and lone surrogates written as they were read.
+_exact_json = json.JSONEncoder(ensure_ascii=True, check_circular=False).encode
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A conversation quarantined in `etl_rejects`: where it was, why, and its JSON text."""
+
+    position: int | None  # 0-based, in its export stream
+    conversation_id: int | None  # when it is a 64-bit integer
+    error: str
+    body: str
+
+
+def rejected(
+    position: int | None, conversation: Any, text: bytes | str | None, error: str
+) -> Rejected:
+    """A Rejected with `text` (the bytes the server sent) or, without it, exact JSON made here."""
+    if isinstance(text, bytes):
+        body = text.decode("utf-8", "backslashreplace")
+    elif text is not None:
+        body = text
+    else:
+        try:
+            body = _exact_json(conversation)
+        except (RecursionError, TypeError, ValueError):
+            body = json.dumps({"unrepresentable": repr(conversation)[:10_000]})
+    cid = conversation.get("id") if isinstance(conversation, dict) else None
+    if cid.__class__ is not int or not -(2**63) <= cid < 2**63:
+        cid = None
+    return Rejected(position, cid, error, body)
