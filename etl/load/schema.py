@@ -20,8 +20,10 @@ from sqlalchemy import (
     TypeDecorator,
     literal_column,
 )
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
 
 NAMING_CONVENTION: Final[dict[str, str]] = {
     "pk": "pk_%(table_name)s",
@@ -58,9 +60,30 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class SQLiteJSONText(sqlite.JSON):
+    """JSON in a column declared TEXT on SQLite.
+
+    A column declared JSON has NUMERIC affinity in SQLite, which turns a value that is one
+    number into an SQLite number: 1.0 reads back as 1, -0.0 as 0, and an integer beyond 64
+    bits as a rounded float. TEXT affinity keeps the JSON text as written; SQLite's JSON
+    functions read it the same way (migration 0003).
+    """
+
+    cache_ok = True
+
+
+@compiles(SQLiteJSONText, "sqlite")
+def _sqlite_json_text(type_: SQLiteJSONText, compiler: Any, **kw: Any) -> str:
+    return "TEXT"
+
+
 def json_type() -> JSON:
-    """JSON on SQLite, JSONB on PostgreSQL; Python None is SQL NULL (not JSON 'null')."""
-    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+    """JSONB on PostgreSQL, JSON text on SQLite; Python None is SQL NULL (not JSON 'null')."""
+    return (
+        JSON(none_as_null=True)
+        .with_variant(JSONB(none_as_null=True), "postgresql")
+        .with_variant(SQLiteJSONText(none_as_null=True), "sqlite")
+    )
 
 
 def _c(name: str, type_: Any, comment: str, *, nullable: bool = True, **kw: Any) -> Column[Any]:

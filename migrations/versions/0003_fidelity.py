@@ -12,6 +12,12 @@ Create Date: 2026-11-29
   older than the stored copy, rejected), and the export's `query_info`, `post_query_info` and
   elements of an unknown type, as sent.
 - `etl_rejects`: conversations that could not be loaded, whole, as the server sent them.
+- SQLite only: every JSON column is declared TEXT instead of JSON. JSON gives a column NUMERIC
+  affinity, under which a value that is one number is stored as an SQLite number (1.0 read
+  back as 1, an integer beyond 64 bits as a rounded float); TEXT keeps the JSON text. Each
+  column is replaced by a copy (SQLite cannot change a column's type), which rewrites the
+  table's rows: a while on a large SQLite warehouse. Values already stored as numbers stay as
+  they were read.
 
 Existing rows get the new message columns when their conversation is loaded again: the
 content hash now includes the normalization's version, so `etl backfill` over loaded ranges
@@ -33,6 +39,30 @@ depends_on: str | Sequence[str] | None = None
 
 TIMESTAMP = sa.DateTime(timezone=True)
 JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+# On SQLite the JSON columns become TEXT (see above); on PostgreSQL they stay jsonb.
+JSON_TEXT = (
+    sa.JSON(none_as_null=True)
+    .with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+    .with_variant(sa.Text(), "sqlite")
+)
+_SQLITE_JSON_COLUMNS = {
+    "conversations": ("user_information", "extra", "raw"),
+    "messages": (
+        "labels",
+        "important_words",
+        "human_agent",
+        "matched_filter",
+        "sent_filter_values",
+        "extra",
+    ),
+    "content": ("json", "extra"),
+    "buttons": ("attributes", "extra"),
+    "intent_analysis": ("extra",),
+    "intents": ("extra",),
+    "actions": ("extra",),
+    "etl_state": ("filters",),
+    "etl_runs": ("rows",),
+}
 
 _MESSAGE_COLUMNS = (
     (
@@ -113,8 +143,10 @@ def upgrade() -> None:
         for name, comment in _RUN_COUNTS:
             batch.add_column(sa.Column(name, sa.Integer(), nullable=True, comment=comment))
         for name, comment in _RUN_JSON:
-            batch.add_column(sa.Column(name, JSON, nullable=True, comment=comment))
+            batch.add_column(sa.Column(name, JSON_TEXT, nullable=True, comment=comment))
     _comment_dimensions(schema, new=True)
+    if not _postgres():
+        _sqlite_json_columns(sa.JSON(none_as_null=True), sa.Text())
     op.create_table(
         "etl_rejects",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True, comment="Row id."),
@@ -195,6 +227,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     schema = _schema()
+    if not _postgres():
+        _sqlite_json_columns(sa.Text(), sa.JSON(none_as_null=True))
     op.drop_index("ix_etl_rejects_conversation_id", table_name="etl_rejects", schema=schema)
     op.drop_table("etl_rejects", schema=schema)
     _comment_dimensions(schema, new=False)
@@ -204,6 +238,35 @@ def downgrade() -> None:
     with op.batch_alter_table("messages", schema=schema) as batch:
         for name, _ in _MESSAGE_COLUMNS[::-1]:
             batch.drop_column(name)
+
+
+def _sqlite_json_columns(
+    old: sa.types.TypeEngine[object], new: sa.types.TypeEngine[object]
+) -> None:
+    """Declare SQLite's JSON columns `new` instead of `old`.
+
+    SQLite cannot change a column's type; rebuilding each table (Alembic's batch mode) needs
+    the live database to reflect it, which `etl migrate --sql` has not. So each column is
+    replaced in place with plain statements: add the new column, copy, drop the old one, take
+    its name. The column moves to the end of its table (the loader names its columns). A view
+    of your own that reads the column makes DROP COLUMN fail: drop the view, migrate, create it
+    again.
+    """
+    preparer = op.get_context().dialect.identifier_preparer
+    new_ddl = new.compile(dialect=op.get_context().dialect)
+    for table, columns in _SQLITE_JSON_COLUMNS.items():
+        t = preparer.quote(table)
+        for column in columns:
+            # Identifiers only, quoted by the dialect: no value is formatted into SQL here.
+            c, tmp = preparer.quote(column), preparer.quote(f"{column}__retyped")
+            op.execute(f"ALTER TABLE {t} ADD COLUMN {tmp} {new_ddl}")
+            op.execute(
+                sa.table(table, sa.column(column), sa.column(f"{column}__retyped"))
+                .update()
+                .values({f"{column}__retyped": sa.column(column)})
+            )
+            op.execute(f"ALTER TABLE {t} DROP COLUMN {c}")
+            op.execute(f"ALTER TABLE {t} RENAME COLUMN {tmp} TO {c}")
 
 
 def _comment_dimensions(schema: str | None, *, new: bool) -> None:

@@ -332,3 +332,43 @@ def test_sqlite_id_lookups_use_the_partial_indexes(tmp_path: Path) -> None:
         assert sql.endswith("WHERE predicted_intent_id IS NOT NULL")
     finally:
         engine.dispose()
+
+
+def test_sqlite_0003_keeps_json_values_and_stores_json_as_text(tmp_path: Path) -> None:
+    """SQLite gives a column declared JSON NUMERIC affinity, which turns a JSON value that is
+    one number into an SQLite number (1.0 -> 1, 2**64 + 1 -> a rounded float); 0003 declares
+    those columns TEXT and keeps what they held."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}", poolclass=NullPool)
+    insert = text(
+        "INSERT INTO conversations (id, user_information, extra, content_hash, loaded_at, "
+        "load_run_id) VALUES (:id, :info, :extra, 'h', '2024-01-01 00:00:00.000000', 'r')"
+    )
+    try:
+        upgrade(engine, revision="0002")
+        with engine.begin() as conn:
+            conn.execute(insert, {"id": 1, "info": '{"name": "Zoë"}', "extra": None})
+            conn.execute(insert, {"id": 2, "info": "1.0", "extra": '{"_value": [1, 2]}'})
+            assert conn.execute(text("SELECT typeof(user_information) FROM conversations "
+                                     "WHERE id = 2")).scalar_one() == "integer"  # fmt: skip
+        upgrade(engine)
+        with engine.begin() as conn:
+            declared = {
+                row[1]: row[2] for row in conn.execute(text("PRAGMA table_info(conversations)"))
+            }
+            assert declared["user_information"] == declared["extra"] == "TEXT"
+            values = conn.execute(
+                text("SELECT id, user_information, extra FROM conversations ORDER BY id")
+            ).all()
+            assert values == [(1, '{"name": "Zoë"}', None), (2, "1", '{"_value": [1, 2]}')]
+            conn.execute(insert, {"id": 3, "info": "18446744073709551617", "extra": "1.0"})
+            kept = conn.execute(
+                text("SELECT user_information, extra FROM conversations WHERE id = 3")
+            ).one()
+            assert tuple(kept) == ("18446744073709551617", "1.0")  # the JSON text, as written
+        assert _diff(engine, None) == []
+        downgrade(engine, revision="0002")
+        assert current_revision(engine) == "0002"
+        upgrade(engine)
+        assert _diff(engine, None) == []
+    finally:
+        engine.dispose()

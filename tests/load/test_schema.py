@@ -93,7 +93,7 @@ def test_types_and_comments() -> None:
     assert ("messages", "human_agent") in json_columns and ("etl_runs", "rows") in json_columns
     extra = metadata.tables["messages"].c.extra
     assert extra.type.compile(dialect=postgresql.dialect()) == "JSONB"
-    assert extra.type.compile(dialect=sqlite.dialect()) == "JSON"
+    assert extra.type.compile(dialect=sqlite.dialect()) == "TEXT"  # TEXT affinity: see 0003
     created = metadata.tables["conversations"].c.created_at
     assert isinstance(created.type, UTCDateTime)
     assert created.type.compile(dialect=postgresql.dialect()) == "TIMESTAMP WITH TIME ZONE"
