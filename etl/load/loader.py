@@ -72,66 +72,51 @@ def outcome(
 
 
 class ReferenceFold:
-    """A window's references to one dimension (intents or actions), folded per id.
+    """A window's references to one dimension (intents or actions), folded per id as they come.
 
-    Per attribute, the value of the latest reference (by `last_seen_at`, the later one on a
-    tie) that has one: a reference without a title never blanks the title an earlier one
-    gave. The same id usually comes with the same values, so each id keeps its distinct
-    versions (value tuple and the latest time seen), and attributes are folded once, in
-    `rows()`. Rows are laid out as TABLE_COLUMNS: id first, then the attributes,
-    last_seen_at and extra last.
+    Per attribute, the value of the latest reference (by `last_seen_at`, then by arrival: the
+    later one on a tie; undated references count as the oldest) that has one: a reference
+    without a title never blanks the title an earlier one gave. Each id holds one running row
+    and, per attribute, the (dated, time, arrival) key of the value it holds: memory stays one
+    row per id and each reference costs one pass over its few columns, however many distinct
+    values (a per-occurrence `confidence` in `extra`, say) the window carries. Rows are laid out
+    as TABLE_COLUMNS: id first, then the attributes, last_seen_at and extra last.
     """
 
-    __slots__ = ("_versions",)
+    __slots__ = ("_arrivals", "_rows")
 
     def __init__(self) -> None:
-        self._versions: dict[Any, list[list[Any]]] = {}
+        self._rows: dict[Any, tuple[list[Any], list[tuple[bool, datetime, int]]]] = {}
+        self._arrivals = 0
 
     def add(self, rows: Iterable[Row]) -> None:
-        versions = self._versions
+        held_rows = self._rows
+        arrival = self._arrivals
         for row in rows:
-            values, seen, extra = row[1:-2], row[-2], row[-1]
-            known = versions.get(row[0])
-            if known is None:
-                versions[row[0]] = [[values, extra, seen]]
+            arrival += 1
+            seen = row[-2]
+            key = (seen is not None, seen or _EPOCH, arrival)
+            held = held_rows.get(row[0])
+            if held is None:
+                held_rows[row[0]] = (list(row), [key] * len(row))
                 continue
-            for version in known:
-                if version[0] == values and version[1] == extra:
-                    if _later_or_equal(seen, version[2]):
-                        version[2] = seen
-                    break
-            else:
-                known.append([values, extra, seen])
+            values, keys = held
+            for i in range(1, len(row)):
+                value = row[i]
+                if value is not None and (key > keys[i] or values[i] is None):
+                    values[i] = value
+                    keys[i] = key
+        self._arrivals = arrival
 
     def rows(self) -> list[Row]:
-        """One row per id, each attribute the latest non-null; last_seen_at the latest."""
-        folded: list[Row] = []
-        for id_, known in self._versions.items():
-            if len(known) == 1:
-                ((values, extra, seen),) = known
-                folded.append((id_, *values, seen, extra))
-                continue
-            # Oldest first (undated before dated), so later values overwrite earlier ones.
-            ordered = sorted(known, key=lambda v: (v[2] is not None, v[2] or _EPOCH))
-            row: list[Any] = [id_, *ordered[0][0], ordered[0][2], ordered[0][1]]
-            for values, extra, seen in ordered[1:]:
-                for i, value in enumerate((*values, seen, extra), 1):
-                    if value is not None:
-                        row[i] = value
-            folded.append(tuple(row))
-        return folded
+        """One row per id: each attribute the latest non-null, last_seen_at the latest."""
+        return [tuple(values) for values, _ in self._rows.values()]
 
     def clear(self) -> None:
-        self._versions.clear()
+        self._rows.clear()
 
 
 _EPOCH: Final = datetime(1, 1, 1, tzinfo=UTC)
-
-
-def _later_or_equal(a: datetime | None, b: datetime | None) -> bool:
-    if a is None:
-        return b is None
-    return b is None or a >= b
 
 
 @dataclass(frozen=True)
@@ -218,27 +203,37 @@ class WindowLoader(ABC):
         """Conversations with a message id that another conversation holds, to quarantine.
 
         A message id is the messages table's key: one that belongs to another conversation
-        (stored, or earlier in this batch) would fail the whole window on the key. Without a
-        quarantine that is a data error naming both conversations and the message.
+        would fail the whole window on the key. The holder keeps it: the stored conversation
+        whose message it is (when that one is not being replaced, or still has it), else the
+        first conversation of the batch that has it. Refusing a conversation keeps its stored
+        copy, which may hold more ids, so the check runs until nothing more is refused.
+        Without a quarantine the first conflict is a data error naming both conversations.
         """
-        owner: dict[int, int] = {}
+        mine = {c.id: {row[0] for row in c.rows["messages"]} for c in batch}
+        every = {mid for ids in mine.values() for mid in ids}
+        stored = self._message_owners(list(every)) if every else {}
         refused: dict[int, Rejected] = {}
-        for c in batch:
-            for row in c.rows["messages"]:
-                first = owner.setdefault(row[0], c.id)
-                if first != c.id and c.id not in refused:
-                    refused[c.id] = self._claimed(c, row[0], first)
-        loading = {c.id for c in batch}
-        stored = self._message_owners(list(owner)) if owner else {}
-        for c in batch:
-            if c.id in refused:
-                continue
-            for row in c.rows["messages"]:
-                holder = stored.get(row[0])
-                if holder is not None and holder not in loading:
-                    refused[c.id] = self._claimed(c, row[0], holder)
-                    break
-        return refused
+        while True:
+            replaced = {c.id for c in batch if c.id not in refused}
+            claimed: dict[int, int] = {}  # message id -> the conversation that keeps it
+            for mid, holder in stored.items():
+                if holder not in replaced or mid in mine[holder]:
+                    claimed[mid] = holder
+            newly = False
+            for c in batch:
+                if c.id in refused:
+                    continue
+                conflict = next(
+                    ((mid, claimed[mid]) for mid in mine[c.id] if claimed.get(mid, c.id) != c.id),
+                    None,
+                )
+                if conflict is None:
+                    claimed.update(dict.fromkeys(mine[c.id], c.id))
+                else:
+                    refused[c.id] = self._claimed(c, *conflict)
+                    newly = True
+            if not newly:
+                return refused
 
     def _claimed(self, c: NormalizedConversation, message_id: int, holder: int) -> Rejected:
         error = NormalizeError(

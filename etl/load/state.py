@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, MetaData, Table, desc, func, select
 
+from etl.normalize.clean import storable
 from etl.windows import Window
 
 
@@ -124,9 +125,10 @@ class StateStore:
                     f"conversations_{name}": count
                     for name, count in report.conversation_outcomes.items()
                 },
-                query_info=report.query_info,
-                post_query_info=report.post_query_info,
-                unknown_elements=report.unknown_elements or None,
+                # As the export sent them, but storable on both databases (see `storable`).
+                query_info=storable(report.query_info),
+                post_query_info=storable(report.post_query_info),
+                unknown_elements=storable(report.unknown_elements or None),
             )
         )
 

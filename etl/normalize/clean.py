@@ -66,6 +66,15 @@ def _scrub(value: Any) -> tuple[Any, bool]:
     return cleaned, scrubber.found
 
 
+def storable(value: Any) -> Any:
+    """`value` for a JSON column of the run log: itself, or, when it holds a NUL or a lone
+    surrogate (which PostgreSQL refuses), {"_original": its exact text as ASCII JSON}."""
+    if value is None:
+        return None
+    _, offending = _scrub(value)
+    return {"_original": escaped(value)} if offending else value
+
+
 def clean_row(row: tuple[Any, ...], columns: tuple[str, ...], extra_at: int) -> tuple[Any, ...]:
     """Apply the rule to one row; returns the row itself when nothing needed changing."""
     values: list[Any] | None = None

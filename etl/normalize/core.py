@@ -10,7 +10,7 @@ from typing import Any, Final
 from etl.normalize.clean import clean_row
 from etl.normalize.columns import TABLE_COLUMNS, index
 from etl.normalize.digest import TOO_DEEP, Digest, content_digest
-from etl.normalize.errors import NormalizeError
+from etl.normalize.errors import NormalizeError, shown
 from etl.normalize.fields import (
     ACTION,
     ANALYSIS,
@@ -325,7 +325,7 @@ def _build(conv: Mapping[str, Any], cid: int, messages: list[Any]) -> dict[str, 
             path = f"messages[{position}]."
             mid = msg.get("id") if _is_object(msg) else None
             if mid.__class__ is not int:
-                raise BadField("id", f"message id must be an integer, got {mid!r}")
+                raise BadField("id", f"message id must be an integer, got {shown(mid)}")
             if not INT_MIN <= mid <= INT_MAX:
                 raise BadField(
                     "id",

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from etl.normalize.errors import NormalizeError
+from etl.normalize.errors import NormalizeError, shown
 from etl.normalize.fields import INT_MAX, INT_MIN
 
 
@@ -85,7 +85,7 @@ def _conversation_id(conv: Any, position: int | None) -> int:
     cid = conv.get("id")
     if cid.__class__ is not int:
         raise NormalizeError(
-            f"the conversation has no integer id (got {cid!r})", position=position, field="id"
+            f"the conversation has no integer id (got {shown(cid)})", position=position, field="id"
         )
     if not INT_MIN <= cid <= INT_MAX:
         raise NormalizeError(

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from etl.errors import DataError
+
+# How much of a value an error message shows: enough to recognise it, not a whole field that
+# may be long or hold personal data (messages go to logs, etl_runs and etl_rejects).
+_SHOWN = 80
+
+
+def shown(value: Any) -> str:
+    """`repr(value)`, cut to a recognisable length."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}… ({len(text):,} characters)"
 
 
 class NormalizeError(DataError):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from etl.normalize.columns import TABLE_COLUMNS, Kind, index
+from etl.normalize.errors import shown
 
 # BIGINT bounds: a larger integer would make the database refuse the whole batch.
 INT_MIN: Final = -(2**63)
@@ -38,9 +39,9 @@ def parse_time(value: Any, key: str) -> datetime:
         if parsed.tzinfo is not None:
             return parsed.astimezone(UTC)
     except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted out of range
-        raise BadField(key, f"unparseable timestamp {value!r}") from None
+        raise BadField(key, f"unparseable timestamp {shown(value)}") from None
     # The API always sends an offset; guessing a zone would silently shift times.
-    raise BadField(key, f"timestamp {value!r} has no UTC offset")
+    raise BadField(key, f"timestamp {shown(value)} has no UTC offset")
 
 
 # How copy_into treats a key, as small ints compared in its loop: the key's column kind, or

@@ -25,6 +25,9 @@ def rejected(
     position: int | None, conversation: Any, text: bytes | str | None, error: str
 ) -> Rejected:
     """A Rejected with `text` (the bytes the server sent) or, without it, exact JSON made here."""
+    cid = conversation.get("id") if isinstance(conversation, dict) else None
+    if cid.__class__ is not int or not -(2**63) <= cid < 2**63:
+        cid = None
     if isinstance(text, bytes):
         body = text.decode("utf-8", "backslashreplace")
     elif text is not None:
@@ -32,9 +35,15 @@ def rejected(
     else:
         try:
             body = _exact_json(conversation)
-        except (RecursionError, TypeError, ValueError):
-            body = json.dumps({"unrepresentable": repr(conversation)[:10_000]})
-    cid = conversation.get("id") if isinstance(conversation, dict) else None
-    if cid.__class__ is not int or not -(2**63) <= cid < 2**63:
-        cid = None
+        except (RecursionError, TypeError, ValueError) as exc:
+            # Nested too deeply to encode again, and the splitter leaves such a conversation
+            # to ijson, so there is no text as sent: say so (reprocessing keeps it).
+            body = json.dumps(
+                {
+                    "_not_kept": "the conversation could not be encoded as JSON again "
+                    f"({type(exc).__name__})",
+                    "id": cid,
+                    "position": position,
+                }
+            )
     return Rejected(position, cid, error, body)

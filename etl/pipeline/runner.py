@@ -27,7 +27,7 @@ from etl.extract import BrokenStreamError, ExportClient, ExportStream, window_re
 from etl.extract.errors import ExactParseNeeded
 from etl.extract.files import open_export_file
 from etl.load.engine import begin_write, make_engine
-from etl.load.loader import OUTCOMES, REJECTED, Origin, open_loader
+from etl.load.loader import CHANGED, NEW, OUTCOMES, REJECTED, Origin, open_loader
 from etl.load.lock import RunLock
 from etl.load.revision import HEAD_REVISION, current_revision
 from etl.load.schema import build_metadata
@@ -235,12 +235,18 @@ class Pipeline:
         rejects = self.metadata.tables[
             f"{self.metadata.schema}.etl_rejects" if self.metadata.schema else "etl_rejects"
         ]
-        with self.engine.connect() as conn:
-            pending = conn.execute(select(rejects).order_by(rejects.c.id)).all()
+        with self.engine.connect() as conn:  # ids first: the bodies are read one at a time
+            pending = list(conn.execute(select(rejects.c.id).order_by(rejects.c.id)).scalars())
         counts = dict.fromkeys(OUTCOMES, 0)
-        for reject in pending:
+        for reject_id in pending:
+            where = f"reprocessing etl_rejects row {reject_id}"
             try:
                 with begin_write(self.engine) as conn:
+                    reject = conn.execute(
+                        select(rejects).where(rejects.c.id == reject_id)
+                    ).one_or_none()
+                    if reject is None:
+                        continue  # removed meanwhile
                     loader = open_loader(
                         conn, self.metadata, run_id=self.run_id, exported_at=reject.exported_at
                     )
@@ -250,16 +256,28 @@ class Pipeline:
                     loader.merge(*self._renormalized(reject.body, reject.position))
                     loader.finish()
                     if not loader.outcomes[REJECTED]:
-                        conn.execute(rejects.delete().where(rejects.c.id == reject.id))
+                        conn.execute(rejects.delete().where(rejects.c.id == reject_id))
             except (DBAPIError, psycopg.Error) as exc:
-                raise database_error(exc, f"reprocessing etl_rejects row {reject.id}") from None
+                raise database_error(exc, where) from None
+            except NormalizeError as exc:  # found while writing (nested too deeply to store)
+                with begin_write(self.engine) as conn:
+                    conn.execute(
+                        rejects.update()
+                        .where(rejects.c.id == reject_id)
+                        .values(
+                            error=exc.what,
+                            attempts=rejects.c.attempts + 1,
+                            last_tried_at=datetime.now(UTC),
+                            run_id=self.run_id,
+                        )
+                    )
+                counts[REJECTED] += 1
+                log.info("%s: still cannot be loaded, kept: %s", where, exc.what)
+                continue
             for name, count in loader.outcomes.items():
                 counts[name] += count
             log.info(
-                "etl_rejects row %d (conversation %s): %s",
-                reject.id,
-                reject.conversation_id,
-                "still cannot be loaded, kept" if loader.outcomes[REJECTED] else "loaded, removed",
+                "%s (conversation %s): %s", where, reject.conversation_id, _fate(loader.outcomes)
             )
         return counts
 
@@ -397,7 +415,10 @@ class Pipeline:
                 )
                 loader.origin = Origin(
                     state_key=self.key,
-                    source=where,
+                    # A file name that is not UTF-8 holds lone surrogates (PEP 383): as escapes.
+                    source=where.encode("utf-8", "surrogateescape").decode(
+                        "utf-8", "backslashreplace"
+                    ),
                     window_start=report.window.start if report.window else None,
                     window_end=report.window.end if report.window else None,
                 )
@@ -411,12 +432,13 @@ class Pipeline:
                     LoadingThread(loader) as loading,
                 ):
                     for items, rejects in worker:
+                        count = len(items) + len(rejects)  # before normalizing adds to rejects
                         kept = rejects if quarantine else None
                         loading.put(
                             normalize_batch(items, keep_raw=keep_raw, rejects=kept), rejects
                         )
-                        received += len(items) + len(rejects)
-                        self.progress.conversations(len(items) + len(rejects))
+                        received += count
+                        self.progress.conversations(count)
                         pause_point("mid-stream", received)  # tests only: ETL_TEST_PAUSE_AT
                     end = worker.end
                     loading.drain()
@@ -458,8 +480,12 @@ class Pipeline:
         report.outcome = "failed" if exc is not None else "interrupted"
         report.error = str(exc) if exc is not None else "interrupted"
         report.seconds = time.monotonic() - started
+        # Nothing of the window is committed: what an attempt counted before failing is not.
         report.conversations = 0
         report.rows = {}
+        report.conversation_outcomes = {}
+        report.post_query_info = None
+        report.unknown_elements = []
         try:
             with begin_write(self.engine) as conn:
                 self.store.log_window(conn, report)
@@ -467,6 +493,18 @@ class Pipeline:
             log.warning(
                 "could not record the failed window in etl_runs (the database is unreachable)"
             )
+
+
+def _fate(outcomes: dict[str, int]) -> str:
+    """What reprocessing did with one quarantined conversation, for its log line."""
+    if outcomes[REJECTED]:
+        return "still cannot be loaded, kept"
+    if outcomes[NEW] or outcomes[CHANGED]:
+        return "loaded, removed from the quarantine"
+    return (
+        "removed from the quarantine without loading: the warehouse holds the same copy or one "
+        "from a later export"
+    )
 
 
 def normalize_batch(

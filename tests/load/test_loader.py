@@ -582,3 +582,26 @@ def test_a_value_too_deep_to_encode_is_a_data_error_naming_the_conversation(
         engine.dispose()
     assert raised.value.conversation_id == 5
     assert scalar(migrated, f"SELECT count(*) FROM {migrated.table('conversations')}") == 0
+
+
+def test_fold_a_value_seen_again_is_the_later_one_on_a_tie() -> None:
+    """A, B, A at the same time: the last reference is A (found in review: B won)."""
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+    rows = [(42, "A", None, t, None), (42, "B", None, t, None), (42, "A", None, t, None)]
+    assert _folded(rows) == [(42, "A", None, t, None)]
+    undated = [
+        (42, "A", None, None, None),
+        (42, "B", None, None, None),
+        (42, "A", None, None, None),
+    ]
+    assert _folded(undated) == [(42, "A", None, None, None)]
+
+
+def test_fold_of_many_distinct_values_keeps_one_row_per_id() -> None:
+    """Every reference with its own `confidence` (a per-occurrence key): one running row."""
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    rows = [(7, "T", None, t0 + timedelta(seconds=i), {"confidence": i}) for i in range(20_000)]
+    rows.insert(0, (7, None, True, t0 - timedelta(days=1), None))
+    fold = ReferenceFold()
+    fold.add(rows)
+    assert fold.rows() == [(7, "T", True, t0 + timedelta(seconds=19_999), {"confidence": 19_999})]

@@ -190,16 +190,14 @@ def reconstruct(nc: NormalizedConversation) -> dict[str, Any]:
                     item["buttons"] = buttons
                 msg["content"].append(_finish(c, item))
         message = _merge(msg, m["_extra"])
-        for group, names, rows, mapping in (
-            ("intents", ("predicted", "came_from"), intents, INTENT),
-            ("actions", ("displayed", "came_from"), actions, ACTION),
+        for group, kind, names, rows, mapping in (
+            ("intents", "intent", ("predicted", "came_from"), intents, INTENT),
+            ("actions", "action", ("displayed", "came_from"), actions, ACTION),
         ):
             for name in names:
-                refs = message.get(group)
-                ref = refs.get(name) if isinstance(refs, dict) else None
-                known = m["type"] in KNOWN_MESSAGE  # other types keep their references in extra
-                if known and isinstance(ref, dict) and ref.get("id") is not None:
-                    assert _prune(_dimension(rows, mapping)) == _prune(ref)
+                # A reference with a usable id (its column is set) has a dimension row.
+                if m["type"] in KNOWN_MESSAGE and m[f"{name}_{kind}_id"] is not None:
+                    assert _prune(_dimension(rows, mapping)) == _prune(message[group][name])
         conv["messages"].append(message)
     assert next(intents, None) is None and next(actions, None) is None
     return _merge(conv, crow["_extra"])

@@ -137,3 +137,22 @@ def test_a_file_without_a_usable_range_is_recorded_as_unknown(
     assert f"file {path} (range unknown) loaded" in result.output
     run = _last_run(migrated)
     assert (run["window_start"], run["window_end"], run["outcome"]) == (None, None, "ok")
+
+
+def test_characters_postgresql_refuses_in_the_exports_own_elements(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """NUL and a lone surrogate in query_info, post_query_info or an unknown element: the
+    window loads on both databases, the run log keeps the exact text (found in review: the
+    window failed on PostgreSQL, every run)."""
+    query_info, seed, post_query_info = seed_elements()
+    query_info["note"] = "a\u0000b"
+    post_query_info["note"] = "\ud800"
+    surprise = {"type": "statistics", "text": "x\u0000y"}
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps([query_info, seed, surprise, post_query_info]))  # ASCII escapes
+    etl("load-file", str(path), wh=migrated, check=True)
+    run = _last_run(migrated)
+    assert json.loads(run["query_info"]["_original"]) == query_info
+    assert json.loads(run["post_query_info"]["_original"]) == post_query_info
+    assert json.loads(run["unknown_elements"]["_original"]) == [surprise]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,56 @@ def test_a_message_id_beyond_64_bits_names_the_conversation(
     assert failed.code == ExitCode.DATA
     assert "conversation 7, field 'messages[2].id'" in failed.output
     assert "out of range for bigint" in failed.output
+
+
+def test_a_message_id_held_by_a_stored_conversation_that_is_reloaded(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """The stored holder keeps its message even when it is reloaded in the same batch as the
+    newcomer that claims it (found in review: the newcomer won, the holder was refused and the
+    window failed on the key)."""
+    holder, newcomer = _conversation(1), _conversation(2)
+    etl("load-file", str(_write(tmp_path / "a.json", [holder])), wh=migrated, check=True)
+    newcomer["messages"][0]["id"] = holder["messages"][0]["id"]
+    changed = copy.deepcopy(holder)
+    changed["reviewed"] = not changed.get("reviewed")
+    path = _write(tmp_path / "b.json", [newcomer, changed])
+
+    failed = etl("load-file", str(path), wh=migrated)
+    assert failed.code == ExitCode.DATA
+    assert "conversation 2: its message id" in failed.output
+    assert "already belongs to conversation 1" in failed.output
+
+    etl("load-file", "--on-bad-conversation", "quarantine", str(path), wh=migrated, check=True)
+    assert [r["conversation_id"] for r in _rejects(migrated)] == [2]
+    assert _count(migrated, "conversations") == 1  # 1, reloaded with its change
+
+
+def test_quarantine_of_a_conversation_too_deep_to_encode_again(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """The body's last conversation is parsed by ijson (no text as sent); nested this deep it
+    cannot be encoded again: it is quarantined with a note instead of crashing the run."""
+    deep = _conversation(2)
+    deep["user_information"] = "DEEP"
+    path = _write(tmp_path / "deep.json", [_conversation(1), deep])
+    path.write_text(path.read_text().replace('"DEEP"', "[" * 995 + "]" * 995))
+    result = etl("load-file", "--on-bad-conversation", "quarantine", str(path), wh=migrated)
+    assert result.code == 0, result.output
+    (reject,) = _rejects(migrated)
+    assert reject["conversation_id"] == 2 and "nested too deeply" in reject["error"]
+    assert json.loads(reject["body"])["_not_kept"].startswith("the conversation could not be")
+    assert _count(migrated, "conversations") == 1
+    again = etl("reprocess-rejects", wh=migrated, check=True)
+    assert "still cannot be loaded, kept" in again.output
+    assert [r["attempts"] for r in _rejects(migrated)] == [2]
+
+
+def test_a_file_name_that_is_not_utf8(migrated: TestWarehouse, tmp_path: Path) -> None:
+    path, _ = _poisoned_export(tmp_path)
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/exp\xf6rt.json"))
+    path.rename(odd)
+    result = etl("load-file", "--on-bad-conversation", "quarantine", str(odd), wh=migrated)
+    assert result.code == 0, result.output
+    (reject,) = _rejects(migrated)
+    assert "exp\\xf6rt.json" in reject["source"]
