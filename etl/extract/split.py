@@ -26,15 +26,23 @@ _COMPACT_AT: Final = 1024 * 1024  # bytes already parsed before the buffer is sh
 _MAX_PIECE: Final = 8 * 1024 * 1024
 # orjson reads integers beyond 64 bits as floats (silently inexact); yajl refuses them. A piece
 # with a run of 19 digits may hold one, so it is parsed again the exact (ijson) way. The run is
-# found by mapping digits to "0" and the rest to " " and searching for nineteen "0"s: one pass
-# in C over the piece.
-_DIGITS_ONLY: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+# found by mapping digits to "0" and most of the rest to " " and searching for nineteen "0"s:
+# one pass in C over the piece.
+# The same mapping keeps ":" and ".", so that a time with more than six digits after the
+# seconds (":SS.fffffff") shows as ":00.0000000": Python keeps microseconds and cuts the rest.
+_SHAPE: Final = bytes(0x30 if 0x30 <= b <= 0x39 else b if b in b":." else 0x20 for b in range(256))
 _RUN: Final = b"0" * 19
+_FINER_THAN_MICROSECONDS: Final = b":00.0000000"
 
 
 def has_digit_run(piece: bytes) -> bool:
     """Whether `piece` holds 19 ASCII digits in a row (an integer that may not fit 64 bits)."""
-    return piece.translate(_DIGITS_ONLY).find(_RUN) >= 0
+    return piece.translate(_SHAPE).find(_RUN) >= 0
+
+
+def finer_than_microseconds(text: bytes) -> int:
+    """How many times in `text` have more than six digits after the seconds (":SS.fffffff")."""
+    return text.translate(_SHAPE).count(_FINER_THAN_MICROSECONDS)
 
 
 Fallback = Callable[[bytes], Iterator[Any]]

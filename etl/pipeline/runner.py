@@ -449,6 +449,13 @@ class Pipeline:
                 report.conversation_outcomes = dict(loader.outcomes)
                 report.post_query_info = end.post_query_info
                 report.unknown_elements = end.unknown_elements
+                if end.finer_than_microseconds:
+                    log.warning(
+                        "%s: %d times have digits finer than a microsecond; they are stored cut "
+                        "to the microsecond (docs/schema.md, the normalizations)",
+                        where,
+                        end.finer_than_microseconds,
+                    )
                 report.bytes = end.bytes_received
                 report.seconds = time.monotonic() - started
                 report.outcome = "ok"

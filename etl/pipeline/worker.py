@@ -27,6 +27,7 @@ import orjson
 
 from etl.errors import EtlError
 from etl.extract import ExportStream
+from etl.extract.split import finer_than_microseconds
 from etl.normalize import Digest, NormalizeError, content_digest
 from etl.normalize.digest import TOO_DEEP
 from etl.normalize.rejects import Rejected, rejected
@@ -61,6 +62,8 @@ class StreamEnd:
     bytes_received: int
     post_query_info: dict[str, Any] | None
     unknown_elements: list[Any]
+    # Times with digits finer than a microsecond, which are stored cut to the microsecond.
+    finer_than_microseconds: int = 0
 
 
 def batch_limits(batch_size: int) -> Iterator[int]:
@@ -149,6 +152,7 @@ def _extract(
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     batch: list[Extracted] = []
     rejects: list[Rejected] = []
+    finer = 0
     try:
         limits = batch_limits(batch_size)
         limit = next(limits)
@@ -156,9 +160,12 @@ def _extract(
         for conversation, text in stream.conversations():
             position = stream.received - 1
             try:
-                batch.append(
-                    as_sent(conversation, text, finite_floats=finite_floats, position=position)
+                item = as_sent(conversation, text, finite_floats=finite_floats, position=position)
+                sent = item[1]
+                finer += finer_than_microseconds(
+                    sent if isinstance(sent, bytes) else sent.encode("utf-8", "surrogatepass")
                 )
+                batch.append(item)
             except NormalizeError as exc:
                 if not quarantine:
                     raise
@@ -170,7 +177,11 @@ def _extract(
         if batch or rejects:
             out.send(("batch", (batch, rejects)))
         end = StreamEnd(
-            stream.received, stream.bytes_received, stream.post_query_info, stream.unknown_elements
+            stream.received,
+            stream.bytes_received,
+            stream.post_query_info,
+            stream.unknown_elements,
+            finer,
         )
         out.send(("end", end))
     except BrokenPipeError:

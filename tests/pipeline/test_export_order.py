@@ -156,3 +156,27 @@ def test_characters_postgresql_refuses_in_the_exports_own_elements(
     assert json.loads(run["query_info"]["_original"]) == query_info
     assert json.loads(run["post_query_info"]["_original"]) == post_query_info
     assert json.loads(run["unknown_elements"]["_original"]) == [surprise]
+
+
+def test_digits_finer_than_a_microsecond_are_cut_with_a_word(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    query_info, seed, post_query_info = seed_elements()
+    first, second = copy.deepcopy(seed), copy.deepcopy(seed)
+    second["id"] += 1
+    for conversation in (first, second):  # the first is cut out by the splitter, the last not
+        for message in conversation["messages"]:
+            message["id"] += conversation["id"] * 100
+    first["messages"][0]["time"] = "2021-01-28T17:20:48.812727123+01:00"
+    first["time"]["created"] = "2021-01-28T17:20:48.8127271+01:00"
+    second["messages"][1]["time"] = "2021-01-28T17:21:00.000000999Z"
+    query_info["conversations"] = 2
+    path = tmp_path / "nanos.json"
+    path.write_text(json.dumps([query_info, first, second, post_query_info]))
+    result = etl("load-file", str(path), wh=migrated, check=True)
+    assert "3 times have digits finer than a microsecond" in result.output
+    query_info["conversations"] = 1
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps([query_info, seed, post_query_info]))
+    quiet = etl("load-file", str(plain), wh=migrated, check=True)
+    assert "finer than a microsecond" not in quiet.output
