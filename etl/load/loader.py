@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from hashlib import blake2b
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Connection, MetaData, Table, case, func
+from sqlalchemy import ColumnElement, Connection, MetaData, Table, case
 
 from etl.normalize import (
     CHILD_TABLES,
@@ -36,6 +36,22 @@ Stored = tuple[str, datetime | None]  # a stored conversation's content_hash and
 # Columns the loader adds to each `conversations` row after the normalizer's.
 LOAD_COLUMNS: Final = ("content_hash", "exported_at", "loaded_at", "load_run_id")
 CONVERSATION_COLUMNS: Final = TABLE_COLUMNS["conversations"] + LOAD_COLUMNS
+# Columns the loader adds to each dimension row: when each attribute's value was seen, so that
+# "the latest non-null value per attribute" holds across windows loaded in any order.
+SEEN_COLUMNS: Final = {
+    table: tuple(
+        f"{column}_seen_at"
+        for column in TABLE_COLUMNS[table]
+        if column not in ("id", "last_seen_at")
+    )
+    for table in DIMENSION_TABLES
+}
+# The columns each table is written with, in the order of the loader's rows.
+WRITTEN_COLUMNS: Final = {
+    **TABLE_COLUMNS,
+    "conversations": CONVERSATION_COLUMNS,
+    **{table: TABLE_COLUMNS[table] + SEEN_COLUMNS[table] for table in DIMENSION_TABLES},
+}
 
 
 # What a window does with each conversation it carries (etl_runs.conversations_<outcome>).
@@ -80,7 +96,8 @@ class ReferenceFold:
     and, per attribute, the (dated, time, arrival) key of the value it holds: memory stays one
     row per id and each reference costs one pass over its few columns, however many distinct
     values (a per-occurrence `confidence` in `extra`, say) the window carries. Rows are laid out
-    as TABLE_COLUMNS: id first, then the attributes, last_seen_at and extra last.
+    as TABLE_COLUMNS: id first, then the attributes, last_seen_at and extra last; `rows()`
+    adds when each attribute's value was seen (SEEN_COLUMNS).
     """
 
     __slots__ = ("_arrivals", "_rows")
@@ -109,8 +126,18 @@ class ReferenceFold:
         self._arrivals = arrival
 
     def rows(self) -> list[Row]:
-        """One row per id: each attribute the latest non-null, last_seen_at the latest."""
-        return [tuple(values) for values, _ in self._rows.values()]
+        """One row per id: each attribute the latest non-null, last_seen_at the latest, then
+        (SEEN_COLUMNS) when each attribute's value was seen (None: no value, or undated)."""
+        folded = []
+        for values, keys in self._rows.values():
+            seen = [
+                key[1] if key[0] and value is not None else None
+                for value, key in zip(values[1:-2], keys[1:-2], strict=True)
+            ]
+            extra_key = keys[-1]
+            seen.append(extra_key[1] if extra_key[0] and values[-1] is not None else None)
+            folded.append((*values, *seen))
+        return folded
 
     def clear(self) -> None:
         self._rows.clear()
@@ -355,19 +382,28 @@ class WindowLoader(ABC):
 def dimension_updates(target: Table, excluded: Any) -> dict[str, ColumnElement[Any]]:
     """The SET clause of a dimension upsert: per attribute, the latest non-null value.
 
-    An incoming row seen no earlier than the stored one gives its non-null values; an older
-    one only fills what the stored row lacks. `excluded` is the statement's EXCLUDED row.
+    Each attribute has its own time (`<attribute>_seen_at`): an incoming non-null value
+    replaces the stored one when it was seen no earlier, or when the stored one has no time
+    (NULL, or loaded before migration 0003); an undated incoming value only fills a gap.
+    `last_seen_at` is the latest of both. `excluded` is the statement's EXCLUDED row.
     """
-    stored_seen = target.c.last_seen_at
-    newer = stored_seen.is_(None) | (excluded.last_seen_at >= stored_seen)
-    return {
-        column.name: case(
-            (newer, func.coalesce(excluded[column.name], column)),
-            else_=func.coalesce(column, excluded[column.name]),
+    updates: dict[str, ColumnElement[Any]] = {}
+    for column in target.c:
+        seen_name = f"{column.name}_seen_at"
+        if seen_name not in target.c:
+            continue
+        stored, stored_seen = column, target.c[seen_name]
+        incoming, incoming_seen = excluded[column.name], excluded[seen_name]
+        wins = incoming.is_not(None) & (
+            stored.is_(None) | stored_seen.is_(None) | (incoming_seen >= stored_seen)
         )
-        for column in target.c
-        if column.name != "id"
-    }
+        updates[column.name] = case((wins, incoming), else_=stored)
+        updates[seen_name] = case((wins, incoming_seen), else_=stored_seen)
+    stored_last, incoming_last = target.c.last_seen_at, excluded.last_seen_at
+    updates["last_seen_at"] = case(
+        (stored_last.is_(None) | (incoming_last > stored_last), incoming_last), else_=stored_last
+    )
+    return updates
 
 
 def open_loader(

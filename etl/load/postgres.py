@@ -15,7 +15,7 @@ from sqlalchemy import JSON, Connection, MetaData, Table, column, select
 from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql
 
-from etl.load.loader import CONVERSATION_COLUMNS, Row, Stored, WindowLoader, dimension_updates
+from etl.load.loader import WRITTEN_COLUMNS, Row, Stored, WindowLoader, dimension_updates
 from etl.normalize import CHILD_TABLES, TABLE_COLUMNS
 from etl.testhooks import pause_point
 
@@ -116,7 +116,7 @@ class PostgresLoader(WindowLoader):
         self._copy(self._name(table), table, rows, plain)
 
     def _copy(self, target: sql.Composable, table: str, rows: list[Row], plain: bool) -> None:
-        columns = CONVERSATION_COLUMNS if table == "conversations" else TABLE_COLUMNS[table]
+        columns = WRITTEN_COLUMNS[table]
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             target, sql.SQL(", ").join(map(sql.Identifier, columns))
         )
@@ -145,7 +145,7 @@ class PostgresLoader(WindowLoader):
             )
         self._copy(sql.Identifier(stage), table, rows, plain)
         target = self._tables[table]
-        columns = TABLE_COLUMNS[table]
+        columns = WRITTEN_COLUMNS[table]
         staged = select(sa_table(stage, *map(column, columns)))
         statement = postgresql.insert(target).from_select(columns, staged)
         statement = statement.on_conflict_do_update(
@@ -161,7 +161,7 @@ _DIALECT: Final = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 def _copy_types(table: Table) -> list[str]:
     """The PostgreSQL type of each column a COPY into `table` sends, from the schema."""
-    columns = CONVERSATION_COLUMNS if table.name == "conversations" else TABLE_COLUMNS[table.name]
+    columns = WRITTEN_COLUMNS[table.name]
     return [_type_name(table.c[name].type) for name in columns]
 
 

@@ -141,6 +141,19 @@ def _extra(owner: str) -> Column[Any]:
     )
 
 
+def _seen_columns(*attributes: str) -> list[Column[Any]]:
+    """When each dimension attribute's value was seen: the loader keeps the latest per
+    attribute, whatever order windows are loaded in."""
+    return [
+        _c(
+            f"{name}_seen_at",
+            UTCDateTime,
+            f"Time of the message whose reference gave `{name}` its value, UTC.",
+        )
+        for name in attributes
+    ]
+
+
 def _conversation_id() -> Column[Any]:
     return _c(
         "conversation_id",
@@ -356,6 +369,7 @@ def _add_data_tables(md: MetaData) -> None:
         _c("inherit_skill", Boolean, "inherit_skill flag: the latest non-null value seen."),
         _c("last_seen_at", UTCDateTime, "Time of the latest message this intent was seen in, UTC."),
         _extra("intent"),
+        *_seen_columns("title", "inherit_skill", "extra"),
         comment=(
             "Intent dimension, a convenience: per attribute, the latest non-null value seen. "
             "Each message keeps the values of its own reference."
@@ -374,6 +388,7 @@ def _add_data_tables(md: MetaData) -> None:
         ),
         _c("last_seen_at", UTCDateTime, "Time of the latest message this action was seen in, UTC."),
         _extra("action"),
+        *_seen_columns("action_type", "language", "transfer_to_human", "extra"),
         comment=(
             "Action dimension, a convenience: per attribute, the latest non-null value seen. "
             "Each message keeps the values of its own reference."

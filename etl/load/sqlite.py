@@ -9,8 +9,8 @@ from typing import Any, Final
 from sqlalchemy import JSON, Table, Text, bindparam, delete, select
 from sqlalchemy.dialects.sqlite import insert
 
-from etl.load.loader import CONVERSATION_COLUMNS, Row, Stored, WindowLoader, dimension_updates
-from etl.normalize import CHILD_TABLES, TABLE_COLUMNS
+from etl.load.loader import WRITTEN_COLUMNS, Row, Stored, WindowLoader, dimension_updates
+from etl.normalize import CHILD_TABLES
 from etl.testhooks import pause_point
 
 # SQLite refuses a statement with more bound variables than SQLITE_MAX_VARIABLE_NUMBER, which
@@ -59,7 +59,7 @@ class SQLiteLoader(WindowLoader):
                 self._conn.execute(delete(table).where(column.in_(chunk)))
 
     def _write(self, table: str, rows: list[Row], *, plain: bool) -> None:
-        columns = CONVERSATION_COLUMNS if table == "conversations" else TABLE_COLUMNS[table]
+        columns = WRITTEN_COLUMNS[table]
         target = self._tables[table]
         json_at = _json_positions(target, columns)
         if json_at:
@@ -72,7 +72,7 @@ class SQLiteLoader(WindowLoader):
         pause_point("mid-copy")  # tests only: ETL_TEST_PAUSE_AT
 
     def _upsert_dimension(self, table: str, rows: list[Row], *, plain: bool) -> None:
-        columns = TABLE_COLUMNS[table]
+        columns = WRITTEN_COLUMNS[table]
         target = self._tables[table]
         statement = insert(target)
         statement = statement.on_conflict_do_update(

@@ -8,6 +8,9 @@ Create Date: 2026-11-29
 - `messages.predicted_intent_inherit_skill`, `messages.came_from_intent_inherit_skill`: an
   intent's inherit_skill as it was in that message (it may differ from one message to the
   next; the `intents` table holds one value per intent).
+- `intents.<attribute>_seen_at`, `actions.<attribute>_seen_at`: when each attribute's value was
+  seen, so that the dimension keeps the latest non-null value per attribute whatever order
+  windows are loaded in (NULL for rows loaded before: the next value seen replaces them).
 - `etl_runs`: what happened to each conversation of the window (new, changed, unchanged,
   older than the stored copy, rejected), and the export's `query_info`, `post_query_info` and
   elements of an unknown type, as sent.
@@ -74,6 +77,10 @@ _MESSAGE_COLUMNS = (
         "Answer: came-from intent's inherit_skill, as in this message.",
     ),
 )
+_SEEN = {
+    "intents": ("title", "inherit_skill", "extra"),
+    "actions": ("action_type", "language", "transfer_to_human", "extra"),
+}
 _RUN_COUNTS = (
     ("conversations_new", "Conversations not stored before, loaded."),
     ("conversations_changed", "Stored conversations replaced by a changed copy."),
@@ -144,6 +151,13 @@ def upgrade() -> None:
             batch.add_column(sa.Column(name, sa.Integer(), nullable=True, comment=comment))
         for name, comment in _RUN_JSON:
             batch.add_column(sa.Column(name, JSON_TEXT, nullable=True, comment=comment))
+    for table, attributes in _SEEN.items():
+        with op.batch_alter_table(table, schema=schema) as batch:
+            for name in attributes:
+                comment = f"Time of the message whose reference gave `{name}` its value, UTC."
+                batch.add_column(
+                    sa.Column(f"{name}_seen_at", TIMESTAMP, nullable=True, comment=comment)
+                )
     _comment_dimensions(schema, new=True)
     if not _postgres():
         _sqlite_json_columns(sa.JSON(none_as_null=True), sa.Text())
@@ -232,6 +246,10 @@ def downgrade() -> None:
     op.drop_index("ix_etl_rejects_conversation_id", table_name="etl_rejects", schema=schema)
     op.drop_table("etl_rejects", schema=schema)
     _comment_dimensions(schema, new=False)
+    for table, attributes in _SEEN.items():
+        with op.batch_alter_table(table, schema=schema) as batch:
+            for name in attributes[::-1]:
+                batch.drop_column(f"{name}_seen_at")
     with op.batch_alter_table("etl_runs", schema=schema) as batch:
         for name, _ in (*_RUN_JSON[::-1], *_RUN_COUNTS[::-1]):
             batch.drop_column(name)

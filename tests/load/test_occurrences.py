@@ -136,3 +136,25 @@ def test_a_later_reference_without_a_title_does_not_blank_the_dimension(
     etl("load-file", str(_export(tmp_path / "d.json", newer, "2024-07-02T00:00:00Z", cid=4)),
         wh=migrated, check=True)  # fmt: skip
     assert typed(migrated, "intents", "title", "inherit_skill") == [("Hours", True)]
+
+
+def test_the_latest_value_per_attribute_whatever_the_order_of_windows(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """Window A has the title "y" at 07:00; window B, loaded after A, has "x" at 05:00 and a
+    reference without a title at 10:00: the latest title seen is "y" (found in review: "x"
+    won, because B's row carried B's newest time for every attribute)."""
+    a = [_question(11, "2024-05-01T07:00:00+00:00", {"type": "intent", "id": 5, "title": "y"})]
+    b = [
+        _question(21, "2024-05-01T05:00:00+00:00", {"type": "intent", "id": 5, "title": "x"}),
+        _question(
+            22, "2024-05-01T10:00:00+00:00", {"type": "intent", "id": 5, "inherit_skill": True}
+        ),
+    ]
+    etl("load-file", str(_export(tmp_path / "a.json", a, "2024-05-02T00:00:00Z")),
+        wh=migrated, check=True)  # fmt: skip
+    etl("load-file", str(_export(tmp_path / "b.json", b, "2024-05-02T00:00:00Z", cid=2)),
+        wh=migrated, check=True)  # fmt: skip
+    assert typed(
+        migrated, "intents", "title", "inherit_skill", "last_seen_at", "title_seen_at"
+    ) == [("y", True, datetime(2024, 5, 1, 10, tzinfo=UTC), datetime(2024, 5, 1, 7, tzinfo=UTC))]
