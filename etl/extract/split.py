@@ -29,10 +29,11 @@ _MAX_PIECE: Final = 8 * 1024 * 1024
 # found by mapping digits to "0" and most of the rest to " " and searching for nineteen "0"s:
 # one pass in C over the piece.
 # The same mapping keeps ":" and ".", so that a time with more than six digits after the
-# seconds (":SS.fffffff") shows as ":00.0000000": Python keeps microseconds and cuts the rest.
+# seconds ("HH:MM:SS.fffffff") shows as "00:00:00.0000000": Python keeps microseconds and cuts
+# the rest. (A number after a key, `"lat":59.9138688`, has no second colon.)
 _SHAPE: Final = bytes(0x30 if 0x30 <= b <= 0x39 else b if b in b":." else 0x20 for b in range(256))
 _RUN: Final = b"0" * 19
-_FINER_THAN_MICROSECONDS: Final = b":00.0000000"
+_FINER_THAN_MICROSECONDS: Final = b"00:00:00.0000000"
 
 
 def has_digit_run(piece: bytes) -> bool:
@@ -41,7 +42,7 @@ def has_digit_run(piece: bytes) -> bool:
 
 
 def finer_than_microseconds(text: bytes) -> int:
-    """How many times in `text` have more than six digits after the seconds (":SS.fffffff")."""
+    """How many times in `text` have more than six digits after the seconds."""
     return text.translate(_SHAPE).count(_FINER_THAN_MICROSECONDS)
 
 

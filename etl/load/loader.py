@@ -110,6 +110,12 @@ class ReferenceFold:
         held_rows = self._rows
         arrival = self._arrivals
         for row in rows:
+            extra = row[-1]
+            if extra is not None and "_original" in extra:
+                # The exact text of a value with a NUL or a lone surrogate describes that one
+                # reference's columns, which may not win here: the message rows keep it.
+                rest = {k: v for k, v in extra.items() if k != "_original"}
+                row = (*row[:-1], rest or None)
             arrival += 1
             seen = row[-2]
             key = (seen is not None, seen or _EPOCH, arrival)

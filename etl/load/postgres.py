@@ -137,15 +137,22 @@ class PostgresLoader(WindowLoader):
     def _upsert_dimension(self, table: str, rows: list[Row], *, plain: bool) -> None:
         """COPY the window's folded rows into a temporary stage, then one upsert from it."""
         stage = f"etl_stage_{table}"
+        columns = WRITTEN_COLUMNS[table]
         with self._raw.cursor() as cur:
+            # Only the columns written: a column of the user's own (NOT NULL with a default,
+            # say) keeps its default in the table instead of failing in the stage.
             cur.execute(
-                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DROP").format(
-                    sql.Identifier(stage), self._name(table)
+                sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DROP AS "
+                    "SELECT {} FROM {} WITH NO DATA"
+                ).format(
+                    sql.Identifier(stage),
+                    sql.SQL(", ").join(map(sql.Identifier, columns)),
+                    self._name(table),
                 )
             )
         self._copy(sql.Identifier(stage), table, rows, plain)
         target = self._tables[table]
-        columns = WRITTEN_COLUMNS[table]
         staged = select(sa_table(stage, *map(column, columns)))
         statement = postgresql.insert(target).from_select(columns, staged)
         statement = statement.on_conflict_do_update(

@@ -451,8 +451,8 @@ class Pipeline:
                 report.unknown_elements = end.unknown_elements
                 if end.finer_than_microseconds:
                     log.warning(
-                        "%s: %d times have digits finer than a microsecond; they are stored cut "
-                        "to the microsecond (docs/schema.md, the normalizations)",
+                        "%s: %d times have digits finer than a microsecond; they are read to the "
+                        "microsecond (docs/schema.md, the normalizations)",
                         where,
                         end.finer_than_microseconds,
                     )

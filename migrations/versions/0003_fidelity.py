@@ -10,7 +10,7 @@ Create Date: 2026-11-29
   next; the `intents` table holds one value per intent).
 - `intents.<attribute>_seen_at`, `actions.<attribute>_seen_at`: when each attribute's value was
   seen, so that the dimension keeps the latest non-null value per attribute whatever order
-  windows are loaded in (NULL for rows loaded before: the next value seen replaces them).
+  windows are loaded in (rows loaded before take their last_seen_at).
 - `etl_runs`: what happened to each conversation of the window (new, changed, unchanged,
   older than the stored copy, rejected), and the export's `query_info`, `post_query_info` and
   elements of an unknown type, as sent.
@@ -19,8 +19,8 @@ Create Date: 2026-11-29
   affinity, under which a value that is one number is stored as an SQLite number (1.0 read
   back as 1, an integer beyond 64 bits as a rounded float); TEXT keeps the JSON text. Each
   column is replaced by a copy (SQLite cannot change a column's type), which rewrites the
-  table's rows: a while on a large SQLite warehouse. Values already stored as numbers stay as
-  they were read.
+  table's rows: a while on a large SQLite warehouse. A value already stored as a number keeps
+  the value it had (a float with 17 significant digits).
 
 Existing rows get the new message columns when their conversation is loaded again: the
 content hash now includes the normalization's version, so `etl backfill` over loaded ranges
@@ -158,6 +158,20 @@ def upgrade() -> None:
                 batch.add_column(
                     sa.Column(f"{name}_seen_at", TIMESTAMP, nullable=True, comment=comment)
                 )
+        # Rows loaded before: each value was last seen at last_seen_at (what the old upsert
+        # kept), so an older or undated reference does not replace it.
+        rows = sa.table(
+            table,
+            sa.column("last_seen_at"),
+            *(sa.column(c) for name in attributes for c in (name, f"{name}_seen_at")),
+            schema=schema,
+        )
+        for name in attributes:
+            op.execute(
+                rows.update()
+                .where(rows.c[name].is_not(None))
+                .values({f"{name}_seen_at": rows.c.last_seen_at})
+            )
     _comment_dimensions(schema, new=True)
     if not _postgres():
         _sqlite_json_columns(sa.JSON(none_as_null=True), sa.Text())
@@ -278,10 +292,18 @@ def _sqlite_json_columns(
             # Identifiers only, quoted by the dialect: no value is formatted into SQL here.
             c, tmp = preparer.quote(column), preparer.quote(f"{column}__retyped")
             op.execute(f"ALTER TABLE {t} ADD COLUMN {tmp} {new_ddl}")
+            # A REAL (a JSON value that was one float, under the old NUMERIC affinity) as
+            # text with 17 significant digits, which reads back as the same double (a plain
+            # copy would keep 15).
+            source = sa.column(column)
+            copied = sa.case(
+                (sa.func.typeof(source) == "real", sa.func.printf("%!.17g", source)),
+                else_=source,
+            )
             op.execute(
-                sa.table(table, sa.column(column), sa.column(f"{column}__retyped"))
+                sa.table(table, source, sa.column(f"{column}__retyped"))
                 .update()
-                .values({f"{column}__retyped": sa.column(column)})
+                .values({f"{column}__retyped": copied})
             )
             op.execute(f"ALTER TABLE {t} DROP COLUMN {c}")
             op.execute(f"ALTER TABLE {t} RENAME COLUMN {tmp} TO {c}")

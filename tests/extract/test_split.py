@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from etl.extract import ExportStream
 from etl.extract.errors import BrokenStreamError, ExactParseNeeded, ExportDataError
-from etl.extract.split import _MAX_PIECE, split_elements
+from etl.extract.split import _MAX_PIECE, finer_than_microseconds, split_elements
 
 
 def _body(elements: list[Any], indent: int | None = None) -> bytes:
@@ -209,3 +209,11 @@ def test_conversation_as_a_key_or_a_value_is_not_taken_for_a_boundary() -> None:
     assert recorder.split() == elements
     (prefix,) = recorder.prefixes  # only the tail: the splitter did not stall on the key
     assert list(ijson.items(prefix, "item")) == elements[-2:]
+
+
+def test_finer_than_microseconds_counts_times_not_numbers() -> None:
+    text = (
+        b'{"time":"2021-01-28T17:20:48.812727123+01:00","lat":59.9138688,"lon":10.7522454,'
+        b'"created":"2021-01-28T17:20:48.8127271Z","ok":"2021-01-28T17:20:48.812727+01:00"}'
+    )
+    assert finer_than_microseconds(text) == 2

@@ -610,3 +610,11 @@ def test_fold_of_many_distinct_values_keeps_one_row_per_id() -> None:
         # id, title, inherit_skill, last_seen_at, extra, then when each value was seen
         (7, "T", True, latest, {"confidence": 19_999}, latest, t0 - timedelta(days=1), latest)
     ]
+
+
+def test_fold_leaves_the_exact_text_of_cleaned_values_to_the_messages() -> None:
+    """`_original` describes one reference's columns, which may not be the ones that win."""
+    t1, t2 = datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 5, 2, tzinfo=UTC)
+    nul = {"_original": {"title": '"Opening\\u0000hours"'}, "colour": "red"}
+    rows = [(9, "Opening\ufffdhours", None, t1, nul), (9, "Prices", None, t2, None)]
+    assert _folded(rows) == [(9, "Prices", None, t2, {"colour": "red"})]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -348,6 +349,15 @@ def test_sqlite_0003_keeps_json_values_and_stores_json_as_text(tmp_path: Path) -
         with engine.begin() as conn:
             conn.execute(insert, {"id": 1, "info": '{"name": "Zoë"}', "extra": None})
             conn.execute(insert, {"id": 2, "info": "1.0", "extra": '{"_value": [1, 2]}'})
+            conn.execute(
+                insert, {"id": 4, "info": "0.30000000000000004", "extra": "3.141592653589793"}
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO intents (id, title, inherit_skill, last_seen_at) "
+                    "VALUES (5, 'Hours', NULL, '2024-06-01 00:00:00.000000')"
+                )
+            )
             assert conn.execute(text("SELECT typeof(user_information) FROM conversations "
                                      "WHERE id = 2")).scalar_one() == "integer"  # fmt: skip
         upgrade(engine)
@@ -359,7 +369,16 @@ def test_sqlite_0003_keeps_json_values_and_stores_json_as_text(tmp_path: Path) -
             values = conn.execute(
                 text("SELECT id, user_information, extra FROM conversations ORDER BY id")
             ).all()
-            assert values == [(1, '{"name": "Zoë"}', None), (2, "1", '{"_value": [1, 2]}')]
+            assert values[:2] == [(1, '{"name": "Zoë"}', None), (2, "1", '{"_value": [1, 2]}')]
+            # A float the old affinity stored as REAL reads back as the same double.
+            (_, info, extra) = values[2]
+            assert json.loads(info) == 0.30000000000000004
+            assert json.loads(extra) == 3.141592653589793
+            # Dimension rows from before 0003: each value was seen at their last_seen_at.
+            seen = conn.execute(
+                text("SELECT title_seen_at, inherit_skill_seen_at FROM intents WHERE id = 5")
+            ).one()
+            assert tuple(seen) == ("2024-06-01 00:00:00.000000", None)
             conn.execute(insert, {"id": 3, "info": "18446744073709551617", "extra": "1.0"})
             kept = conn.execute(
                 text("SELECT user_information, extra FROM conversations WHERE id = 3")

@@ -201,3 +201,22 @@ def test_conversations_that_are_not_plain_json_load_exactly_through_the_stdlib_e
     assert small_info == {"small": 2**62}
     assert json_content == [(str(BIG),)]
     assert action == [(str(BIG),)]  # the later window's row (the same last_seen_at)
+
+
+def test_a_column_of_the_users_own_on_a_dimension_keeps_its_default(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    """docs/schema.md allows columns of your own; the dimension stage holds only the columns
+    the loader writes, so a NOT NULL column with a default gets its default (found in review:
+    every window failed on the stage)."""
+    pg_warehouse.migrate()
+    t = pg_warehouse.table
+    engine = pg_warehouse.engine()
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {t('actions')} ADD team text NOT NULL DEFAULT 'bi'"))
+        _load(engine, pg_warehouse.schema, [_conversation(1, "hello", "a")])
+        teams = _rows(engine, f"SELECT id, team FROM {t('actions')}")
+    finally:
+        engine.dispose()
+    assert teams == [(7, "bi")]
