@@ -12,7 +12,7 @@ caller's transaction:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import blake2b
@@ -239,34 +239,48 @@ class WindowLoader(ABC):
         would fail the whole window on the key. The holder keeps it: the stored conversation
         whose message it is (when that one is not being replaced, or still has it), else the
         first conversation of the batch that has it. Refusing a conversation keeps its stored
-        copy, which may hold more ids, so the check runs until nothing more is refused.
-        Without a quarantine the first conflict is a data error naming both conversations.
+        copy, which may hold more ids, and frees the ids it claimed in the batch, so the check
+        is repeated from the start until the refused set no longer changes. Without a
+        quarantine the first conflict is a data error naming both conversations.
         """
         mine = {c.id: {row[0] for row in c.rows["messages"]} for c in batch}
         every = {mid for ids in mine.values() for mid in ids}
         stored = self._message_owners(list(every)) if every else {}
-        refused: dict[int, Rejected] = {}
-        while True:
-            replaced = {c.id for c in batch if c.id not in refused}
-            claimed: dict[int, int] = {}  # message id -> the conversation that keeps it
-            for mid, holder in stored.items():
-                if holder not in replaced or mid in mine[holder]:
-                    claimed[mid] = holder
-            newly = False
-            for c in batch:
-                if c.id in refused:
-                    continue
+
+        def conflicts_given(refused: Collection[int]) -> dict[int, tuple[int, int]]:
+            """Each conversation's first conflict (message id, holder) when `refused` stay."""
+            claimed = {  # message id -> the conversation that keeps it
+                mid: holder
+                for mid, holder in stored.items()
+                if holder in refused or holder not in mine or mid in mine[holder]
+            }
+            found: dict[int, tuple[int, int]] = {}
+            for c in batch:  # a refused one is checked again but claims nothing
                 conflict = next(
                     ((mid, claimed[mid]) for mid in mine[c.id] if claimed.get(mid, c.id) != c.id),
                     None,
                 )
                 if conflict is None:
-                    claimed.update(dict.fromkeys(mine[c.id], c.id))
+                    if c.id not in refused:
+                        claimed.update(dict.fromkeys(mine[c.id], c.id))
                 else:
-                    refused[c.id] = self._claimed(c, *conflict)
-                    newly = True
-            if not newly:
-                return refused
+                    found[c.id] = conflict
+            return found
+
+        # Refused id -> (message id, its holder): recomputed until it no longer changes; if
+        # it does not settle, grow it until no loaded conversation conflicts (safe, maybe
+        # more than needed).
+        conflicts: dict[int, tuple[int, int]] = {}
+        for _ in range(len(batch) + 1):
+            found = conflicts_given(conflicts.keys())
+            if found.keys() == conflicts.keys():
+                break
+            conflicts = found
+        else:
+            while extra := {k: v for k, v in conflicts_given(conflicts.keys()).items()
+                            if k not in conflicts}:  # fmt: skip
+                conflicts.update(extra)
+        return {c.id: self._claimed(c, *conflicts[c.id]) for c in batch if c.id in conflicts}
 
     def _claimed(self, c: NormalizedConversation, message_id: int, holder: int) -> Rejected:
         error = NormalizeError(

@@ -254,3 +254,28 @@ def test_a_file_name_that_is_not_utf8(migrated: TestWarehouse, tmp_path: Path) -
     assert result.code == 0, result.output
     (reject,) = _rejects(migrated)
     assert "exp\\xf6rt.json" in reject["source"]
+
+
+def test_only_the_conversations_that_must_be_refused_are(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """Stored: 4 holds message 40, 1 holds message 10. The window: 1 again without 10 but
+    with 40 (refused: 4 keeps 40), so 1's stored copy stays and keeps 10; 2 with 10 and 20
+    (refused: 1 keeps 10); 3 with 20 and 30 (loads: 2 is not loaded, 20 is free). Found in
+    review: 3 was refused too, "message 20 already belongs to conversation 2"."""
+
+    def shaped(cid: int, ids: list[int]) -> dict[str, Any]:
+        conversation = _conversation(cid)
+        conversation["messages"] = conversation["messages"][: len(ids)]
+        for message, mid in zip(conversation["messages"], ids, strict=True):
+            message["id"] = mid
+        return conversation
+
+    stored = [shaped(4, [40]), shaped(1, [10])]
+    etl("load-file", str(_write(tmp_path / "a.json", stored)), wh=migrated, check=True)
+    window = [shaped(1, [40, 11]), shaped(2, [10, 20]), shaped(3, [20, 30])]
+    path = _write(tmp_path / "b.json", window)
+    result = etl("load-file", "--on-bad-conversation", "quarantine", str(path), wh=migrated)
+    assert result.code == 0, result.output
+    assert sorted(r["conversation_id"] for r in _rejects(migrated)) == [1, 2]
+    assert _count(migrated, "conversations") == 3  # 4, 1 (the stored copy) and 3
