@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from etl.load.schema import build_metadata
 from tests.conftest import SEED_EXPORT, TestWarehouse
 from tests.reliability import helpers as h
 
@@ -200,6 +201,43 @@ def test_bad_input_is_refused_whole_and_the_corrected_file_converges(
     again = load(wh, tmp_path, good)
     assert again.code == 0, again.output
     h.assert_same(h.snapshot(wh), good_reference(wh))
+
+
+# Broken conversations in a sound stream: with pipeline.on_bad_conversation = "quarantine" the
+# rest of the file loads and the broken one is kept whole in etl_rejects.
+QUARANTINED = ["id-as-string", "messages-as-object", "missing-id", "message-missing-id",
+               "nested-10000-levels"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", QUARANTINED)
+def test_with_quarantine_a_broken_conversation_is_kept_aside_and_the_rest_loads(
+    pg_warehouse: TestWarehouse, tmp_path: Path, case: str
+) -> None:
+    wh = pg_warehouse
+    wh.migrate()
+    parts = good_parts()
+    parts[6], cause = _broken(case)
+    bad = write(tmp_path, f"{case}.json", parts)
+    cfg = h.config(tmp_path)
+    result = h.run(
+        "load-file", "--on-bad-conversation", "quarantine", str(bad), wh=wh, config=cfg, timeout=300
+    )
+    assert result.code == 0, result.output
+    assert f"{len(GOOD_IDS) - 1} new, 0 changed, 0 unchanged, 0 older, 1 rejected" in result.output
+    metadata = build_metadata(wh.schema)
+    conversations = metadata.tables[f"{wh.schema}.conversations"]
+    rejects = metadata.tables[f"{wh.schema}.etl_rejects"]
+    engine = wh.engine()
+    try:
+        with engine.connect() as conn:
+            loaded = set(conn.execute(select(conversations.c.id)).scalars())
+            (reject,) = conn.execute(select(rejects)).mappings().all()
+    finally:
+        engine.dispose()
+    assert loaded == set(GOOD_IDS) - {BROKEN}
+    assert reject["position"] == 6 and cause.split(": ")[-1][:30] in reject["error"]
+    if isinstance(parts[6], bytes) and case != "nested-10000-levels":
+        assert reject["body"].encode() == parts[6]  # the text as the file held it
 
 
 # -- stored: nothing lost, nothing foreign executed, a second load changes nothing ------------------
