@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import click
 
 from etl import env
-from etl.config import Settings, load_settings
+from etl.config import BAD_CONVERSATION_POLICIES, Settings, load_settings
 from etl.errors import EtlError, ExitCode
 from etl.secrets import scrub
 from etl.windows import Window, parse_instant, plan_windows
@@ -120,7 +120,7 @@ def migrate(obj: _Context, as_sql: bool) -> None:
 def _bad_conversation_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--on-bad-conversation",
-        type=click.Choice(["fail", "quarantine"]),
+        type=click.Choice(BAD_CONVERSATION_POLICIES),
         help=(
             "What a conversation that cannot be loaded does (default: pipeline.on_bad_conversation"
             ', "fail"): fail its window, or go whole to etl_rejects while the rest loads.'
