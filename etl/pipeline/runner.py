@@ -515,10 +515,12 @@ def _fate(outcomes: dict[str, int]) -> str:
 
 
 def normalize_batch(
-    batch: Sequence[Extracted], *, keep_raw: bool, rejects: list[Rejected] | None = None
+    batch: list[Extracted], *, keep_raw: bool, rejects: list[Rejected] | None = None
 ) -> list[NormalizedConversation]:
     """A batch's conversations as rows; a later copy of the same conversation in it wins.
 
+    Consumes `batch`: it is emptied, and each conversation's text is let go once its rows
+    are made, so a batch is not held twice over (as text and as rows) while it turns into rows.
     `rejects`: where a conversation that cannot be normalized goes (the quarantine), each
     row set then keeping its position and text for the loader; None: it raises NormalizeError.
     """
@@ -526,13 +528,18 @@ def normalize_batch(
     for item in batch:
         latest.pop(item[0].id, None)
         latest[item[0].id] = item
-    if rejects is None:
-        return [
-            normalize_conversation(_parsed(text, digest), keep_raw=keep_raw, digest=digest)
-            for digest, text, _ in latest.values()
-        ]
+    batch.clear()
+    pending = list(latest.values())
+    latest.clear()
+    pending.reverse()  # popped from the end: in stream order
     normalized = []
-    for digest, text, position in latest.values():
+    while pending:
+        digest, text, position = pending.pop()
+        if rejects is None:
+            normalized.append(
+                normalize_conversation(_parsed(text, digest), keep_raw=keep_raw, digest=digest)
+            )
+            continue
         try:
             conversation = _parsed(text, digest)
             rows = normalize_conversation(conversation, keep_raw=keep_raw, digest=digest)
