@@ -329,7 +329,7 @@ def _build(conv: Mapping[str, Any], cid: int, messages: list[Any]) -> dict[str, 
             if not INT_MIN <= mid <= INT_MAX:
                 raise BadField(
                     "id",
-                    f"message id {mid} is out of range for bigint (a 64-bit signed integer), "
+                    f"message id {shown(mid)} is out of range for bigint (a 64-bit signed integer), "
                     "the type of messages.id",
                 )
             if mid in seen:

@@ -89,7 +89,7 @@ def _conversation_id(conv: Any, position: int | None) -> int:
         )
     if not INT_MIN <= cid <= INT_MAX:
         raise NormalizeError(
-            f"conversation id {cid} is out of range for bigint (a 64-bit signed integer), "
+            f"conversation id {shown(cid)} is out of range for bigint (a 64-bit signed integer), "
             "the type of conversations.id",
             position=position,
             field="id",
