@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Connection, MetaData, Table, case
 
+from etl.load.schema import table_of
 from etl.normalize import (
     CHILD_TABLES,
     DIMENSION_TABLES,
@@ -181,10 +182,7 @@ class WindowLoader(ABC):
         replace: bool = False,
     ) -> None:
         self._conn = conn
-        self._tables = {
-            name: metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
-            for name in TABLE_COLUMNS
-        }
+        self._tables = {name: table_of(metadata, name) for name in TABLE_COLUMNS}
         self._schema = metadata.schema
         self._run_id = run_id
         self._exported_at = exported_at.astimezone(UTC) if exported_at is not None else None
@@ -193,9 +191,7 @@ class WindowLoader(ABC):
         self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self._references = {table: ReferenceFold() for table in DIMENSION_TABLES}
         self._references_plain = True
-        self._rejects = metadata.tables[
-            f"{metadata.schema}.etl_rejects" if metadata.schema else "etl_rejects"
-        ]
+        self._rejects = table_of(metadata, "etl_rejects")
         self.origin = Origin()
 
     # The dialect's INSERT, which has ON CONFLICT DO UPDATE on both warehouses.

@@ -501,6 +501,11 @@ def _add_pipeline_tables(md: MetaData) -> None:
     )
 
 
+def table_of(metadata: MetaData, name: str) -> Table:
+    """The table `name` of `metadata`, whose keys are "schema.name" when it has a schema."""
+    return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
+
+
 def build_metadata(schema: str | None = None) -> MetaData:
     """All tables, optionally in a PostgreSQL schema (names qualified as "schema.table")."""
     md = MetaData(schema=schema, naming_convention=NAMING_CONVENTION)

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, MetaData, Table, desc, func, select
 
+from etl.load.schema import table_of
 from etl.normalize.clean import storable
 from etl.windows import Window
 
@@ -60,8 +61,8 @@ class StateStore:
     """Reads and writes `etl_state` and `etl_runs` on a connection the caller controls."""
 
     def __init__(self, metadata: MetaData) -> None:
-        self.state: Table = metadata.tables[_qualified(metadata, "etl_state")]
-        self.runs: Table = metadata.tables[_qualified(metadata, "etl_runs")]
+        self.state: Table = table_of(metadata, "etl_state")
+        self.runs: Table = table_of(metadata, "etl_runs")
 
     def watermark(self, conn: Connection, key: str) -> datetime | None:
         value = conn.execute(
@@ -156,10 +157,6 @@ class StateStore:
 
     def count(self, conn: Connection, table: Table) -> int:
         return int(conn.execute(select(func.count()).select_from(table)).scalar() or 0)
-
-
-def _qualified(metadata: MetaData, name: str) -> str:
-    return f"{metadata.schema}.{name}" if metadata.schema else name
 
 
 def _aware(value: datetime | None) -> datetime | None:

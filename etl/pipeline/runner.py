@@ -30,7 +30,7 @@ from etl.load.engine import begin_write, make_engine
 from etl.load.loader import CHANGED, NEW, OUTCOMES, REJECTED, Origin, open_loader
 from etl.load.lock import RunLock
 from etl.load.revision import HEAD_REVISION, current_revision
-from etl.load.schema import build_metadata
+from etl.load.schema import build_metadata, table_of
 from etl.load.state import StateStore, WindowReport, state_key
 from etl.normalize import Digest, NormalizedConversation, NormalizeError, normalize_conversation
 from etl.normalize.digest import TOO_DEEP
@@ -232,9 +232,7 @@ class Pipeline:
         """Load every quarantined conversation again (after an upgrade or a fix): each that
         loads leaves etl_rejects in the same transaction; each that still cannot stays, with
         its new error and one more attempt. Returns the count of each outcome."""
-        rejects = self.metadata.tables[
-            f"{self.metadata.schema}.etl_rejects" if self.metadata.schema else "etl_rejects"
-        ]
+        rejects = table_of(self.metadata, "etl_rejects")
         with self.engine.connect() as conn:  # ids first: the bodies are read one at a time
             pending = list(conn.execute(select(rejects.c.id).order_by(rejects.c.id)).scalars())
         counts = dict.fromkeys(OUTCOMES, 0)

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, MetaData, inspect, select
 
 from etl.load.loader import OUTCOMES
 from etl.load.revision import HEAD_REVISION, current_revision
+from etl.load.schema import table_of
 from etl.load.state import StateStore
 from etl.normalize import TABLE_COLUMNS
 from etl.pipeline.progress import describe_outcomes
@@ -69,32 +70,27 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
                     "finished_at": _iso(run["finished_at"]),
                 }
             )
-        tables = {
-            name: store.count(conn, metadata.tables[f"{schema}.{name}" if schema else name])
-            for name in TABLE_COLUMNS
+        tables = {name: store.count(conn, table_of(metadata, name)) for name in TABLE_COLUMNS}
+        rejects = table_of(metadata, "etl_rejects")
+        quarantined = {
+            "count": store.count(conn, rejects),
+            "latest": [
+                {
+                    "id": row.id,
+                    "conversation_id": row.conversation_id,
+                    "source": row.source,
+                    "position": row.position,
+                    "error": row.error,
+                    "attempts": row.attempts,
+                    "last_tried_at": _iso(row.last_tried_at),
+                }
+                for row in conn.execute(
+                    select(*(rejects.c[name] for name in _REJECT_COLUMNS))
+                    .order_by(rejects.c.last_tried_at.desc(), rejects.c.id.desc())
+                    .limit(runs)
+                )
+            ],
         }
-        rejects = metadata.tables[f"{schema}.etl_rejects" if schema else "etl_rejects"]
-        quarantined: dict[str, Any] = {"count": 0, "latest": []}
-        if "etl_rejects" in existing:  # a warehouse not yet migrated to 0003 has none
-            quarantined = {
-                "count": store.count(conn, rejects),
-                "latest": [
-                    {
-                        "id": row.id,
-                        "conversation_id": row.conversation_id,
-                        "source": row.source,
-                        "position": row.position,
-                        "error": row.error,
-                        "attempts": row.attempts,
-                        "last_tried_at": _iso(row.last_tried_at),
-                    }
-                    for row in conn.execute(
-                        select(*(rejects.c[name] for name in _REJECT_COLUMNS))
-                        .order_by(rejects.c.last_tried_at.desc(), rejects.c.id.desc())
-                        .limit(runs)
-                    )
-                ],
-            }
     return {
         "migrated": True,
         "now": now.isoformat(),
