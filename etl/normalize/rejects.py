@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from etl.normalize.fields import INT_MAX, INT_MIN
+
 # Exact JSON for a conversation the splitter did not cut out of the body (ijson parsed it):
 # integers beyond 64 bits and lone surrogates written as they were read.
 _exact_json = json.JSONEncoder(ensure_ascii=True, check_circular=False).encode
@@ -26,7 +28,7 @@ def rejected(
 ) -> Rejected:
     """A Rejected with `text` (the bytes the server sent) or, without it, exact JSON made here."""
     cid = conversation.get("id") if isinstance(conversation, dict) else None
-    if cid.__class__ is not int or not -(2**63) <= cid < 2**63:
+    if cid.__class__ is not int or not INT_MIN <= cid <= INT_MAX:
         cid = None
     if isinstance(text, bytes):
         body = text.decode("utf-8", "backslashreplace")
