@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -137,7 +137,7 @@ def another_pg_warehouse(pg_server: str) -> Iterator[TestWarehouse]:
     yield from _pg_schema(pg_server)
 
 
-def _pg_schema(pg_server: str) -> Iterator[TestWarehouse]:
+def _pg_schema(pg_server: str) -> Generator[TestWarehouse, None, None]:
     schema = f"t_{secrets.token_hex(6)}"
     url = (
         make_url(pg_server)

@@ -25,11 +25,10 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import secrets
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,11 +36,10 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
 from etl.load.schema import UTCDateTime, build_metadata
-from tests.conftest import SEED_EXPORT, TestWarehouse
+from tests.conftest import SEED_EXPORT, TestWarehouse, _pg_schema
 from tests.pipeline.cli_helpers import etl
 
 KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -485,7 +483,7 @@ class Warehouses:
         self.loaded: dict[tuple[str, str], Loaded] = {}
         self.expected: dict[str, Expected] = {}
         self.failed: dict[tuple[str, str], BaseException] = {}
-        self._schemas: list[tuple[str, str]] = []
+        self._schemas: list[Generator[TestWarehouse, None, None]] = []
 
     def get(
         self, request: pytest.FixtureRequest, kind: str, dataset: str, files: list[Path]
@@ -508,20 +506,10 @@ class Warehouses:
         if kind == "sqlite":
             return TestWarehouse("sqlite", f"sqlite:///{self.base / f'{dataset}.db'}", None)
         pg_server: str = request.getfixturevalue("pg_server")
-        url = (
-            make_url(pg_server)
-            .set(drivername="postgresql+psycopg")
-            .render_as_string(hide_password=False)
-        )
-        schema = f"rt_{secrets.token_hex(6)}"
-        admin = create_engine(url)
-        try:
-            with admin.begin() as conn:
-                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        finally:
-            admin.dispose()
-        self._schemas.append((url, schema))
-        return TestWarehouse("postgres", url, schema)
+        # conftest's throwaway schema, held open for the module: closing it drops the schema.
+        schema = _pg_schema(pg_server)
+        self._schemas.append(schema)
+        return next(schema)
 
     def _expected(self, dataset: str, files: list[Path]) -> Expected:
         if dataset not in self.expected:
@@ -540,13 +528,8 @@ class Warehouses:
         return Loaded(self._expected(dataset, files), rebuilt, counts)
 
     def close(self) -> None:
-        for url, schema in self._schemas:
-            admin = create_engine(url)
-            try:
-                with admin.begin() as conn:
-                    conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-            finally:
-                admin.dispose()
+        for schema in self._schemas:
+            schema.close()
 
 
 @pytest.fixture(scope="module")
