@@ -5,6 +5,7 @@
                       headers={"Authorization": "Bearer sim-token"})
         api.matching_ids(start, end)          # what that export returns at the server's clock
         api.export_requests                   # POSTs to the export endpoint so far
+        api.exports_in_flight_peak            # the most exports answered at one time
 
 Faults (`Faults(...)`) apply to the first K export requests, counted over every export POST.
 `python -m etl.fakeapi --help` / `etl fake-api --help` lists every option.

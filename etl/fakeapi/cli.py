@@ -25,6 +25,10 @@ from etl.fakeapi.synth import DatasetSpec
 FAULT_FLAGS: dict[str, tuple[Any, str]] = {
     "error_after": (int, "After N conversations send an error element and close the array."),
     "error_times": (int, "Apply --error-after to the first K export requests (-1: all)."),
+    "only_starts": (
+        str,
+        "Apply the faults only to windows starting at this instant (ISO 8601; repeatable).",
+    ),
     "error_message": (str, "Message of the in-stream error element."),
     "truncate_after": (int, "After N conversations hang up mid-chunk (broken chunked body)."),
     "truncate_times": (int, "Apply --truncate-after to the first K export requests (-1: all)."),
@@ -70,7 +74,13 @@ def _fault_options(func: Any) -> Any:
         else:
             default = getattr(defaults, name)
             func = click.option(
-                _flag(name), name, type=kind, default=default, show_default=True, help=help_text
+                _flag(name),
+                name,
+                type=kind,
+                default=default,
+                multiple=isinstance(default, tuple),
+                show_default=True,
+                help=help_text,
             )(func)
     return func
 

@@ -10,6 +10,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from datetime import datetime
 
 from etl.fakeapi.export import ExportResponse, error_element
 from etl.fakeapi.stream import Item, Marker
@@ -24,6 +25,9 @@ class Faults:
 
     error_after: int | None = None  # after N conversations: an error element, then "]"
     error_times: int = ALWAYS
+    # Faults hit only exports of windows that start at these instants (ISO 8601 with an
+    # offset); empty: every export. Request numbers (the `*_times`) count every export.
+    only_starts: tuple[str, ...] = ()
     error_message: str = "internal error while exporting conversations"
     truncate_after: int | None = None  # after N conversations: hang up mid-chunk
     truncate_times: int = ALWAYS
@@ -52,11 +56,14 @@ class Faults:
     stacked_encoding: bool = False  # Content-Encoding: gzip, gzip
     stacked_encoding_times: int = ALWAYS
 
-    def plan(self, n: int) -> FaultPlan:
-        """The faults that hit export request number n (1-based)."""
+    def plan(self, n: int, start: datetime | None = None) -> FaultPlan:
+        """The faults that hit export request number n (1-based), of a window from `start`."""
+        spared = bool(self.only_starts) and not any(
+            start == datetime.fromisoformat(only) for only in self.only_starts
+        )
 
         def on(enabled: bool, times: int) -> bool:
-            return enabled and (times < 0 or n <= times)
+            return enabled and (times < 0 or n <= times) and not spared
 
         return FaultPlan(
             hang=on(self.hang_before_headers, self.hang_before_headers_times),

@@ -7,6 +7,8 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -58,6 +60,8 @@ class FakeApi:
         self._lock = threading.Lock()
         self._export_requests = 0
         self._token_requests = 0
+        self._exporting = 0
+        self._peak = 0
         self._conns: set[socket.socket] = set()
         self.stopping = threading.Event()
         self._server: _Server | None = None
@@ -162,6 +166,23 @@ class FakeApi:
                 return self._export_requests
             self._token_requests += 1
             return self._token_requests
+
+    @property
+    def exports_in_flight_peak(self) -> int:
+        """The most export requests this server was answering at one time."""
+        with self._lock:
+            return self._peak
+
+    @contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        with self._lock:
+            self._exporting += 1
+            self._peak = max(self._peak, self._exporting)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._exporting -= 1
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._lock:
@@ -289,6 +310,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(reply.status, reply.body, headers)
 
     def _export(self) -> None:
+        with self.api._in_flight():
+            self._export_in_flight()
+
+    def _export_in_flight(self) -> None:
         api = self.api
         n = api._count(export=True)
         body = self._read_body()
@@ -302,7 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
         except RequestError as exc:
             self._error(400, exc.message)
             return
-        plan = api.options.faults.plan(n)
+        plan = api.options.faults.plan(n, query.start)
         try:
             self._respond(
                 query_stream=ExportResponse(api.dataset, query, api.zone, api.now_us()), plan=plan
