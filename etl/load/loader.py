@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import blake2b
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from sqlalchemy import ColumnElement, Connection, MetaData, Table, case
 
@@ -196,6 +196,9 @@ class WindowLoader(ABC):
 
     # The dialect's INSERT, which has ON CONFLICT DO UPDATE on both warehouses.
     _insert_statement: Callable[[Table], Any]
+    # Whether windows may hold write transactions at the same time (PostgreSQL), or must take
+    # turns (SQLite: one writer per database).
+    concurrent_windows: ClassVar[bool]
 
     def merge(
         self, batch: Sequence[NormalizedConversation], rejects: Sequence[Rejected] = ()
@@ -212,6 +215,10 @@ class WindowLoader(ABC):
                     self.outcomes[result] -= 1
             rejects = [*rejects, *refused.values()]
         self.load(loading)
+        unloaded = [c.id for c, result in zip(batch, outcomes, strict=True)
+                    if result == NEW and c.id in refused]  # fmt: skip
+        if unloaded:
+            self._release(unloaded)
         if rejects:
             self._quarantine(rejects)
 
@@ -357,6 +364,7 @@ class WindowLoader(ABC):
             }
             for r in rejects
         ]
+        rows.sort(key=lambda row: str(row["body_hash"]))  # one lock order for windows in parallel
         table = self._rejects
         statement = self._insert_statement(table)
         statement = statement.on_conflict_do_update(
@@ -373,7 +381,13 @@ class WindowLoader(ABC):
 
     @abstractmethod
     def _stored(self, ids: list[int]) -> dict[int, Stored]:
-        """The stored content_hash and exported_at of those of `ids` that are stored."""
+        """The stored content_hash and exported_at of those of `ids` that are stored, read
+        so that no other transaction can change them before this one ends."""
+
+    @abstractmethod
+    def _release(self, ids: list[int]) -> None:
+        """Let go of conversations `_stored` found new that this batch does not load (what a
+        warehouse that locks them by a placeholder row must remove)."""
 
     @abstractmethod
     def _message_owners(self, message_ids: list[int]) -> dict[int, int]:
@@ -422,6 +436,18 @@ def dimension_updates(target: Table, excluded: Any) -> dict[str, ColumnElement[A
     return updates
 
 
+def loader_class(dialect: str) -> type[WindowLoader]:
+    """The loader for a warehouse dialect ("postgresql", "sqlite")."""
+    from etl.load.postgres import PostgresLoader
+    from etl.load.sqlite import SQLiteLoader
+
+    loaders: dict[str, type[WindowLoader]] = {
+        "postgresql": PostgresLoader,
+        "sqlite": SQLiteLoader,
+    }
+    return loaders[dialect]
+
+
 def open_loader(
     conn: Connection,
     metadata: MetaData,
@@ -431,13 +457,6 @@ def open_loader(
     replace: bool = False,
 ) -> WindowLoader:
     """The loader for the warehouse `conn` is connected to."""
-    from etl.load.postgres import PostgresLoader
-    from etl.load.sqlite import SQLiteLoader
-
-    loaders: dict[str, type[WindowLoader]] = {
-        "postgresql": PostgresLoader,
-        "sqlite": SQLiteLoader,
-    }
-    return loaders[conn.dialect.name](
+    return loader_class(conn.dialect.name)(
         conn, metadata, run_id=run_id, exported_at=exported_at, replace=replace
     )

@@ -54,6 +54,8 @@ class PostgresLoader(WindowLoader):
     upserted once, at its end.
     """
 
+    concurrent_windows = True
+
     def __init__(
         self,
         conn: Connection,
@@ -79,12 +81,39 @@ class PostgresLoader(WindowLoader):
         return sql.Identifier(table)
 
     def _stored(self, ids: list[int]) -> dict[int, Stored]:
-        query = sql.SQL(
-            "SELECT id, content_hash, exported_at FROM {} WHERE id = ANY(%s::bigint[])"
+        """Read under row locks held to the commit: windows load in parallel, and two of them
+        may carry the same conversation. The second to come waits, then reads what the first
+        committed, so `outcome` always compares with the stored copy and never with one about
+        to be replaced (which would fail on the primary key, or keep an older export).
+
+        An id not stored yet gets a placeholder row (`content_hash` empty, never committed:
+        `merge` replaces or deletes it), which is what the other transaction then waits on.
+        Rows are locked in id order, so two batches never wait on each other in a cycle;
+        batches of one window come in stream order, and a deadlock between two windows is
+        retried like any lost window (see runner.database_error).
+        """
+        conversations = self._name("conversations")
+        placeholders = sql.SQL(
+            "INSERT INTO {} (id, content_hash, loaded_at, load_run_id) "
+            "SELECT id, %(none)s, now(), %(run)s FROM unnest(%(ids)s::bigint[]) AS wanted(id) "
+            "ORDER BY id ON CONFLICT (id) DO NOTHING"
+        ).format(conversations)
+        locked = sql.SQL(
+            "SELECT id, content_hash, exported_at FROM {} WHERE id = ANY(%(ids)s::bigint[]) "
+            "ORDER BY id FOR UPDATE"
+        ).format(conversations)
+        parameters = {"ids": ids, "none": PLACEHOLDER_HASH, "run": self._run_id}
+        with self._raw.cursor() as cur, _index_scans_only(cur):
+            cur.execute(placeholders, parameters)
+            cur.execute(locked, parameters)
+            return {row[0]: (row[1], row[2]) for row in cur if row[1] != PLACEHOLDER_HASH}
+
+    def _release(self, ids: list[int]) -> None:
+        statement = sql.SQL(
+            "DELETE FROM {} WHERE id = ANY(%s::bigint[]) AND content_hash = %s"
         ).format(self._name("conversations"))
         with self._raw.cursor() as cur:
-            cur.execute(query, (ids,))
-            return {row[0]: (row[1], row[2]) for row in cur}
+            cur.execute(statement, (ids, PLACEHOLDER_HASH))
 
     _insert_statement = staticmethod(postgresql.insert)
 
@@ -153,7 +182,8 @@ class PostgresLoader(WindowLoader):
             )
         self._copy(sql.Identifier(stage), table, rows, plain)
         target = self._tables[table]
-        staged = select(sa_table(stage, *map(column, columns)))
+        # In id order: two windows finishing at once lock shared dimension rows in one order.
+        staged = select(sa_table(stage, *map(column, columns))).order_by(column("id"))
         statement = postgresql.insert(target).from_select(columns, staged)
         statement = statement.on_conflict_do_update(
             index_elements=[target.c.id], set_=dimension_updates(target, statement.excluded)
@@ -162,6 +192,9 @@ class PostgresLoader(WindowLoader):
         with self._raw.cursor() as cur:
             cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(stage)))
 
+
+# The content_hash of a placeholder row (see PostgresLoader._stored): no digest is empty.
+PLACEHOLDER_HASH: Final = ""
 
 _DIALECT: Final = postgresql.dialect()  # type: ignore[no-untyped-call]
 

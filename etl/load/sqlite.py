@@ -30,6 +30,12 @@ def chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
 class SQLiteLoader(WindowLoader):
     """Merges batches with chunked statements and batched inserts; one upsert per dimension."""
 
+    concurrent_windows = False
+
+    def _release(self, ids: list[int]) -> None:
+        """Nothing to let go: a SQLite write transaction holds the whole database (BEGIN
+        IMMEDIATE), so `_stored` needs no row locks."""
+
     def _stored(self, ids: list[int]) -> dict[int, Stored]:
         table = self._tables["conversations"]
         found: dict[int, Stored] = {}
