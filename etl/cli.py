@@ -132,16 +132,49 @@ def _policy(value: str | None) -> dict[str, Any]:
     return {"pipeline.on_bad_conversation": value} if value else {}
 
 
+def _workers_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        help=(
+            "Windows loaded at once (default: pipeline.workers, 1). Other runs may load the "
+            "same range meanwhile: each window is claimed in the warehouse (etl_windows)."
+        ),
+    )(command)
+
+
+def _parallel(workers: int | None) -> dict[str, Any]:
+    return {"pipeline.workers": workers} if workers else {}
+
+
+def _finished(command: str, result: Any) -> None:
+    skipped = f", {len(result.skipped)} left to another run" if result.skipped else ""
+    log.info(
+        "%s finished: %d window(s), %d conversations%s",
+        command,
+        len(result.windows),
+        result.conversations,
+        skipped,
+    )
+
+
 @cli.command()
 @click.option("--until", help="Stop at this date or date-time instead of now − lag.")
 @click.option(
     "--dry-run", is_flag=True, help="Print the windows that would be loaded, load nothing."
 )
 @_bad_conversation_option
+@_workers_option
 @pass_ctx
-def run(obj: _Context, until: str | None, dry_run: bool, on_bad_conversation: str | None) -> None:
+def run(
+    obj: _Context,
+    until: str | None,
+    dry_run: bool,
+    on_bad_conversation: str | None,
+    workers: int | None,
+) -> None:
     """Load every window from the watermark (or pipeline.start) up to now − lag."""
-    settings = obj.settings(**_policy(on_bad_conversation))
+    settings = obj.settings(**_policy(on_bad_conversation), **_parallel(workers))
     settings.require_api()
     pipeline = _pipeline(obj, settings, "run")
     try:
@@ -150,19 +183,14 @@ def run(obj: _Context, until: str | None, dry_run: bool, on_bad_conversation: st
             pipeline.check_schema()
             _print_windows(pipeline.plan_run(end))
             return
-        # The lock first: on SQLite even reading waits for a running window's write lock.
-        with pipeline.lock():
+        with pipeline.lock_for_windows():
             pipeline.check_schema()
             windows = pipeline.plan_run(end)
             if not windows:
                 log.info("up to date: the watermark is within pipeline.lag of now; nothing to load")
                 return
             result = pipeline.run(windows)
-        log.info(
-            "run finished: %d window(s), %d conversations",
-            len(result.windows),
-            result.conversations,
-        )
+        _finished("run", result)
     finally:
         pipeline.close()
 
@@ -178,6 +206,7 @@ def run(obj: _Context, until: str | None, dry_run: bool, on_bad_conversation: st
 @click.option("--window", "window", help="Window size, e.g. 1h, 6h, 1d (default: pipeline.window).")
 @click.option("--dry-run", is_flag=True, help="Print the windows, load nothing.")
 @_bad_conversation_option
+@_workers_option
 @pass_ctx
 def backfill(
     obj: _Context,
@@ -186,10 +215,13 @@ def backfill(
     window: str | None,
     dry_run: bool,
     on_bad_conversation: str | None,
+    workers: int | None,
 ) -> None:
     """(Re)load a date range, idempotently; never moves the watermark backwards."""
     settings = obj.settings(
-        **({"pipeline.window": window} if window else {}), **_policy(on_bad_conversation)
+        **({"pipeline.window": window} if window else {}),
+        **_policy(on_bad_conversation),
+        **_parallel(workers),
     )
     settings.require_api()
     start, end = _instant(settings, from_, "--from"), _instant(settings, to, "--to")
@@ -203,14 +235,10 @@ def backfill(
         return
     pipeline = _pipeline(obj, settings, "backfill")
     try:
-        with pipeline.lock():
+        with pipeline.lock_for_windows():
             pipeline.check_schema()
             result = pipeline.backfill(windows)
-        log.info(
-            "backfill finished: %d window(s), %d conversations",
-            len(result.windows),
-            result.conversations,
-        )
+        _finished("backfill", result)
     finally:
         pipeline.close()
 

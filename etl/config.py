@@ -83,6 +83,11 @@ class PipelineSettings:
     lag: timedelta = timedelta(hours=2)
     timezone: tzinfo = field(default_factory=lambda: parse_zone("UTC"))
     on_bad_conversation: str = FAIL
+    # Windows loaded at once, each on its own connection and in its own transaction.
+    workers: int = 1
+    # How long a claimed window's holder may go without a heartbeat before another run takes
+    # the window over (a holder that died is taken over at once: etl.load.claims).
+    claim_timeout: timedelta = timedelta(minutes=10)
 
     @property
     def quarantine(self) -> bool:
@@ -124,7 +129,15 @@ _KNOWN: dict[str, set[str]] = {
     },
     "api.oauth": {"token_url", "client_id", "client_secret_file", "scope"},
     "warehouse": {"url", "schema", "batch_size", "keep_raw"},
-    "pipeline": {"start", "window", "lag", "timezone", "on_bad_conversation"},
+    "pipeline": {
+        "start",
+        "window",
+        "lag",
+        "timezone",
+        "on_bad_conversation",
+        "workers",
+        "claim_timeout",
+    },
     "retry": {"max_attempts", "max_total_wait", "initial_wait", "max_wait"},
 }
 _SECRET_KEYS = {"token", "client_secret", "password", "api_token"}
@@ -235,6 +248,10 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
             "pipeline.on_bad_conversation",
             pl_raw.get("on_bad_conversation", FAIL),
             BAD_CONVERSATION_POLICIES,
+        ),
+        workers=_int(source, "pipeline.workers", pl_raw.get("workers", 1), minimum=1),
+        claim_timeout=_positive(
+            source, "pipeline.claim_timeout", pl_raw.get("claim_timeout", "10m")
         ),
     )
     retry = RetrySettings(

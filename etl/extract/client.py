@@ -114,8 +114,11 @@ class ExportClient:
     def close(self) -> None:
         self._session.close()
 
-    def open(self, window: Window, filters: Mapping[str, Any] | None = None) -> ExportStream:
-        """POST the window's query and return the stream positioned after query_info."""
+    def open(
+        self, window: Window, filters: Mapping[str, Any] | None = None, *, spool: bool = False
+    ) -> ExportStream:
+        """POST the window's query and return the stream positioned after query_info;
+        `spool`: with the whole body downloaded first (ExportStream.from_response)."""
         body = request_body(window, self._api.filters if filters is None else filters)
         response = self._post(window, body)
         pure_python = window in self._exact_windows
@@ -132,6 +135,7 @@ class ExportClient:
                 window,
                 self._api.max_decompressed_bytes,
                 pure_python=pure_python,
+                spool=spool,
             )
         except BaseException:
             response.close()

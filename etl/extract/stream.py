@@ -6,9 +6,10 @@ import io
 import logging
 import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import ijson
 import requests
@@ -18,6 +19,7 @@ from etl.extract.errors import (
     BrokenStreamError,
     ExactParseNeeded,
     ExportDataError,
+    ResponseTooLarge,
 )
 from etl.extract.guards import (
     PARSE_READ,
@@ -123,10 +125,17 @@ class ExportStream:
         max_bytes: int,
         *,
         pure_python: bool = False,
+        spool: bool = False,
     ) -> ExportStream:
-        chunks = response.raw.stream(_CHUNK, decode_content=False)
+        """`spool`: download the whole body to a temporary file before parsing begins, so that
+        a window waiting for its turn to write (SQLite) is not waiting for the server too."""
+        chunks: Iterator[bytes] = transport_guard(
+            response.raw.stream(_CHUNK, decode_content=False), window
+        )
+        if spool:
+            chunks = _spooled(chunks, max_bytes, window)
         reader = DecodedReader(
-            transport_guard(chunks, window),
+            chunks,
             response.headers.get("Content-Encoding", ""),
             max_bytes,
             window,
@@ -284,6 +293,30 @@ class ExportStream:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _spooled(chunks: Iterator[bytes], max_bytes: int, window: Window) -> Iterator[bytes]:
+    """All of `chunks` read into a temporary file now, then read back from it."""
+    spool = tempfile.TemporaryFile()
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:  # compressed, it is no more than decompressed: the same cap
+            spool.close()
+            raise ResponseTooLarge(
+                f"the body passed the cap of {max_bytes:,} bytes (api.max_decompressed_bytes) "
+                "while it was downloaded ahead of loading: use a smaller --window or raise the cap",
+                window,
+            )
+        spool.write(chunk)
+    spool.seek(0)
+    return _read_back(spool)
+
+
+def _read_back(spool: IO[bytes]) -> Iterator[bytes]:
+    with spool:
+        while chunk := spool.read(_CHUNK):
+            yield chunk
 
 
 def _exact(backend: Any, piece: bytes) -> Any:

@@ -130,7 +130,8 @@ class RunLock:
             except SQLAlchemyError:
                 pass
 
-    def release(self) -> None:
+    def release(self, *, remove: bool = False) -> None:
+        """Let go of the lock; `remove`: also delete its file (a lock no one takes again)."""
         if self._conn is not None:
             try:
                 self._conn.execute(
@@ -144,6 +145,8 @@ class RunLock:
                 self._conn.close()
                 self._conn = None
         if self._file is not None:
+            if remove:  # before unlocking: whoever opens it next finds a new file
+                Path(self._file.name).unlink(missing_ok=True)
             fcntl.lockf(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None

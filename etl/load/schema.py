@@ -501,6 +501,39 @@ def _add_pipeline_tables(md: MetaData) -> None:
     )
 
 
+def _add_window_ledger(md: MetaData) -> None:
+    Table(
+        "etl_windows",
+        md,
+        Column("state_key", Text, primary_key=True, comment="etl_state.state_key of the window."),
+        Column(
+            "window_start",
+            UTCDateTime,
+            primary_key=True,
+            comment="Window start (inclusive), UTC.",
+        ),
+        Column("window_end", UTCDateTime, primary_key=True, comment="Window end (exclusive), UTC."),
+        _c(
+            "state",
+            Text,
+            '"claimed" (a process is loading it), "loaded" or "failed" (its last load).',
+            nullable=False,
+        ),
+        _c("claimed_by", Text, "The process holding the claim (host:pid:run), while claimed."),
+        _c("heartbeat_at", UTCDateTime, "When the holder last said it is alive, UTC."),
+        _c("attempts", Integer, "Export requests made for the window, over all its loads."),
+        _c("run_id", Text, "Run that last claimed it."),
+        _c(
+            "committed_at",
+            UTCDateTime,
+            "When a load of it last committed, UTC; NULL: it never did (a hole).",
+        ),
+        _c("error", Text, "Why its last load failed."),
+        _ix("etl_windows", "state_key", "window_end"),
+        comment="Window ledger: which windows are claimed, loaded or failed, per state key.",
+    )
+
+
 def table_of(metadata: MetaData, name: str) -> Table:
     """The table `name` of `metadata`, whose keys are "schema.name" when it has a schema."""
     return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
@@ -511,4 +544,5 @@ def build_metadata(schema: str | None = None) -> MetaData:
     md = MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
     _add_data_tables(md)
     _add_pipeline_tables(md)
+    _add_window_ledger(md)
     return md

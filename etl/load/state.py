@@ -7,13 +7,17 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Connection, MetaData, Table, desc, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from etl.load.schema import table_of
 from etl.normalize.clean import storable
 from etl.windows import Window
+
+# The dialect's INSERT, for ON CONFLICT DO NOTHING.
+_INSERT: Final[dict[str, Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def state_key(site: str, filters: Mapping[str, Any]) -> str:
@@ -63,6 +67,7 @@ class StateStore:
     def __init__(self, metadata: MetaData) -> None:
         self.state: Table = table_of(metadata, "etl_state")
         self.runs: Table = table_of(metadata, "etl_runs")
+        self.windows: Table = table_of(metadata, "etl_windows")
 
     def watermark(self, conn: Connection, key: str) -> datetime | None:
         value = conn.execute(
@@ -85,17 +90,7 @@ class StateStore:
         now = datetime.now(UTC)
         if current is None:
             conn.execute(
-                self.state.insert().values(
-                    state_key=key,
-                    site=site,
-                    environment=str(filters.get("environment"))
-                    if filters.get("environment")
-                    else None,
-                    filters=dict(filters),
-                    watermark=to,
-                    updated_at=now,
-                    last_run_id=run_id,
-                )
+                self.state.insert().values(**self._state_row(key, site, filters, to, run_id))
             )
         elif to > current:
             conn.execute(
@@ -103,6 +98,94 @@ class StateStore:
                 .where(self.state.c.state_key == key)
                 .values(watermark=to, updated_at=now, last_run_id=run_id)
             )
+
+    def advance_over_loaded(
+        self,
+        conn: Connection,
+        key: str,
+        *,
+        floor: datetime,
+        site: str,
+        filters: Mapping[str, Any],
+        run_id: str,
+    ) -> datetime | None:
+        """Move the watermark to the end of the contiguous run of committed windows
+        (etl_windows) that starts at it, or at `floor` when there is no watermark yet; return
+        where it is. Windows committed out of order leave it where the first hole is.
+
+        The state row is read with a lock held to the commit: two windows committing at once
+        take turns here, and the second sees the first's ledger row, so the watermark never
+        stops short of a window that committed. When there is no row yet, either may create
+        it; the other then finds it and goes over it again.
+        """
+        for _ in range(2):
+            current = _aware(
+                conn.execute(
+                    select(self.state.c.watermark)
+                    .where(self.state.c.state_key == key)
+                    .with_for_update()
+                ).scalar()
+            )
+            start = current or floor
+            end = self._loaded_through(conn, key, start)
+            if end <= start:
+                return current
+            if current is not None:
+                self.advance(conn, key, site=site, filters=filters, to=end, run_id=run_id)
+                return end
+            row = self._state_row(key, site, filters, end, run_id)
+            insert = _INSERT[conn.dialect.name](self.state).values(**row)
+            created = insert.on_conflict_do_nothing().returning(self.state.c.state_key)
+            if conn.execute(created).first() is not None:
+                return end
+        raise AssertionError("etl_state row neither found nor created")  # pragma: no cover
+
+    def _loaded_through(self, conn: Connection, key: str, start: datetime) -> datetime:
+        windows = self.windows
+        while True:
+            end = conn.execute(
+                select(func.max(windows.c.window_end)).where(
+                    windows.c.state_key == key,
+                    windows.c.committed_at.is_not(None),
+                    windows.c.window_start <= start,
+                    windows.c.window_end > start,
+                )
+            ).scalar()
+            if end is None:
+                return start
+            start = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
+
+    def holes(self, conn: Connection, key: str, after: datetime | None) -> list[dict[str, Any]]:
+        """The windows after the watermark `after`, in order: loaded ones (past a hole),
+        failed and claimed ones: what keeps the watermark where it is."""
+        windows = self.windows
+        query = select(windows).where(windows.c.state_key == key)
+        if after is not None:
+            query = query.where(windows.c.window_end > after)
+        rows = conn.execute(query.order_by(windows.c.window_start)).mappings()
+        return [
+            dict(r)
+            | {
+                "window_start": _aware(r["window_start"]),
+                "window_end": _aware(r["window_end"]),
+            }
+            for r in rows
+        ]
+
+    @staticmethod
+    def _state_row(
+        key: str, site: str, filters: Mapping[str, Any], watermark: datetime, run_id: str
+    ) -> dict[str, Any]:
+        environment = filters.get("environment")
+        return {
+            "state_key": key,
+            "site": site,
+            "environment": str(environment) if environment else None,
+            "filters": dict(filters),
+            "watermark": watermark,
+            "updated_at": datetime.now(UTC),
+            "last_run_id": run_id,
+        }
 
     def log_window(self, conn: Connection, report: WindowReport) -> None:
         conn.execute(

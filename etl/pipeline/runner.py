@@ -6,9 +6,12 @@ import dataclasses
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed, wait
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +29,9 @@ from etl.errors import ConfigError, DatabaseError, DataError, EtlError, Interrup
 from etl.extract import BrokenStreamError, ExportClient, ExportStream, window_retrying
 from etl.extract.errors import ExactParseNeeded
 from etl.extract.files import open_export_file
+from etl.load.claims import Held, WindowLedger
 from etl.load.engine import begin_write, make_engine
-from etl.load.loader import CHANGED, NEW, OUTCOMES, REJECTED, Origin, open_loader
+from etl.load.loader import CHANGED, NEW, OUTCOMES, REJECTED, Origin, loader_class, open_loader
 from etl.load.lock import RunLock
 from etl.load.revision import HEAD_REVISION, current_revision
 from etl.load.schema import build_metadata, table_of
@@ -49,6 +53,8 @@ class RunResult:
     """What a command did, window by window."""
 
     windows: list[WindowReport] = field(default_factory=list)
+    # Windows another run was loading (or loaded while this one ran): not loaded here.
+    skipped: list[Window] = field(default_factory=list)
 
     @property
     def conversations(self) -> int:
@@ -80,11 +86,22 @@ def database_error(exc: DBAPIError | psycopg.Error, where: str) -> DatabaseError
     # a column's type), on a connection that is fine: retrying would send the same again.
     if isinstance(orig, psycopg.errors.ProtocolViolation):
         lost = False
-    error = DatabaseError(
-        f"{where}: the warehouse {'connection was lost' if lost else 'refused the write'} ({detail}); "
-        + "the window was rolled back"
+    # Windows load in parallel: the server may end one of two transactions waiting on each
+    # other's rows. Loading the window again is the remedy.
+    conflict = isinstance(
+        orig, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
     )
-    error.retryable = lost
+    happened = (
+        "connection was lost"
+        if lost
+        else "ended the transaction to break a deadlock with another window"
+        if conflict
+        else "refused the write"
+    )
+    error = DatabaseError(
+        f"{where}: the warehouse {happened} ({detail}); the window was rolled back"
+    )
+    error.retryable = lost or conflict
     return error
 
 
@@ -112,6 +129,15 @@ class Pipeline:
         self.key = state_key(settings.api.url or "file", self.filters)
         self._client: ExportClient | None = None
         self._run_lock: RunLock | None = None
+        # Set by the main thread to stop the window threads (Ctrl-C, SIGTERM).
+        self._stopping = threading.Event()
+        # A warehouse with one writer (SQLite) has its windows in parallel download their
+        # exports to disk while one at a time writes.
+        self._one_writer = not loader_class(self.engine.dialect.name).concurrent_windows
+        self._spool = self._one_writer and settings.pipeline.workers > 1
+        self._write_turn: AbstractContextManager[Any] = (
+            threading.Lock() if self._spool else nullcontext()
+        )
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -131,8 +157,16 @@ class Pipeline:
             )
 
     def lock(self) -> RunLock:
+        """One run at a time per warehouse and state key (load-file, reprocess-rejects)."""
         self._run_lock = RunLock(self.engine, f"{self.key}:{self.settings.warehouse.schema or ''}")
         return self._run_lock
+
+    def lock_for_windows(self) -> AbstractContextManager[Any]:
+        """What `run` and `backfill` hold: nothing where runs share a range through window
+        claims (PostgreSQL); the run lock where the warehouse has one writer (SQLite), whose
+        write lock a loading window holds throughout, so that another process could not even
+        claim a window meanwhile: its threads take turns instead (`_write_turn`)."""
+        return self.lock() if self._one_writer else nullcontext()
 
     @property
     def client(self) -> ExportClient:
@@ -167,18 +201,13 @@ class Pipeline:
     # -- commands -----------------------------------------------------------------------------
 
     def run(self, windows: Sequence[Window]) -> RunResult:
-        """Load consecutive windows from the watermark on, moving it after each."""
-        return self._load_windows(windows, lambda _w, _mark: True)
+        """Load consecutive windows from the watermark (or pipeline.start) on."""
+        return self._load_windows(windows, floor=windows[0].start)
 
     def backfill(self, windows: Sequence[Window]) -> RunResult:
-        """(Re)load windows; the watermark only moves forward when a window touches it."""
-
-        def touches(window: Window, mark: datetime | None) -> bool:
-            # Without a watermark, loading starts at pipeline.start (or this backfill's start).
-            reference = mark or self.settings.pipeline.start or windows[0].start
-            return window.start <= reference
-
-        return self._load_windows(windows, touches)
+        """(Re)load windows; the watermark moves only when they extend its contiguous run."""
+        # Without a watermark, loading starts at pipeline.start (or this backfill's start).
+        return self._load_windows(windows, floor=self.settings.pipeline.start or windows[0].start)
 
     def load_files(self, paths: Iterable[Path], *, replace: bool = False) -> RunResult:
         """Load saved export files through the same normalizer and loader; no watermark.
@@ -216,9 +245,8 @@ class Pipeline:
         report.export_time_known = exported_at is not None
         try:
             self._load_stream(
-                stream, report, advance=None, started=started, exported_at=exported_at,
-                replace=replace,
-            )  # fmt: skip
+                stream, report, started=started, exported_at=exported_at, replace=replace
+            )
         except ExactParseNeeded:
             raise
         except BrokenStreamError as exc:
@@ -301,23 +329,109 @@ class Pipeline:
 
     # -- the window loop ----------------------------------------------------------------------
 
-    def _load_windows(
-        self, windows: Sequence[Window], should_advance: Callable[[Window, datetime | None], bool]
-    ) -> RunResult:
+    def _load_windows(self, windows: Sequence[Window], *, floor: datetime) -> RunResult:
+        """Claim and load each window, `pipeline.workers` at once; then the watermark is the
+        end of the contiguous run of loaded windows from it (or from `floor`)."""
         result = RunResult()
+        ledger = WindowLedger(
+            self.engine,
+            self.metadata,
+            key=self.key,
+            run_id=self.run_id,
+            timeout=self.settings.pipeline.claim_timeout,
+        )
+        try:
+            ledger.start()
+        except DBAPIError as exc:
+            raise database_error(exc, "taking this run's lock") from None
         self.progress.begin(len(windows), self.command)
         try:
-            for window in windows:
-                report = self._load_window(window, should_advance)
-                result.windows.append(report)
-                self.progress.window_done(report)
+            if self.settings.pipeline.workers == 1:
+                for window in windows:
+                    self._record(result, window, self._claim_and_load(ledger, window, floor))
+            else:
+                self._load_in_parallel(windows, floor, ledger, result)
         finally:
+            ledger.stop()
             self.progress.end()
         return result
 
-    def _load_window(
-        self, window: Window, should_advance: Callable[[Window, datetime | None], bool]
-    ) -> WindowReport:
+    def _record(self, result: RunResult, window: Window, outcome: WindowReport | Held) -> None:
+        if isinstance(outcome, Held):
+            result.skipped.append(window)
+            log.info("window %s: left to another run (%s)", window, outcome.reason)
+            return
+        result.windows.append(outcome)
+        self.progress.window_done(outcome)
+
+    def _load_in_parallel(
+        self, windows: Sequence[Window], floor: datetime, ledger: WindowLedger, result: RunResult
+    ) -> None:
+        """Windows in threads, each with its own connection, transaction and retries. After a
+        window fails, the windows in flight finish and no new one starts (as in a serial run);
+        the first failure is raised once they have. Ctrl-C or SIGTERM (in this, the main
+        thread) rolls back the windows in flight at their next batch."""
+        done: dict[int, WindowReport | Held] = {}
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(self.settings.pipeline.workers, "etl-window") as pool:
+            futures = {
+                pool.submit(self._claim_and_load, ledger, window, floor): i
+                for i, window in enumerate(windows)
+            }
+            try:
+                for future in as_completed(futures):
+                    try:
+                        done[futures[future]] = outcome = future.result()
+                    except CancelledError:
+                        continue
+                    except BaseException as exc:  # noqa: BLE001 - raised below, once
+                        if failure is None:
+                            failure = exc
+                            for pending in futures:
+                                pending.cancel()
+                        continue
+                    if isinstance(outcome, WindowReport):
+                        self.progress.window_done(outcome)
+            except KeyboardInterrupt as exc:
+                self._stopping.set()
+                for pending in futures:
+                    pending.cancel()
+                wait(futures)
+                committed = sum(
+                    1
+                    for f in futures
+                    if not f.cancelled()
+                    and f.exception() is None
+                    and isinstance(f.result(), WindowReport)
+                )
+                raise Interrupted(
+                    f"interrupted ({exc or 'SIGINT'}): {committed} window(s) committed, the "
+                    "windows in flight were rolled back and the watermark stays at the first "
+                    "window not loaded: run again to resume"
+                ) from None
+        for i in sorted(done):
+            outcome = done[i]
+            if isinstance(outcome, Held):
+                result.skipped.append(windows[i])
+                log.info("window %s: left to another run (%s)", windows[i], outcome.reason)
+            else:
+                result.windows.append(outcome)
+        if failure is not None:
+            raise failure
+
+    def _claim_and_load(
+        self, ledger: WindowLedger, window: Window, floor: datetime
+    ) -> WindowReport | Held:
+        try:
+            with self._write_turn:
+                held = ledger.claim(window)
+        except DBAPIError as exc:
+            raise database_error(exc, f"claiming window {window} in etl_windows") from None
+        if held is not None:
+            return held
+        return self._load_window(window, floor, ledger)
+
+    def _load_window(self, window: Window, floor: datetime, ledger: WindowLedger) -> WindowReport:
         report = WindowReport(self.run_id, self.key, self.command, window, self.clock())
         started = time.monotonic()
 
@@ -332,13 +446,17 @@ class Pipeline:
                     report.attempts += 1
                     self.progress.window_started(window, report.attempts)
                     try:
-                        with self.client.open(window) as stream:
+                        with (
+                            self.client.open(window, spool=self._spool) as stream,
+                            self._write_turn,
+                        ):
                             # The server's time of the export, or (it did not say) ours.
                             exported_at = _export_time(stream.query_info) or self.clock()
                             self._load_stream(
                                 stream,
                                 report,
-                                advance=lambda mark: should_advance(window, mark),
+                                ledger=ledger,
+                                floor=floor,
                                 started=started,
                                 exported_at=exported_at,
                             )
@@ -352,14 +470,16 @@ class Pipeline:
                     f"{exc} — gave up after {report.attempts} attempt(s); nothing of this window "
                     "was committed and the watermark stays at the last good window: run again later",
                 )
-            self._log_failure(report, exc, started)
+            with self._write_turn:
+                self._log_failure(report, exc, started)
+                ledger.failed(window, str(exc), report.attempts)
             raise
         except KeyboardInterrupt as exc:
-            raise self._interrupted(report, exc, started) from None
+            raise self._interrupted(report, exc, started, ledger) from None
         return report
 
     def _interrupted(
-        self, report: WindowReport, exc: KeyboardInterrupt, started: float
+        self, report: WindowReport, exc: KeyboardInterrupt, started: float, ledger: WindowLedger
     ) -> Interrupted:
         """SIGINT/SIGTERM during a window: say whether the window had committed (the database
         knows: its `etl_runs` row commits with it), and log it as interrupted if it had not."""
@@ -380,7 +500,9 @@ class Pipeline:
                 "the watermark is past it; run again to continue with the next window"
             )
         report.outcome = "interrupted"
-        self._log_failure(report, None, started)
+        with self._write_turn:
+            self._log_failure(report, None, started)
+            ledger.failed(report.window, "interrupted", report.attempts)
         return Interrupted(
             f"{where}: interrupted ({cause}); the window was rolled back and the watermark stays "
             "at the last good window: run again to resume"
@@ -391,14 +513,16 @@ class Pipeline:
         stream: ExportStream,
         report: WindowReport,
         *,
-        advance: Callable[[datetime | None], bool] | None,
+        ledger: WindowLedger | None = None,
+        floor: datetime | None = None,
         started: float,
         exported_at: datetime | None,
         replace: bool = False,
     ) -> None:
-        """Load one window's stream in one transaction; `advance(watermark)` says, at commit
-        time, whether the watermark moves to the window's end (read in the same transaction).
-        None: it never moves (files). `exported_at` and `replace`: see loader.outcome."""
+        """Load one window's stream in one transaction, which also records the window in the
+        `ledger` (its claim still held) and moves the watermark over it when it extends the
+        contiguous run from the watermark (or `floor`). Files have no ledger: no watermark.
+        `exported_at` and `replace`: see loader.outcome."""
         report.expected_conversations = stream.expected
         report.query_info = stream.query_info
         where = report.label
@@ -425,11 +549,16 @@ class Pipeline:
                 quarantine = self.settings.pipeline.quarantine
                 with (
                     ExtractWorker(
-                        stream, self.settings.warehouse.batch_size, quarantine=quarantine
+                        stream,
+                        self.settings.warehouse.batch_size,
+                        quarantine=quarantine,
+                        stop=self._stopping,
                     ) as worker,
                     LoadingThread(loader) as loading,
                 ):
                     for items, rejects in worker:
+                        if self._stopping.is_set():  # Ctrl-C in the main thread (parallel)
+                            raise KeyboardInterrupt("stopped")
                         count = len(items) + len(rejects)  # before normalizing adds to rejects
                         kept = rejects if quarantine else None
                         loading.put(
@@ -458,23 +587,23 @@ class Pipeline:
                 report.seconds = time.monotonic() - started
                 report.outcome = "ok"
                 report.error = None
-                if (
-                    advance is not None
-                    and isinstance(report.window, Window)
-                    and advance(self.store.watermark(conn, self.key))
-                ):
-                    self.store.advance(
+                if ledger is not None and report.window is not None and floor is not None:
+                    ledger.loaded(conn, report.window, report.attempts, where)
+                    self.store.advance_over_loaded(
                         conn,
                         self.key,
+                        floor=floor,
                         site=self.settings.api.url or "file",
                         filters=self.filters,
-                        to=report.window.end,
                         run_id=self.run_id,
                     )
                 self.store.log_window(conn, report)
                 pause_point("before-commit")
+                # Never commit a window without the lock, or the claim's liveness lock.
                 if self._run_lock is not None:
-                    self._run_lock.ensure_held(where)  # never commit a window without the lock
+                    self._run_lock.ensure_held(where)
+                if ledger is not None:
+                    ledger.ensure_alive(where)
         except (DBAPIError, psycopg.Error) as exc:
             raise database_error(exc, where) from None
         except NormalizeError as exc:

@@ -39,6 +39,9 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
                     "watermark": mark.isoformat() if mark else None,
                     "lag_seconds": round((now - mark).total_seconds()) if mark else None,
                     "updated_at": _iso(state["updated_at"]),
+                    "windows_after_watermark": _windows(
+                        store.holes(conn, state["state_key"], mark)
+                    ),
                 }
             )
         recent = []
@@ -112,6 +115,23 @@ _REJECT_COLUMNS = (
 )
 
 
+def _windows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ledger's windows past a watermark: loaded ones beyond a hole, failed and claimed."""
+    return [
+        {
+            "window_start": _iso(row["window_start"]),
+            "window_end": _iso(row["window_end"]),
+            "state": row["state"],
+            "claimed_by": row["claimed_by"],
+            "heartbeat_at": _iso(row["heartbeat_at"]),
+            "committed_at": _iso(row["committed_at"]),
+            "attempts": row["attempts"],
+            "error": row["error"],
+        }
+        for row in rows
+    ]
+
+
 def _iso(value: Any) -> str | None:
     if value is None:
         return None
@@ -138,6 +158,24 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(
             f"Watermark: {state['watermark']} ({behind}) site={state['site']} filters={state['filters']}"
         )
+        past = state["windows_after_watermark"]
+        if past:
+            lines.append(
+                f"  {len(past)} window(s) past the watermark (it moves over a window once every "
+                "window before it is loaded):"
+            )
+        for window in past:
+            detail = (
+                f"by {window['claimed_by']}, heartbeat {window['heartbeat_at']}"
+                if window["state"] == "claimed"
+                else f"error: {window['error']}"
+                if window["state"] == "failed" and window["error"]
+                else ""
+            )
+            lines.append(
+                f"    {window['window_start']} → {window['window_end']}  {window['state']:<8}"
+                + (f"  {detail}" if detail else "")
+            )
     lines.append("")
     lines.append("Recent windows:")
     if not status["runs"]:

@@ -43,6 +43,11 @@ _exact_json = json.JSONEncoder(ensure_ascii=True, check_circular=False).encode
 # Fork, not spawn: the worker takes over the open stream (its HTTP response or file) as it is.
 _CONTEXT = multiprocessing.get_context("fork")
 _PARENT_POLL_SECONDS = 0.25
+_STOP_POLL_SECONDS = 0.25
+# Windows load in threads, each forking its worker. A worker forked while another window's
+# pipe is being set up would inherit that pipe's sending end, and the other window would then
+# wait on it forever should its own worker die without a word (the pipe never reads EOF).
+_STARTING = threading.Lock()
 
 # A window's first batch is small so that the warehouse starts within milliseconds instead of
 # waiting for a whole batch to be read; each next one doubles up to the batch size. On windows
@@ -84,20 +89,33 @@ class ExtractWorker:
     usable id, messages not a list) comes in the batch's rejects instead of failing the window.
     """
 
-    def __init__(self, stream: ExportStream, batch_size: int, *, quarantine: bool = False) -> None:
-        self._receiver, sender = _CONTEXT.Pipe(duplex=False)
-        self._process = _CONTEXT.Process(
-            target=_extract,
-            args=(stream, sender, self._receiver, batch_size, os.getpid(), quarantine),
-            name="etl-extract",
-            daemon=True,
-        )
-        self._process.start()
-        sender.close()
+    def __init__(
+        self,
+        stream: ExportStream,
+        batch_size: int,
+        *,
+        quarantine: bool = False,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self._stop = stop
+        with _STARTING:
+            self._receiver, sender = _CONTEXT.Pipe(duplex=False)
+            self._process = _CONTEXT.Process(
+                target=_extract,
+                args=(stream, sender, self._receiver, batch_size, os.getpid(), quarantine),
+                name="etl-extract",
+                daemon=True,
+            )
+            self._process.start()
+            sender.close()
         self.end: StreamEnd | None = None
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
+            if self._stop is not None:
+                while not self._receiver.poll(_STOP_POLL_SECONDS):
+                    if self._stop.is_set():
+                        raise KeyboardInterrupt("stopped")
             try:
                 kind, payload = self._receiver.recv()
             except EOFError:

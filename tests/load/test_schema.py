@@ -17,7 +17,7 @@ from etl.load.schema import UTCDateTime, build_metadata
 from etl.normalize import TABLE_COLUMNS, normalize_conversation
 
 EXPORT = Path(__file__).parents[1] / "fixtures" / "seed-example-export.json"
-PIPELINE_TABLES = ("etl_state", "etl_runs", "etl_rejects")
+PIPELINE_TABLES = ("etl_state", "etl_runs", "etl_rejects", "etl_windows")
 metadata = build_metadata()
 
 
@@ -50,6 +50,7 @@ def test_keys() -> None:
         "etl_state": ("state_key",),
         "etl_runs": ("id",),
         "etl_rejects": ("id",),
+        "etl_windows": ("state_key", "window_start", "window_end"),
     }
     for table in metadata.tables.values():
         assert table.primary_key.name == f"pk_{table.name}"

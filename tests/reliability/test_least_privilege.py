@@ -30,9 +30,11 @@ Reference = Callable[[str], h.Snapshot]
 LOADER_GRANTS = """
 GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT SELECT ON {schema}.alembic_version TO {role};
-GRANT SELECT, INSERT, DELETE ON {schema}.conversations, {schema}.messages, {schema}.content,
-    {schema}.buttons, {schema}.intent_analysis TO {role};
-GRANT SELECT, INSERT, UPDATE ON {schema}.intents, {schema}.actions, {schema}.etl_state TO {role};
+GRANT SELECT, INSERT, DELETE ON {schema}.messages, {schema}.content, {schema}.buttons,
+    {schema}.intent_analysis TO {role};
+GRANT SELECT, INSERT, DELETE, UPDATE (loaded_at) ON {schema}.conversations TO {role};
+GRANT SELECT, INSERT, UPDATE ON {schema}.intents, {schema}.actions, {schema}.etl_state, {schema}.etl_windows
+    TO {role};
 GRANT SELECT, INSERT ON {schema}.etl_runs TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.etl_rejects TO {role};
 GRANT USAGE ON SEQUENCE {schema}.etl_runs_id_seq, {schema}.etl_rejects_id_seq TO {role};
@@ -103,10 +105,10 @@ def test_a_missing_grant_is_a_clear_database_error(
     pg_server: str, loader: tuple[TestWarehouse, str], make_sim: Any, tmp_path: Path
 ) -> None:
     wh, role = loader
-    _admin(pg_server, f'REVOKE UPDATE ON "{wh.schema}".etl_state FROM {role}')
     site, cfg = h.Site(make_sim), h.config(tmp_path)
     site.serve()
     h.preload(h.TestWarehouse("postgres", wh.url, wh.schema), site, cfg)  # inserts the state row
+    _admin(pg_server, f'REVOKE UPDATE ON "{wh.schema}".etl_state FROM {role}')
     before = h.snapshot(wh)
 
     result = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
