@@ -42,6 +42,9 @@ class ApiSettings:
     read_timeout: float = 300.0
     max_decompressed_bytes: int = 4 * 1024**3
     ca_bundle: Path | None = None
+    # Export requests in flight at once from one process, over all its windows (None: one
+    # per window, pipeline.workers); 429s lower it further for a while (etl.extract.courtesy).
+    max_concurrency: int | None = None
 
     @property
     def export_url(self) -> str:
@@ -123,6 +126,7 @@ _KNOWN: dict[str, set[str]] = {
         "read_timeout",
         "max_decompressed_bytes",
         "ca_bundle",
+        "max_concurrency",
         "oauth",
         "filters",
         "verify",
@@ -282,6 +286,9 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
             minimum=1,
         ),
         ca_bundle=_ca_bundle(source, api_raw.get("ca_bundle")),
+        max_concurrency=_int(source, "api.max_concurrency", api_raw["max_concurrency"], minimum=1)
+        if api_raw.get("max_concurrency") is not None
+        else None,
     )
     return Settings(api=api, warehouse=warehouse, pipeline=pipeline, retry=retry, source=source)
 

@@ -24,6 +24,8 @@ def test_defaults_without_file() -> None:
     assert s.pipeline.window == timedelta(days=1)
     assert s.pipeline.lag == timedelta(hours=2)
     assert s.api.token is None
+    assert s.pipeline.workers == 1 and s.api.max_concurrency is None
+    assert s.pipeline.claim_timeout == timedelta(minutes=10)
 
 
 def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
@@ -58,6 +60,9 @@ def test_shipped_config_files_are_valid() -> None:
         ("[api]\nverify = false\n", "cannot be turned off"),
         ("[warehouse]\nurl = 'mysql://x/y'\n", "only sqlite and postgresql"),
         ("[retry]\nmax_attempts = 0\n", "retry.max_attempts"),
+        ("[pipeline]\nworkers = 0\n", "pipeline.workers in"),
+        ("[pipeline]\nclaim_timeout = '0s'\n", "pipeline.claim_timeout in"),
+        ("[api]\nmax_concurrency = 'many'\n", "api.max_concurrency in"),
         ("not toml [", "not valid TOML"),
     ],
 )

@@ -15,6 +15,7 @@ import requests
 from etl import __version__
 from etl.config import ApiSettings
 from etl.extract.auth import StaticToken, TokenProvider, make_token_provider
+from etl.extract.courtesy import RequestGate
 from etl.extract.errors import (
     AuthError,
     FatalAPIError,
@@ -97,7 +98,14 @@ def validate_response(response: requests.Response, window: Window) -> None:
 class ExportClient:
     """Opens export streams for windows, with auth, timeouts and TLS verification."""
 
-    def __init__(self, api: ApiSettings, session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        api: ApiSettings,
+        session: requests.Session | None = None,
+        *,
+        max_pause: float = 120.0,
+    ) -> None:
+        """`max_pause`: the longest Retry-After every window waits for (retry.max_wait)."""
         self._api = api
         self._session = session or requests.Session()
         self._session.headers["User-Agent"] = f"convo-etl/{__version__}"
@@ -107,6 +115,8 @@ class ExportClient:
         self._session.verify = self._verify
         self.tokens: TokenProvider = make_token_provider(api, self._session)
         self._exact_windows: set[Window] = set()
+        # Shared by the windows a run loads at once (etl.extract.courtesy).
+        self.gate = RequestGate(api.max_concurrency, max_pause=max_pause)
 
     def __repr__(self) -> str:
         return f"ExportClient(url={self._api.url!r})"
@@ -120,26 +130,38 @@ class ExportClient:
         """POST the window's query and return the stream positioned after query_info;
         `spool`: with the whole body downloaded first (ExportStream.from_response)."""
         body = request_body(window, self._api.filters if filters is None else filters)
-        response = self._post(window, body)
-        pure_python = window in self._exact_windows
-        if response.status_code == 401 and not isinstance(self.tokens, StaticToken):
-            # An OAuth token can be revoked or expire early: renew it once and try again.
-            # (A static token cannot get better by asking again: the 401 is final.)
-            response.close()
-            self.tokens.invalidate()
-            response = self._post(window, body)
+        slot = self.gate.acquire()  # in flight from the POST until the body is read
         try:
+            response = self._post(window, body)
+            if response.status_code == 401 and not isinstance(self.tokens, StaticToken):
+                # An OAuth token can be revoked or expire early: renew it once and try again.
+                # (A static token cannot get better by asking again: the 401 is final.)
+                response.close()
+                self.tokens.invalidate()
+                response = self._post(window, body)
+        except BaseException:
+            slot.release()
+            raise
+        try:
+            if response.status_code == 429:
+                self.gate.refused(parse_retry_after(response.headers.get("Retry-After")))
             validate_response(response, window)
-            return ExportStream.from_response(
+            self.gate.answered()
+            stream = ExportStream.from_response(
                 response,
                 window,
                 self._api.max_decompressed_bytes,
-                pure_python=pure_python,
+                pure_python=window in self._exact_windows,
                 spool=spool,
+                on_close=slot.release,
             )
         except BaseException:
             response.close()
+            slot.release()
             raise
+        if spool:
+            slot.release()  # the body is on disk: the server is done with this request
+        return stream
 
     def parse_exactly(self, window: Window) -> None:
         """Read `window` with the exact (pure-Python) parser from now on (ExactParseNeeded)."""

@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import IO, Any
 
@@ -126,6 +126,7 @@ class ExportStream:
         *,
         pure_python: bool = False,
         spool: bool = False,
+        on_close: Callable[[], None] | None = None,
     ) -> ExportStream:
         """`spool`: download the whole body to a temporary file before parsing begins, so that
         a window waiting for its turn to write (SQLite) is not waiting for the server too."""
@@ -140,12 +141,13 @@ class ExportStream:
             max_bytes,
             window,
         )
-        return cls(
-            reader,
-            window,
-            on_close=response.close,
-            pure_python=pure_python,
-        )
+
+        def close() -> None:
+            response.close()
+            if on_close is not None:
+                on_close()
+
+        return cls(reader, window, on_close=close, pure_python=pure_python)
 
     @property
     def expected(self) -> int | None:

@@ -25,6 +25,10 @@ from etl.fakeapi.synth import DatasetSpec
 FAULT_FLAGS: dict[str, tuple[Any, str]] = {
     "error_after": (int, "After N conversations send an error element and close the array."),
     "error_times": (int, "Apply --error-after to the first K export requests (-1: all)."),
+    "max_in_flight": (
+        int,
+        "Answer at most N export requests at once; refuse more with 429 and Retry-After.",
+    ),
     "only_starts": (
         str,
         "Apply the faults only to windows starting at this instant (ISO 8601; repeatable).",

@@ -62,6 +62,7 @@ class FakeApi:
         self._token_requests = 0
         self._exporting = 0
         self._peak = 0
+        self._refused = 0
         self._conns: set[socket.socket] = set()
         self.stopping = threading.Event()
         self._server: _Server | None = None
@@ -173,16 +174,29 @@ class FakeApi:
         with self._lock:
             return self._peak
 
-    @contextmanager
-    def _in_flight(self) -> Iterator[None]:
+    @property
+    def refused_at_capacity(self) -> int:
+        """Export requests refused with 429 because max_in_flight were being answered."""
         with self._lock:
-            self._exporting += 1
-            self._peak = max(self._peak, self._exporting)
+            return self._refused
+
+    @contextmanager
+    def _in_flight(self) -> Iterator[bool]:
+        """Whether an export may be answered now (Faults.max_in_flight), counted while it is."""
+        limit = self.options.faults.max_in_flight
+        with self._lock:
+            admitted = limit is None or self._exporting < limit
+            if admitted:
+                self._exporting += 1
+                self._peak = max(self._peak, self._exporting)
+            else:
+                self._refused += 1
         try:
-            yield
+            yield admitted
         finally:
-            with self._lock:
-                self._exporting -= 1
+            if admitted:
+                with self._lock:
+                    self._exporting -= 1
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._lock:
@@ -310,13 +324,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(reply.status, reply.body, headers)
 
     def _export(self) -> None:
-        with self.api._in_flight():
-            self._export_in_flight()
+        body = self._read_body()
+        with self.api._in_flight() as admitted:
+            if admitted:
+                self._export_in_flight(body)
+                return
+        self.api._count(export=True)
+        self._error(
+            429,
+            "too many export requests at once from this client",
+            {"Retry-After": F.AT_CAPACITY_RETRY_AFTER},
+        )
 
-    def _export_in_flight(self) -> None:
+    def _export_in_flight(self, body: bytes) -> None:
         api = self.api
         n = api._count(export=True)
-        body = self._read_body()
         if not api.tokens.check(self.headers.get("Authorization")):
             self._error(
                 401, "missing, invalid or expired bearer token", {"WWW-Authenticate": "Bearer"}

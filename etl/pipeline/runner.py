@@ -171,7 +171,9 @@ class Pipeline:
     @property
     def client(self) -> ExportClient:
         if self._client is None:
-            self._client = ExportClient(self.settings.require_api())
+            self._client = ExportClient(
+                self.settings.require_api(), max_pause=self.settings.retry.max_wait
+            )
         return self._client
 
     def close(self) -> None:

@@ -183,3 +183,43 @@ def test_sqlite_windows_in_parallel_take_turns_to_write(
     # Downloads overlapped (they are what waits on the server), one per worker at most.
     peak = slow.exports_in_flight_peak
     assert peak == 1 if workers == 1 else 2 <= peak <= workers
+
+
+def _pipeline_settings() -> dict[str, Any]:
+    return {"start": START, "window": "1d", "lag": "2h", "timezone": "Europe/Oslo"}
+
+
+def test_api_max_concurrency_caps_the_requests_in_flight_over_all_windows(
+    pg_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
+    slow = make_sim(faults=Faults(trickle_bytes_per_s=40_000))
+    config = write_config(tmp_path, pipeline=_pipeline_settings(), api={"max_concurrency": 2})
+    etl("migrate", wh=pg_warehouse, config=config, check=True)
+    result = etl(
+        "run", "--until", UNTIL, "--workers", "4", wh=pg_warehouse, api=slow, config=config,
+        check=True,
+    )  # fmt: skip
+    assert "(5/5)" in result.stderr
+    assert slow.exports_in_flight_peak == 2  # windows overlapped, never more than two
+    assert slow.refused_at_capacity == 0
+
+
+def test_more_workers_than_the_server_accepts_settle_at_what_it_accepts(
+    pg_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
+    """The server answers two exports at once and refuses more with 429 (Retry-After: 1).
+    Four workers, and each window may try only twice: had each window backed off on its own,
+    the refused ones would come back while the first two still stream, and fail. The refusals
+    lower what the run sends at once to what the server takes, and pause every window."""
+    capped = make_sim(faults=Faults(trickle_bytes_per_s=20_000, max_in_flight=2))
+    retry = {"initial_wait": 0.05, "max_wait": 5, "max_attempts": 2}
+    config = write_config(tmp_path, pipeline=_pipeline_settings(), retry=retry)
+    etl("migrate", wh=pg_warehouse, config=config, check=True)
+    result = etl(
+        "run", "--until", UNTIL, "--workers", "4", wh=pg_warehouse, api=capped, config=config,
+        check=True,
+    )  # fmt: skip
+    assert "(5/5)" in result.stderr
+    assert 1 <= capped.refused_at_capacity <= 4, result.stderr
+    assert "export request(s) in flight from now on" in result.stderr
+    assert watermark(pg_warehouse) == parse_instant(UNTIL, OSLO).astimezone(UTC).isoformat()
