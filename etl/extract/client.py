@@ -146,7 +146,6 @@ class ExportClient:
             if response.status_code == 429:
                 self.gate.refused(parse_retry_after(response.headers.get("Retry-After")))
             validate_response(response, window)
-            self.gate.answered()
             stream = ExportStream.from_response(
                 response,
                 window,

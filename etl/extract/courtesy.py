@@ -5,11 +5,11 @@ while it streams). The windows of a run share one `RequestGate`:
 
 * at most `api.max_concurrency` requests at once (no cap of its own when unset: one per worker);
 * a 429 (or any `Retry-After`) pauses every window's next request, not only the refused one's;
-* each 429 lowers the number allowed at once to one fewer than were in flight, down to one, and
-  a full round of answered requests (as many as are allowed) raises it by one again, up to the
-  cap: additive increase, multiplicative-like decrease, the way TCP finds a path's capacity.
-  So a run with more workers than the server accepts settles at what the server accepts instead
-  of spending its retries on refusals.
+* each 429 lowers the number allowed at once to one fewer than were in flight, down to one, for
+  the rest of the run. So a run with more workers than the server accepts settles at what the
+  server accepts instead of spending its windows' retries on refusals. It does not probe upwards
+  again: each probe the server refuses costs a window one of its attempts, and a nightly run is
+  short; the next run starts from `api.max_concurrency` again.
 """
 
 from __future__ import annotations
@@ -42,13 +42,11 @@ class RequestGate:
     """Shared by the window threads of one process (see the module's docstring)."""
 
     def __init__(self, max_concurrency: int | None, *, max_pause: float = 120.0) -> None:
-        self._cap = max_concurrency
         # A Retry-After beyond this fails its window at once (retry.max_wait): the other
         # windows do not wait for it either.
         self._max_pause = max_pause
         self._allowed = max_concurrency  # None: no limit until the server refuses
         self._in_flight = 0
-        self._answered = 0
         self._resume_at = 0.0
         self._cond = threading.Condition()
 
@@ -69,24 +67,12 @@ class RequestGate:
             self._in_flight += 1
         return Slot(self)
 
-    def answered(self) -> None:
-        """A request was answered (not refused): after a round of them, allow one more."""
-        with self._cond:
-            if self._allowed is None or self._allowed == self._cap:
-                return
-            self._answered += 1
-            if self._answered >= self._allowed:
-                self._allowed += 1
-                self._answered = 0
-                self._cond.notify_all()
-
     def refused(self, retry_after: float | None) -> None:
         """The server refused a request with 429 (or asked for a pause with Retry-After)."""
         with self._cond:
             before = self._allowed
             # The refused request still holds its slot: the server took in_flight - 1.
             self._allowed = max(1, min(self._allowed or self._in_flight, self._in_flight) - 1)
-            self._answered = 0
             pause = retry_after if retry_after is not None else DEFAULT_PAUSE_SECONDS
             pause = pause if pause <= self._max_pause else 0.0
             self._resume_at = max(self._resume_at, time.monotonic() + pause)

@@ -6,7 +6,7 @@
         api.matching_ids(start, end)          # what that export returns at the server's clock
         api.export_requests                   # POSTs to the export endpoint so far
         api.exports_in_flight_peak            # the most exports answered at one time
-        api.refused_at_capacity               # 429s sent for Faults(max_in_flight=N)
+        api.refused_at_capacity               # 429s sent beyond FakeApiOptions.max_concurrent
 
 Faults (`Faults(...)`) apply to the first K export requests, counted over every export POST.
 `python -m etl.fakeapi --help` / `etl fake-api --help` lists every option.

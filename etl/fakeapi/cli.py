@@ -25,10 +25,6 @@ from etl.fakeapi.synth import DatasetSpec
 FAULT_FLAGS: dict[str, tuple[Any, str]] = {
     "error_after": (int, "After N conversations send an error element and close the array."),
     "error_times": (int, "Apply --error-after to the first K export requests (-1: all)."),
-    "max_in_flight": (
-        int,
-        "Answer at most N export requests at once; refuse more with 429 and Retry-After.",
-    ),
     "only_starts": (
         str,
         "Apply the faults only to windows starting at this instant (ISO 8601; repeatable).",
@@ -168,6 +164,22 @@ def _parse_now(value: str | None) -> datetime | None:
     help="Write the whole dataset as the export file (.json or .json.gz) the API sends for its "
     "whole date range with the default query (environment live), then exit.",
 )
+@click.option(
+    "--latency",
+    default=0.0,
+    show_default=True,
+    help="Seconds each export's query takes before the first byte (query_seconds).",
+)
+@click.option(
+    "--rate",
+    type=float,
+    help="Conversations each export serializes per second (default: as fast as it can).",
+)
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(min=1),
+    help="Answer at most K exports at once; refuse more with 429 and Retry-After.",
+)
 @click.option("--verbose", is_flag=True, help="Log every request to stderr.")
 @_fault_options
 def fake_api(**kw: Any) -> None:
@@ -198,6 +210,9 @@ def fake_api(**kw: Any) -> None:
         dataset=spec,
         from_file=kw["from_file"],
         now=_parse_now(kw["now"]),
+        latency=kw["latency"],
+        rate=kw["rate"],
+        max_concurrent=kw["max_concurrent"],
         faults=faults,
     )
     if kw["save"] is not None:

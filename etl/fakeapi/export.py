@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
@@ -69,8 +69,21 @@ def parse_query(body: bytes, zone: tzinfo) -> ExportQuery:
 class ExportResponse:
     """The elements of one export response, produced lazily (select, then stream)."""
 
-    def __init__(self, dataset: Dataset, query: ExportQuery, zone: tzinfo, now_us: int) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        query: ExportQuery,
+        zone: tzinfo,
+        now_us: int,
+        *,
+        latency: float = 0.0,
+        rate: float | None = None,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        """`latency`: seconds the query takes before the first byte (as a real server's
+        query_seconds); `rate`: conversations serialized per second (None: as fast as it can)."""
         self.dataset, self.query, self.zone, self.now_us = dataset, query, zone, now_us
+        self._rate, self._sleep = rate, sleep
         t0 = time.perf_counter()
         self.indexes = dataset.select(
             to_us(query.start),
@@ -79,6 +92,8 @@ class ExportResponse:
             query.environment,
             now_us,
         )
+        if latency > 0:
+            sleep(latency)
         self.query_seconds = time.perf_counter() - t0
         self.sent = 0
         self._t_stream = t0
@@ -105,7 +120,13 @@ class ExportResponse:
 
     def conversations(self) -> Iterator[bytes]:
         payload, masked, now_us = self.dataset.payload, self.query.only_masked, self.now_us
+        interval = 1.0 / self._rate if self._rate else 0.0
+        due = time.perf_counter()
         for i in self.indexes:
+            if interval:
+                due += interval
+                if (wait := due - time.perf_counter()) > 0:
+                    self._sleep(wait)
             yield payload(i, masked, now_us)
             self.sent += 1
 

@@ -18,9 +18,6 @@ from etl.fakeapi.stream import Item, Marker
 ALWAYS = -1
 
 
-AT_CAPACITY_RETRY_AFTER = "1"
-
-
 @dataclass(frozen=True)
 class Faults:
     """Faults chosen at start-up; each `*_times` K applies it to the first K export requests
@@ -28,9 +25,6 @@ class Faults:
 
     error_after: int | None = None  # after N conversations: an error element, then "]"
     error_times: int = ALWAYS
-    # At most this many exports answered at once; more are refused with 429 and a
-    # Retry-After of AT_CAPACITY_RETRY_AFTER seconds (every request, whatever only_starts says).
-    max_in_flight: int | None = None
     # Faults hit only exports of windows that start at these instants (ISO 8601 with an
     # offset); empty: every export. Request numbers (the `*_times`) count every export.
     only_starts: tuple[str, ...] = ()

@@ -20,7 +20,7 @@ from etl.fakeapi import faults as F
 from etl.fakeapi.dataset import Dataset
 from etl.fakeapi.export import ExportResponse, RequestError, parse_query
 from etl.fakeapi.oauth import TokenStore
-from etl.fakeapi.options import FakeApiOptions
+from etl.fakeapi.options import AT_CAPACITY_RETRY_AFTER, FakeApiOptions
 from etl.fakeapi.stream import (
     BodyWriter,
     ChunkedSink,
@@ -176,14 +176,14 @@ class FakeApi:
 
     @property
     def refused_at_capacity(self) -> int:
-        """Export requests refused with 429 because max_in_flight were being answered."""
+        """Export requests refused with 429 because max_concurrent were being answered."""
         with self._lock:
             return self._refused
 
     @contextmanager
     def _in_flight(self) -> Iterator[bool]:
-        """Whether an export may be answered now (Faults.max_in_flight), counted while it is."""
-        limit = self.options.faults.max_in_flight
+        """Whether an export may be answered now (max_concurrent), counted while it is."""
+        limit = self.options.max_concurrent
         with self._lock:
             admitted = limit is None or self._exporting < limit
             if admitted:
@@ -333,7 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(
             429,
             "too many export requests at once from this client",
-            {"Retry-After": F.AT_CAPACITY_RETRY_AFTER},
+            {"Retry-After": AT_CAPACITY_RETRY_AFTER},
         )
 
     def _export_in_flight(self, body: bytes) -> None:
@@ -350,10 +350,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, exc.message)
             return
         plan = api.options.faults.plan(n, query.start)
+        opts = api.options
         try:
-            self._respond(
-                query_stream=ExportResponse(api.dataset, query, api.zone, api.now_us()), plan=plan
+            response = ExportResponse(
+                api.dataset,
+                query,
+                api.zone,
+                api.now_us(),
+                latency=opts.latency,
+                rate=opts.rate,
+                sleep=api.stopping.wait,
             )
+            self._respond(query_stream=response, plan=plan)
         except (ConnectionError, TimeoutError, OSError) as exc:
             log.debug("fake-api: client gone during export: %r", exc)
             self.close_connection = True

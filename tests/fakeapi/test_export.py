@@ -317,3 +317,29 @@ def test_paths_and_methods(api: FakeApi) -> None:
             )
             assert r.status_code == 200 and r.json()[-1]["type"] == "post_query_info"
     assert api.export_requests == 3
+
+
+def test_a_paced_server_reports_its_latency_and_rate_and_refuses_beyond_capacity(
+    make_api: MakeApi,
+) -> None:
+    """`--latency`, `--rate` and `--max-concurrent` (issue 13's realistic server): the query
+    waits before the first byte, conversations come at the rate, and an export beyond the
+    capacity is refused with 429 and a Retry-After while another one is being answered."""
+    import threading
+
+    api = make_api(latency=0.3, rate=100.0, max_concurrent=1)
+    body = {"from": "2024-03-26", "to": "2024-03-27"}
+    answers: list[list[dict[str, Any]]] = []
+    first = threading.Thread(target=lambda: answers.append(export_ok(api, body)))
+    first.start()
+    while api.exports_in_flight_peak == 0:
+        pass
+    refused = export(api, body)
+    first.join()
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    assert api.refused_at_capacity == 1
+    (elements,) = answers
+    query_info, post = elements[0], elements[-1]
+    assert query_info["query_seconds"] >= 0.3
+    assert post["conversations"] == len(elements) - 2 > 10
+    assert post["conversations/sec"] <= 100 * 1.05

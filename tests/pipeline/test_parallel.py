@@ -211,7 +211,7 @@ def test_more_workers_than_the_server_accepts_settle_at_what_it_accepts(
     Four workers, and each window may try only twice: had each window backed off on its own,
     the refused ones would come back while the first two still stream, and fail. The refusals
     lower what the run sends at once to what the server takes, and pause every window."""
-    capped = make_sim(faults=Faults(trickle_bytes_per_s=20_000, max_in_flight=2))
+    capped = make_sim(faults=Faults(trickle_bytes_per_s=20_000), max_concurrent=2)
     retry = {"initial_wait": 0.05, "max_wait": 5, "max_attempts": 2}
     config = write_config(tmp_path, pipeline=_pipeline_settings(), retry=retry)
     etl("migrate", wh=pg_warehouse, config=config, check=True)
