@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,14 @@ FACT_TABLES = ("conversations", "messages", "content", "buttons", "intent_analys
 EFFICIENCY_MIN = 0.7  # issue 12: no C of our own, only compiled libraries
 SPEEDUP_DLT_MIN = 8.0
 SPEEDUP_DLT_TUNED_MIN = 3.5
+# Issue 13's scale-out rows: a month of daily windows against a server that takes 0.5 s per
+# query, serializes 500 conversations a second per request and answers 4 requests at once.
+SCALE_OUT_START = "2024-03-25"
+SCALE_OUT_DAYS = 30
+SCALE_OUT_PER_DAY = 100
+SCALE_OUT_SERVER = ("--latency=0.5", "--rate=500", "--max-concurrent=4")
+SCALE_OUT_WORKERS = (1, 4, 8)
+SCALE_OUT_SPEEDUP_MIN = 3.2  # --workers 4 against serial: 80% of the ideal 4x
 RSS_MAX_MB = 150.0
 RSS_GROWTH_MAX = 0.10
 
@@ -382,6 +390,7 @@ class Bench:
         }
         self.scaling: list[dict[str, Any]] = []
         self.scaling_failure: str | None = None
+        self.scale_out: dict[int, Variant] = {}
 
     # -- measured runs --
 
@@ -592,6 +601,42 @@ class Bench:
                 }
             )
 
+    def run_scale_out(self) -> None:
+        """A month of daily windows against a simulator paced like a real server (issue 13):
+        `etl backfill --workers 1, 4, 8`, each into an emptied schema, each run --repeat times."""
+        args = self.args
+        simulator_args = (
+            "--seed=2",
+            f"--start={SCALE_OUT_START}",
+            f"--days={SCALE_OUT_DAYS}",
+            f"--per-day={SCALE_OUT_PER_DAY}",
+            "--environments=live",
+            *SCALE_OUT_SERVER,
+        )
+        end = date.fromisoformat(SCALE_OUT_START) + timedelta(days=SCALE_OUT_DAYS)
+        say(
+            f"\nScale-out: etl backfill, {SCALE_OUT_DAYS} daily windows of ~{SCALE_OUT_PER_DAY} "
+            f"conversations, against etl fake-api {' '.join(SCALE_OUT_SERVER)}"
+        )
+        with fake_api_process(
+            *simulator_args, token=TOKEN, env=self.base_env, start_timeout=300.0
+        ) as api_url:
+            env = self.project_env(api_url)
+            for rnd in range(args.repeat):
+                for workers in SCALE_OUT_WORKERS:
+                    v = self.scale_out.setdefault(
+                        workers,
+                        Variant(f"scale_out_{workers}", "s", f"--workers {workers}", True),
+                    )
+                    if v.failed or not self.migrate(v, env):
+                        continue
+                    argv = [
+                        ETL, "backfill", "--from", SCALE_OUT_START, "--to", end.isoformat(),
+                        "--window", "1d", "--workers", str(workers),
+                    ]  # fmt: skip
+                    if self.measure(v, argv, env, f" #{rnd + 1}"):
+                        self._count_project(v, env)
+
     # -- the whole thing --
 
     def warm_up(self) -> None:
@@ -716,6 +761,9 @@ def build_checks(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if len(bench.scaling) == 3:
         growth = bench.scaling[2]["peak_rss_mb"] / bench.scaling[0]["peak_rss_mb"] - 1.0
     ratios["rss_growth_1x_to_16x"] = growth
+    out = {workers: v.seconds() for workers, v in bench.scale_out.items()}
+    ratios["scale_out_speedup_4_workers"] = ratio(out.get(1), out.get(4))
+    ratios["scale_out_8_over_4_workers_time"] = ratio(out.get(8), out.get(4))
 
     # (what, value, goal as shown, the test): the goal is met when `test(value)` is true.
     targets: list[tuple[str, float | None, str, Callable[[float], bool]]] = [
@@ -739,6 +787,10 @@ def build_checks(bench: Bench) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         ("peak RSS growth of etl backfill, 1x -> 16x", growth,
          f"< {RSS_GROWTH_MAX:.0%}", lambda x: x < RSS_GROWTH_MAX),
         ("re-run (e) / first load (c backfill), time", ratios["rerun_over_first_backfill"],
+         "<= 1.0", lambda x: x <= 1.0),
+        ("scale-out: --workers 1 / --workers 4, time", ratios["scale_out_speedup_4_workers"],
+         f">= {SCALE_OUT_SPEEDUP_MIN}x", lambda x: x >= SCALE_OUT_SPEEDUP_MIN),
+        ("scale-out: --workers 8 / --workers 4, time", ratios["scale_out_8_over_4_workers_time"],
          "<= 1.0", lambda x: x <= 1.0),
     ]  # fmt: skip
     checks = [
@@ -806,6 +858,21 @@ def print_report(bench: Bench, data: Dataset, ratios: Mapping[str, Any], checks:
             )
     if bench.scaling_failure:
         say(f"  scaling FAILED: {bench.scaling_failure}"[:300])
+    if bench.scale_out:
+        say(
+            f"\nScale-out (etl backfill, {SCALE_OUT_DAYS} daily windows, simulator "
+            f"{' '.join(SCALE_OUT_SERVER)}):"
+        )
+        for workers, v in sorted(bench.scale_out.items()):
+            seconds = v.seconds()
+            shown = f"{seconds:8.2f} s" if seconds is not None else f"FAILED: {v.failure}"[:200]
+            say(
+                f"  --workers {workers}  {v.conversations or 0:>8,} conversations  "
+                f"{v.rows or 0:>9,} rows  {shown}"
+            )
+        counts = {v.conversations for v in bench.scale_out.values() if v.conversations}
+        if len(counts) > 1:
+            say(f"  WARNING: the worker counts loaded different numbers of conversations: {counts}")
     say("\nRatios and targets (medians; not asserted):")
     for c in checks:
         value = c["value"]
@@ -850,6 +917,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="memory-scaling run of etl backfill at 1x, 4x, 16x --scaling-base",
     )
     parser.add_argument("--scaling-base", type=int, default=1000, help="1x of the scaling run")
+    parser.add_argument(
+        "--scale-out",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a month of daily windows with --workers 1, 4, 8 against a paced simulator",
+    )
     parser.add_argument(
         "--window", help="etl backfill window (default: one window over the whole dataset)"
     )
@@ -937,6 +1010,8 @@ def run(args: argparse.Namespace, url: str) -> int:
                 bench.run_dlt(data, rnd)
         if args.scaling and ({"c", "e"} & bench.groups):
             bench.run_scaling()
+        if args.scale_out:
+            bench.run_scale_out()
         ratios, checks = build_checks(bench)
         print_report(bench, data, ratios, checks)
         elapsed = time.perf_counter() - started
@@ -944,7 +1019,9 @@ def run(args: argparse.Namespace, url: str) -> int:
         say(f"\nResults: {args.output} ({elapsed / 60:.1f} min in all)")
     finally:
         bench.cleanup()
-    project_failed = any(v.failed for v in bench.variants.values() if v.project)
+    project_failed = any(
+        v.failed for v in (*bench.variants.values(), *bench.scale_out.values()) if v.project
+    )
     return 1 if project_failed or bench.scaling_failure else 0
 
 
@@ -985,6 +1062,7 @@ def write_results(
         "targets": checks,
         "scaling": bench.scaling,
         "scaling_failure": bench.scaling_failure,
+        "scale_out": {str(k): v.summary() for k, v in sorted(bench.scale_out.items())},
         "elapsed_s": round(elapsed, 1),
         "loadavg_at_end": list(os.getloadavg()),
     }
