@@ -86,6 +86,8 @@ class WindowLedger:
         self._liveness = RunLock(engine, _liveness_key(self.holder))
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._probing = threading.Lock()
+        self._gone: set[str] = set()
 
     # -- the holder's life ---------------------------------------------------------------------
 
@@ -124,25 +126,33 @@ class WindowLedger:
         table = self._table
         now = self._clock()
         where = self._where(window)
-        claim = {"state": CLAIMED, "claimed_by": self.holder, "heartbeat_at": now}
-        claim["run_id"] = self._run_id
+        claim = {
+            "state": CLAIMED,
+            "claimed_by": self.holder,
+            "heartbeat_at": now,
+            "run_id": self._run_id,
+        }
         with begin_write(self._engine) as conn:
-            insert = _INSERT[conn.dialect.name](table).values(
-                state_key=self._key,
-                window_start=window.start,
-                window_end=window.end,
-                attempts=0,
-                **claim,
-            )
-            created = insert.on_conflict_do_nothing().returning(table.c.state)
-            if conn.execute(created).first() is not None:
-                return None
             # SKIP LOCKED: a row locked now is being claimed or committed by another holder.
+            # Nothing here waits on another transaction's row: a holder frozen in the middle of
+            # its commit must not freeze the claims of every other run.
             row = conn.execute(
                 select(table).where(*where).with_for_update(skip_locked=True)
             ).first()
             if row is None:
-                return Held("another process is claiming or committing it")
+                if conn.execute(select(table.c.state).where(*where)).first() is not None:
+                    return Held("another process is claiming or committing it")
+                insert = _INSERT[conn.dialect.name](table).values(
+                    state_key=self._key,
+                    window_start=window.start,
+                    window_end=window.end,
+                    attempts=0,
+                    **claim,
+                )
+                created = insert.on_conflict_do_nothing().returning(table.c.state)
+                if conn.execute(created).first() is not None:
+                    return None
+                return Held("another process is claiming it")
             if row.state == CLAIMED and row.claimed_by != self.holder:
                 stale = row.heartbeat_at is None or _aware(row.heartbeat_at) < now - self._timeout
                 if not stale and self._alive(row.claimed_by):
@@ -220,14 +230,24 @@ class WindowLedger:
         )
 
     def _alive(self, holder: str) -> bool:
-        """Whether `holder`'s liveness lock is held (it is alive, maybe frozen)."""
-        probe = RunLock(self._engine, _liveness_key(holder))
-        try:
-            probe.acquire()
-        except LockedError:
-            return True
-        probe.release(remove=True)  # its holder is gone for good
-        return False
+        """Whether `holder`'s liveness lock is held (it is alive, maybe frozen).
+
+        A probe holds the lock for a moment: this process's windows probe one at a time, and
+        remember the holders found gone, so that one probe never reads another as a holder.
+        (Another process probing at the same moment may read ours so: it then leaves the
+        window to us, which takes it over.)
+        """
+        with self._probing:
+            if holder in self._gone:
+                return False
+            probe = RunLock(self._engine, _liveness_key(holder))
+            try:
+                probe.acquire()
+            except LockedError:
+                return True
+            probe.release(remove=True)  # its holder is gone for good
+            self._gone.add(holder)
+            return False
 
 
 def _aware(value: datetime) -> datetime:

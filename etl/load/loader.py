@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 from typing import Any, ClassVar, Final
 
@@ -180,8 +180,11 @@ class WindowLoader(ABC):
         run_id: str,
         exported_at: datetime | None,
         replace: bool = False,
+        lock_wait: timedelta | None = None,
     ) -> None:
         self._conn = conn
+        # How long to wait for rows another window holds (PostgreSQL); None: for ever.
+        self._lock_wait = lock_wait
         self._tables = {name: table_of(metadata, name) for name in TABLE_COLUMNS}
         self._schema = metadata.schema
         self._run_id = run_id
@@ -455,8 +458,14 @@ def open_loader(
     run_id: str,
     exported_at: datetime | None,
     replace: bool = False,
+    lock_wait: timedelta | None = None,
 ) -> WindowLoader:
     """The loader for the warehouse `conn` is connected to."""
     return loader_class(conn.dialect.name)(
-        conn, metadata, run_id=run_id, exported_at=exported_at, replace=replace
+        conn,
+        metadata,
+        run_id=run_id,
+        exported_at=exported_at,
+        replace=replace,
+        lock_wait=lock_wait,
     )

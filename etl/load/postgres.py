@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
@@ -64,11 +64,27 @@ class PostgresLoader(WindowLoader):
         run_id: str,
         exported_at: datetime | None,
         replace: bool = False,
+        lock_wait: timedelta | None = None,
     ) -> None:
-        super().__init__(conn, metadata, run_id=run_id, exported_at=exported_at, replace=replace)
+        super().__init__(
+            conn,
+            metadata,
+            run_id=run_id,
+            exported_at=exported_at,
+            replace=replace,
+            lock_wait=lock_wait,
+        )
         raw = conn.connection.driver_connection
         assert raw is not None
         self._raw = raw
+        if lock_wait is not None:
+            # A window waits for the conversations another window holds only so long: a
+            # holder frozen mid-window (SIGSTOP, a stuck machine) would hold them for ever.
+            with raw.cursor() as cur:
+                cur.execute(
+                    "SELECT set_config('lock_timeout', %s, true)",
+                    (f"{int(lock_wait.total_seconds() * 1000)}ms",),
+                )
         self._types = {name: _copy_types(self._tables[name]) for name in TABLE_COLUMNS}
         self._json_at = {
             name: tuple(i for i, t in enumerate(types) if t == "jsonb")

@@ -91,17 +91,22 @@ def database_error(exc: DBAPIError | psycopg.Error, where: str) -> DatabaseError
     conflict = isinstance(
         orig, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
     )
+    # Rows another window held for longer than pipeline.claim_timeout (a frozen holder).
+    waited = isinstance(orig, psycopg.errors.LockNotAvailable)
     happened = (
         "connection was lost"
         if lost
         else "ended the transaction to break a deadlock with another window"
         if conflict
+        else "gave up waiting (pipeline.claim_timeout) for rows another window holds; if "
+        "that run is stuck, stop it"
+        if waited
         else "refused the write"
     )
     error = DatabaseError(
         f"{where}: the warehouse {happened} ({detail}); the window was rolled back"
     )
-    error.retryable = lost or conflict
+    error.retryable = lost or conflict or waited
     return error
 
 
@@ -361,10 +366,14 @@ class Pipeline:
     def _record(self, result: RunResult, window: Window, outcome: WindowReport | Held) -> None:
         if isinstance(outcome, Held):
             result.skipped.append(window)
-            log.info("window %s: left to another run (%s)", window, outcome.reason)
+            self._left(window, outcome)
             return
         result.windows.append(outcome)
         self.progress.window_done(outcome)
+
+    @staticmethod
+    def _left(window: Window, held: Held) -> None:
+        log.info("window %s: left to another run (%s)", window, held.reason)
 
     def _load_in_parallel(
         self, windows: Sequence[Window], floor: datetime, ledger: WindowLedger, result: RunResult
@@ -394,6 +403,8 @@ class Pipeline:
                         continue
                     if isinstance(outcome, WindowReport):
                         self.progress.window_done(outcome)
+                    else:
+                        self._left(windows[futures[future]], outcome)
             except KeyboardInterrupt as exc:
                 self._stopping.set()
                 for pending in futures:
@@ -415,7 +426,6 @@ class Pipeline:
             outcome = done[i]
             if isinstance(outcome, Held):
                 result.skipped.append(windows[i])
-                log.info("window %s: left to another run (%s)", windows[i], outcome.reason)
             else:
                 result.windows.append(outcome)
         if failure is not None:
@@ -536,6 +546,7 @@ class Pipeline:
                     run_id=self.run_id,
                     exported_at=exported_at,
                     replace=replace,
+                    lock_wait=self.settings.pipeline.claim_timeout,
                 )
                 loader.origin = Origin(
                     state_key=self.key,
