@@ -226,16 +226,32 @@ class WindowLoader(ABC):
             self._quarantine(rejects)
 
     def changed(self, batch: Sequence[NormalizedConversation]) -> list[str]:
-        """What each conversation of a batch (ids unique within it) does: see `outcome`."""
+        """What each conversation of a batch (ids unique within it) does: see `outcome`.
+
+        The stored copies are read without locks; those about to be written (NEW or CHANGED)
+        are then locked and read again (`_lock_for_writing`), and decided on what that read.
+        A conversation left alone needs no lock: whatever another window writes meanwhile,
+        the result is that of this window coming first.
+        """
         if not batch:
             return []
         stored = self._stored([c.id for c in batch])
-        exported_at, replace, counts = self._exported_at, self._replace_all, self.outcomes
-        outcomes = []
-        for c in batch:
-            result = outcome(exported_at, c.content_hash, stored.get(c.id), replace=replace)
-            counts[result] += 1
-            outcomes.append(result)
+        exported_at, replace = self._exported_at, self._replace_all
+
+        def decide(c: NormalizedConversation) -> str:
+            return outcome(exported_at, c.content_hash, stored.get(c.id), replace=replace)
+
+        writing = [c.id for c in batch if decide(c) in LOADED]
+        if writing:
+            locked = self._lock_for_writing(writing, stored)
+            for i in writing:
+                if i in locked:
+                    stored[i] = locked[i]
+                else:
+                    stored.pop(i, None)
+        outcomes = [decide(c) for c in batch]
+        for result in outcomes:
+            self.outcomes[result] += 1
         return outcomes
 
     def _claimed_messages(self, batch: Sequence[NormalizedConversation]) -> dict[int, Rejected]:
@@ -384,8 +400,12 @@ class WindowLoader(ABC):
 
     @abstractmethod
     def _stored(self, ids: list[int]) -> dict[int, Stored]:
-        """The stored content_hash and exported_at of those of `ids` that are stored, read
-        so that no other transaction can change them before this one ends."""
+        """The stored content_hash and exported_at of those of `ids` that are stored."""
+
+    @abstractmethod
+    def _lock_for_writing(self, ids: list[int], stored: dict[int, Stored]) -> dict[int, Stored]:
+        """Lock `ids` (conversations about to be written) to the end of the transaction and
+        read them again: what is stored of them now (`stored`: what `_stored` read)."""
 
     @abstractmethod
     def _release(self, ids: list[int]) -> None:

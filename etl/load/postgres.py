@@ -97,32 +97,51 @@ class PostgresLoader(WindowLoader):
         return sql.Identifier(table)
 
     def _stored(self, ids: list[int]) -> dict[int, Stored]:
-        """Read under row locks held to the commit: windows load in parallel, and two of them
-        may carry the same conversation. The second to come waits, then reads what the first
-        committed, so `outcome` always compares with the stored copy and never with one about
-        to be replaced (which would fail on the primary key, or keep an older export).
-
-        An id not stored yet gets a placeholder row (`content_hash` empty, never committed:
-        `merge` replaces or deletes it), which is what the other transaction then waits on.
-        Rows are locked in id order, so two batches never wait on each other in a cycle;
-        batches of one window come in stream order, and a deadlock between two windows is
-        retried like any lost window (see runner.database_error).
-        """
-        conversations = self._name("conversations")
-        placeholders = sql.SQL(
-            "INSERT INTO {} (id, content_hash, loaded_at, load_run_id) "
-            "SELECT id, %(none)s, now(), %(run)s FROM unnest(%(ids)s::bigint[]) AS wanted(id) "
-            "ORDER BY id ON CONFLICT (id) DO NOTHING"
-        ).format(conversations)
-        locked = sql.SQL(
-            "SELECT id, content_hash, exported_at FROM {} WHERE id = ANY(%(ids)s::bigint[]) "
-            "ORDER BY id FOR UPDATE"
-        ).format(conversations)
-        parameters = {"ids": ids, "none": PLACEHOLDER_HASH, "run": self._run_id}
-        with self._raw.cursor() as cur, _index_scans_only(cur):
-            cur.execute(placeholders, parameters)
-            cur.execute(locked, parameters)
+        query = sql.SQL(
+            "SELECT id, content_hash, exported_at FROM {} WHERE id = ANY(%s::bigint[])"
+        ).format(self._name("conversations"))
+        with self._raw.cursor() as cur:
+            cur.execute(query, (ids,))
             return {row[0]: (row[1], row[2]) for row in cur if row[1] != PLACEHOLDER_HASH}
+
+    def _lock_for_writing(self, ids: list[int], stored: dict[int, Stored]) -> dict[int, Stored]:
+        """Windows load in parallel, and two of them may carry the same conversation: the
+        second to write it waits here for the first to commit, then reads what it committed,
+        so `outcome` never compares with a copy about to be replaced (which would fail on the
+        primary key, or keep an older export).
+
+        The stored rows are locked first, in id order. An id not stored yet then gets a
+        placeholder row (`content_hash` empty, never committed: `merge` replaces or deletes
+        it), which is what another transaction writing it waits on; one that another
+        transaction inserted meanwhile (the insert waited for it to commit) is locked and read
+        as stored. A deadlock between two windows is retried like a lost one
+        (runner.database_error).
+        """
+        locked = self._locked(ids)
+        missing = [i for i in ids if i not in locked]
+        if missing:
+            placeholders = sql.SQL(
+                "INSERT INTO {} (id, content_hash, loaded_at, load_run_id) "
+                "SELECT id, %s, now(), %s FROM unnest(%s::bigint[]) AS wanted(id) "
+                "ORDER BY id ON CONFLICT (id) DO NOTHING RETURNING id"
+            ).format(self._name("conversations"))
+            with self._raw.cursor() as cur:
+                cur.execute(placeholders, (PLACEHOLDER_HASH, self._run_id, sorted(missing)))
+                inserted = {row[0] for row in cur}
+            raced = [i for i in missing if i not in inserted]
+            if raced:
+                locked |= self._locked(raced)
+        return {i: row for i, row in locked.items() if row[0] != PLACEHOLDER_HASH}
+
+    def _locked(self, ids: list[int]) -> dict[int, Stored]:
+        """The stored rows of `ids`, locked (FOR UPDATE) in id order."""
+        query = sql.SQL(
+            "SELECT id, content_hash, exported_at FROM {} WHERE id = ANY(%s::bigint[]) "
+            "ORDER BY id FOR UPDATE"
+        ).format(self._name("conversations"))
+        with self._raw.cursor() as cur, _index_scans_only(cur):
+            cur.execute(query, (ids,))
+            return {row[0]: (row[1], row[2]) for row in cur}
 
     def _release(self, ids: list[int]) -> None:
         statement = sql.SQL(

@@ -32,6 +32,11 @@ class SQLiteLoader(WindowLoader):
 
     concurrent_windows = False
 
+    def _lock_for_writing(self, ids: list[int], stored: dict[int, Stored]) -> dict[int, Stored]:
+        """What `_stored` read: a SQLite write transaction holds the whole database from its
+        start (BEGIN IMMEDIATE), so nothing changed since."""
+        return {i: stored[i] for i in ids if i in stored}
+
     def _release(self, ids: list[int]) -> None:
         """Nothing to let go: a SQLite write transaction holds the whole database (BEGIN
         IMMEDIATE), so `_stored` needs no row locks."""

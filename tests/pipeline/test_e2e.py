@@ -277,12 +277,16 @@ def test_windows_in_parallel_load_what_a_serial_run_loads(
     assert "(5/5)" in serial.stderr
     expected = dump_tables(warehouse, volatile=False)
     mark = watermark(warehouse)
-    with warehouse.engine().begin() as conn:  # empty it all, then again with 3 workers
-        for table in ("conversations", "messages", "content", "buttons", "intent_analysis",
-                      "intents", "actions", "etl_state", "etl_windows"):  # fmt: skip
-            conn.execute(text(f"DELETE FROM {warehouse.table(table)}"))
+    engine = warehouse.engine()
+    try:
+        with engine.begin() as conn:  # empty it all, then again with 4 workers
+            for table in ("conversations", "messages", "content", "buttons", "intent_analysis",
+                          "intents", "actions", "etl_state", "etl_windows"):  # fmt: skip
+                conn.execute(text(f"DELETE FROM {warehouse.table(table)}"))
+    finally:
+        engine.dispose()
     parallel = etl(
-        "run", "--until", UNTIL, "--workers", "3", wh=warehouse, api=api, config=config,
+        "run", "--until", UNTIL, "--workers", "4", wh=warehouse, api=api, config=config,
         check=True,
     )  # fmt: skip
     assert "(5/5)" in parallel.stderr
