@@ -44,10 +44,14 @@ _exact_json = json.JSONEncoder(ensure_ascii=True, check_circular=False).encode
 _CONTEXT = multiprocessing.get_context("fork")
 _PARENT_POLL_SECONDS = 0.25
 _STOP_POLL_SECONDS = 0.25
-# Windows load in threads, each forking its worker. A worker forked while another window's
-# pipe is being set up would inherit that pipe's sending end, and the other window would then
-# wait on it forever should its own worker die without a word (the pipe never reads EOF).
-_STARTING = threading.Lock()
+# Windows load in threads, each with a worker process; their starts, waits and closes take
+# turns. A worker forked while another window's pipe is being set up would inherit that pipe's
+# sending end, and the other window would then wait on it for ever should its own worker die
+# without a word (the pipe never reads EOF). And `Process.start` reaps every finished child of
+# the process (multiprocessing's `_cleanup`): run beside another thread's `join`, both call
+# waitpid on one child, one gets ECHILD, and that Process reads as still running for good
+# ("Cannot close a process while it is still running").
+_PROCESSES = threading.Lock()
 
 # A window's first batch is small so that the warehouse starts within milliseconds instead of
 # waiting for a whole batch to be read; each next one doubles up to the batch size. On windows
@@ -98,7 +102,7 @@ class ExtractWorker:
         stop: threading.Event | None = None,
     ) -> None:
         self._stop = stop
-        with _STARTING:
+        with _PROCESSES:
             self._receiver, sender = _CONTEXT.Pipe(duplex=False)
             self._process = _CONTEXT.Process(
                 target=_extract,
@@ -132,17 +136,19 @@ class ExtractWorker:
                 raise payload
 
     def _status(self) -> str:
-        self._process.join(timeout=5)
-        code = self._process.exitcode
+        with _PROCESSES:
+            self._process.join(timeout=5)
+            code = self._process.exitcode
         if code is not None and code < 0:
             return f"killed by {signal.Signals(-code).name}"
         return f"exit status {code}"
 
     def close(self) -> None:
-        if self._process.is_alive():
-            self._process.kill()
-        self._process.join()
-        self._process.close()
+        with _PROCESSES:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join()
+            self._process.close()
         self._receiver.close()
 
     def __enter__(self) -> ExtractWorker:
