@@ -17,16 +17,16 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, MetaData, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from etl.errors import DatabaseError, LockedError
-from etl.load.engine import begin_write
+from etl.load.engine import begin_write, dialect_insert
 from etl.load.lock import RunLock
 from etl.load.schema import table_of
 from etl.windows import Window
@@ -36,11 +36,8 @@ log = logging.getLogger("etl.pipeline")
 # etl_windows.state
 CLAIMED: Final = "claimed"  # a holder is loading it
 LOADED: Final = "loaded"  # its last load committed
-FAILED: Final = (
-    "failed"  # its last load failed or was interrupted (an earlier one may have committed)
-)
-
-_INSERT: Final[dict[str, Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+# its last load failed or was interrupted (an earlier one may have committed: committed_at)
+FAILED: Final = "failed"
 
 
 def holder_name(run_id: str) -> str:
@@ -73,7 +70,7 @@ class WindowLedger:
         key: str,
         run_id: str,
         timeout: timedelta,
-        clock: Any = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._engine = engine
         self._table = table_of(metadata, "etl_windows")
@@ -142,7 +139,7 @@ class WindowLedger:
             if row is None:
                 if conn.execute(select(table.c.state).where(*where)).first() is not None:
                     return Held("another process is claiming or committing it")
-                insert = _INSERT[conn.dialect.name](table).values(
+                insert = dialect_insert(conn, table).values(
                     state_key=self._key,
                     window_start=window.start,
                     window_end=window.end,

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -57,3 +58,9 @@ def begin_write(engine: Engine) -> Iterator[Connection]:
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def dialect_insert(conn: Connection, table: Table) -> Any:
+    """The INSERT of `conn`'s dialect for `table`: it has ON CONFLICT on both warehouses."""
+    inserts = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+    return inserts[conn.dialect.name](table)

@@ -7,17 +7,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import Connection, MetaData, Table, desc, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from etl.load.engine import dialect_insert
 from etl.load.schema import table_of
 from etl.normalize.clean import storable
 from etl.windows import Window
-
-# The dialect's INSERT, for ON CONFLICT DO NOTHING.
-_INSERT: Final[dict[str, Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 def state_key(site: str, filters: Mapping[str, Any]) -> str:
@@ -134,7 +131,7 @@ class StateStore:
                 self.advance(conn, key, site=site, filters=filters, to=end, run_id=run_id)
                 return end
             row = self._state_row(key, site, filters, end, run_id)
-            insert = _INSERT[conn.dialect.name](self.state).values(**row)
+            insert = dialect_insert(conn, self.state).values(**row)
             created = insert.on_conflict_do_nothing().returning(self.state.c.state_key)
             if conn.execute(created).first() is not None:
                 return end
