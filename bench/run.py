@@ -9,7 +9,10 @@ Variants (each a fresh process, wall time and peak RSS measured by bench/measure
   c  this project     `etl backfill` over the simulator (HTTP, gzip), and `etl load-file`
   d  dlt              merge load of the same file, its re-run, and a tuned variant
   e  project re-run   the same `etl backfill` again over the loaded data
-Plus a memory-scaling run: `etl backfill` of one window of 1x, 4x and 16x --scaling-base.
+Plus a memory-scaling run: `etl backfill` of one window of 1x, 4x and 16x --scaling-base; and
+the scale-out rows (--scale-out): a month of daily windows against a simulator paced like a real
+server (0.5 s per query, 500 conversations/s, 4 requests at once), `etl backfill --workers 1, 4,
+8`, and dlt against the same server.
 
 Prints a table and the ratios against the targets; writes bench/results/latest.json.
 Exit status: 1 if one of the project's own variants failed, else 0 (targets are not asserted).
@@ -391,6 +394,7 @@ class Bench:
         self.scaling: list[dict[str, Any]] = []
         self.scaling_failure: str | None = None
         self.scale_out: dict[int, Variant] = {}
+        self.scale_out_dlt: Variant | None = None
 
     # -- measured runs --
 
@@ -636,6 +640,28 @@ class Bench:
                     ]  # fmt: skip
                     if self.measure(v, argv, env, f" #{rnd + 1}"):
                         self._count_project(v, env)
+                if not args.skip_dlt and rnd < args.dlt_repeat and _have_dlt():
+                    self._scale_out_dlt(api_url, end, rnd)
+
+    def _scale_out_dlt(self, api_url: str, end: date, rnd: int) -> None:
+        """dlt against the same server: one request per day, one after the other."""
+        v = self.scale_out_dlt = self.scale_out_dlt or Variant(
+            "scale_out_dlt", "d", "dlt (one request at a time, merge)"
+        )
+        if v.failed:
+            return
+        pipelines = self.tmp / "dlt-scale-out"
+        shutil.rmtree(pipelines, ignore_errors=True)
+        self.pg.drop_schema(DLT_SCHEMA)
+        self.pg.drop_schema(f"{DLT_SCHEMA}_staging")
+        argv = [
+            PYTHON, str(BENCH / "dlt_variant.py"), "--default",
+            "--api", api_url, "--token", TOKEN, "--from", SCALE_OUT_START, "--to", end.isoformat(),
+            "--schema", DLT_SCHEMA, "--pipelines-dir", str(pipelines), "--dsn", self.dsn,
+        ]  # fmt: skip
+        m = self.measure(v, argv, None, f" #{rnd + 1}")
+        if m:
+            self._count_dlt(v, DLT_SCHEMA, m)
 
     # -- the whole thing --
 
@@ -664,6 +690,13 @@ class Bench:
                     say(f"  could not drop schema {schema}: {exc}")
             shutil.rmtree(self.tmp, ignore_errors=True)
         self.pg.close()
+
+
+def _have_dlt() -> bool:
+    """dlt is the bench extra's (make bench installs it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("dlt") is not None
 
 
 def simulator(data: Dataset, env: Mapping[str, str]) -> AbstractContextManager[str]:
@@ -870,6 +903,11 @@ def print_report(bench: Bench, data: Dataset, ratios: Mapping[str, Any], checks:
                 f"  --workers {workers}  {v.conversations or 0:>8,} conversations  "
                 f"{v.rows or 0:>9,} rows  {shown}"
             )
+        dlt_row = bench.scale_out_dlt
+        if dlt_row is not None:
+            seconds = dlt_row.seconds()
+            shown = f"{seconds:8.2f} s" if seconds is not None else f"FAILED: {dlt_row.failure}"
+            say(f"  dlt          {dlt_row.conversations or 0:>8,} conversations  {shown}"[:200])
         counts = {v.conversations for v in bench.scale_out.values() if v.conversations}
         if len(counts) > 1:
             say(f"  WARNING: the worker counts loaded different numbers of conversations: {counts}")
@@ -1063,6 +1101,7 @@ def write_results(
         "scaling": bench.scaling,
         "scaling_failure": bench.scaling_failure,
         "scale_out": {str(k): v.summary() for k, v in sorted(bench.scale_out.items())},
+        "scale_out_dlt": bench.scale_out_dlt.summary() if bench.scale_out_dlt else None,
         "elapsed_s": round(elapsed, 1),
         "loadavg_at_end": list(os.getloadavg()),
     }
