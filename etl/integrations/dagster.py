@@ -25,7 +25,7 @@ import dagster as dg
 
 from etl import env
 from etl.config import Settings, load_settings
-from etl.errors import ConfigError
+from etl.errors import ConfigError, LockedError
 from etl.load.claims import Held
 from etl.load.state import WindowReport
 from etl.pipeline.runner import Pipeline
@@ -63,8 +63,13 @@ def load_partition(settings: Settings, window: Window) -> WindowReport | Held:
     """Load one window as `etl backfill` would (the asset's body, without Dagster)."""
     pipeline = Pipeline(settings, command="dagster")
     try:
-        pipeline.check_schema()
-        result = pipeline.backfill([window])
+        # SQLite: one process at a time (see Pipeline.lock_for_windows); another one's window
+        # is waited for like a window another run holds.
+        with pipeline.lock_for_windows():
+            pipeline.check_schema()
+            result = pipeline.backfill([window])
+    except LockedError:
+        return Held("another process is loading into this SQLite warehouse")
     finally:
         pipeline.close()
     return result.windows[0] if result.windows else Held("another run has it")

@@ -84,6 +84,7 @@ class WindowLedger:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._probing = threading.Lock()
+        self._checking = threading.Lock()
         self._gone: set[str] = set()
 
     # -- the holder's life ---------------------------------------------------------------------
@@ -192,8 +193,10 @@ class WindowLedger:
 
     def ensure_alive(self, where: str) -> None:
         """Raise DatabaseError when this holder's liveness lock is gone (its session ended):
-        another run may take its claims over at any moment, so nothing more may commit."""
-        self._liveness.ensure_held(where)
+        another run may take its claims over at any moment, so nothing more may commit.
+        Window threads check in turn: the lock's connection is one, and not thread-safe."""
+        with self._checking:
+            self._liveness.ensure_held(where)
 
     def failed(self, window: Window, error: str, attempts: int) -> None:
         """Give the claim up after a failure (in a transaction of its own)."""

@@ -41,6 +41,12 @@ def _lock_id(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+_LOST = (
+    "the database session holding the run lock has ended (terminated, timed out or cut off), "
+    "so another run could start alongside this one: the window was rolled back; run again"
+)
+
+
 class RunLock:
     """Held for the whole run; released by the OS or the server if the process dies."""
 
@@ -49,6 +55,7 @@ class RunLock:
         self._key = key
         self._conn: Connection | None = None
         self._file: IO[bytes] | None = None
+        self._lost = False
 
     def acquire(self) -> None:
         if self._engine.dialect.name == "postgresql":
@@ -107,7 +114,10 @@ class RunLock:
 
     def ensure_held(self, where: str) -> None:
         """Raise DatabaseError if the session holding the advisory lock has ended (terminated,
-        timed out, network cut): the lock ended with it, so another run may have started."""
+        timed out, network cut): the lock ended with it, so another run may have started.
+        Once lost, it stays lost: every later check raises too."""
+        if self._lost:
+            raise DatabaseError(f"{where}: {_LOST}")
         if self._conn is None:
             return
         try:
@@ -115,11 +125,8 @@ class RunLock:
             self._conn.commit()
         except DBAPIError:
             self._discard()
-            raise DatabaseError(
-                f"{where}: the database session holding the run lock has ended (terminated, "
-                "timed out or cut off), so another run could start alongside this one: the "
-                "window was rolled back; run again"
-            ) from None
+            self._lost = True
+            raise DatabaseError(f"{where}: {_LOST}") from None
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None

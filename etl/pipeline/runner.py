@@ -93,14 +93,15 @@ def database_error(exc: DBAPIError | psycopg.Error, where: str) -> DatabaseError
     )
     # Rows another window held for longer than pipeline.claim_timeout (a frozen holder).
     waited = isinstance(orig, psycopg.errors.LockNotAvailable)
+    # (psycopg raises both as OperationalError, which reads as a lost connection otherwise.)
     happened = (
-        "connection was lost"
-        if lost
-        else "ended the transaction to break a deadlock with another window"
+        "ended the transaction to break a deadlock with another window"
         if conflict
         else "gave up waiting (pipeline.claim_timeout) for rows another window holds; if "
         "that run is stuck, stop it"
         if waited
+        else "connection was lost"
+        if lost
         else "refused the write"
     )
     error = DatabaseError(
@@ -133,6 +134,7 @@ class Pipeline:
         self.filters = dict(settings.api.filters)
         self.key = state_key(settings.api.url or "file", self.filters)
         self._client: ExportClient | None = None
+        self._client_lock = threading.Lock()
         self._run_lock: RunLock | None = None
         # Set by the main thread to stop the window threads (Ctrl-C, SIGTERM).
         self._stopping = threading.Event()
@@ -175,11 +177,13 @@ class Pipeline:
 
     @property
     def client(self) -> ExportClient:
-        if self._client is None:
-            self._client = ExportClient(
-                self.settings.require_api(), max_pause=self.settings.retry.max_wait
-            )
-        return self._client
+        """One client for all the windows of the run: they share its request gate."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = ExportClient(
+                    self.settings.require_api(), max_pause=self.settings.retry.max_wait
+                )
+            return self._client
 
     def close(self) -> None:
         if self._client is not None:
@@ -488,6 +492,11 @@ class Pipeline:
             raise
         except KeyboardInterrupt as exc:
             raise self._interrupted(report, exc, started, ledger) from None
+        except BaseException as exc:  # a bug: still give the claim up, so no one waits for it
+            with self._write_turn:
+                self._log_failure(report, exc, started)
+                ledger.failed(window, f"{type(exc).__name__}: {exc}", report.attempts)
+            raise
         return report
 
     def _interrupted(

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -223,3 +224,22 @@ def test_more_workers_than_the_server_accepts_settle_at_what_it_accepts(
     assert 1 <= capped.refused_at_capacity <= 4, result.stderr
     assert "export request(s) in flight from now on" in result.stderr
     assert watermark(pg_warehouse) == parse_instant(UNTIL, OSLO).astimezone(UTC).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (psycopg.errors.DeadlockDetected, "to break a deadlock with another window"),
+        (psycopg.errors.LockNotAvailable, "gave up waiting (pipeline.claim_timeout)"),
+        (psycopg.errors.SerializationFailure, "to break a deadlock with another window"),
+    ],
+)
+def test_windows_that_block_each_other_are_retried_and_said_so(
+    error: type[psycopg.Error], says: str
+) -> None:
+    """psycopg raises these as OperationalError, which alone reads as a lost connection."""
+    from etl.pipeline.runner import database_error
+
+    assert issubclass(error, psycopg.OperationalError)
+    found = database_error(error("it happened"), "window [a, b)")
+    assert found.retryable and says in str(found) and "connection was lost" not in str(found)
