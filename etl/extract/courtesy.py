@@ -4,7 +4,8 @@ An export request is in flight from its POST until its body is read (the server 
 while it streams). The windows of a run share one `RequestGate`:
 
 * at most `api.max_concurrency` requests at once (no cap of its own when unset: one per worker);
-* a 429 (or any `Retry-After`) pauses every window's next request, not only the refused one's;
+* a 429 pauses every window's next request for its `Retry-After`, not only the refused one's (a
+  5xx's Retry-After is honoured by its own window's retry only);
 * each 429 lowers the number allowed at once to one fewer than were in flight, down to one, for
   the rest of the run. So a run with more workers than the server accepts settles at what the
   server accepts instead of spending its windows' retries on refusals. It does not probe upwards
@@ -68,7 +69,7 @@ class RequestGate:
         return Slot(self)
 
     def refused(self, retry_after: float | None) -> None:
-        """The server refused a request with 429 (or asked for a pause with Retry-After)."""
+        """The server refused a request with 429 (`retry_after`: its Retry-After, seconds)."""
         with self._cond:
             before = self._allowed
             # The refused request still holds its slot: the server took in_flight - 1.

@@ -301,16 +301,20 @@ def _spooled(chunks: Iterator[bytes], max_bytes: int, window: Window) -> Iterato
     """All of `chunks` read into a temporary file now, then read back from it."""
     spool = tempfile.TemporaryFile()
     size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > max_bytes:  # compressed, it is no more than decompressed: the same cap
-            spool.close()
-            raise ResponseTooLarge(
-                f"the body passed the cap of {max_bytes:,} bytes (api.max_decompressed_bytes) "
-                "while it was downloaded ahead of loading: use a smaller --window or raise the cap",
-                window,
-            )
-        spool.write(chunk)
+    try:
+        for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:  # compressed, it is no more than decompressed: the same cap
+                raise ResponseTooLarge(
+                    f"the body passed the cap of {max_bytes:,} bytes (api.max_decompressed_bytes)"
+                    " while it was downloaded ahead of loading: use a smaller --window or raise "
+                    "the cap",
+                    window,
+                )
+            spool.write(chunk)
+    except BaseException:  # a broken download, or one too large: the file goes at once
+        spool.close()
+        raise
     spool.seek(0)
     return _read_back(spool)
 

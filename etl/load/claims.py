@@ -152,7 +152,7 @@ class WindowLedger:
                     return None
                 return Held("another process is claiming it")
             if row.state == CLAIMED and row.claimed_by != self.holder:
-                stale = row.heartbeat_at is None or _aware(row.heartbeat_at) < now - self._timeout
+                stale = row.heartbeat_at is None or row.heartbeat_at < now - self._timeout
                 if not stale and self._alive(row.claimed_by):
                     return Held(f"{row.claimed_by} is loading it")
                 why = "no heartbeat since " + str(row.heartbeat_at) if stale else "it is gone"
@@ -161,7 +161,7 @@ class WindowLedger:
                 )
             elif (
                 row.committed_at is not None
-                and _aware(row.committed_at) >= self._started_at
+                and row.committed_at >= self._started_at
                 and row.run_id != self._run_id
             ):
                 return Held(f"run {row.run_id} loaded it while this one ran")
@@ -248,7 +248,3 @@ class WindowLedger:
             probe.release(remove=True)  # its holder is gone for good
             self._gone.add(holder)
             return False
-
-
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

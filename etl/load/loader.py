@@ -12,7 +12,7 @@ caller's transaction:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Final
 
 from sqlalchemy import ColumnElement, Connection, MetaData, Table, case
 
+from etl.load.engine import dialect_insert
 from etl.load.schema import table_of
 from etl.normalize import (
     CHILD_TABLES,
@@ -183,8 +184,6 @@ class WindowLoader(ABC):
         lock_wait: timedelta | None = None,
     ) -> None:
         self._conn = conn
-        # How long to wait for rows another window holds (PostgreSQL); None: for ever.
-        self._lock_wait = lock_wait
         self._tables = {name: table_of(metadata, name) for name in TABLE_COLUMNS}
         self._schema = metadata.schema
         self._run_id = run_id
@@ -197,8 +196,6 @@ class WindowLoader(ABC):
         self._rejects = table_of(metadata, "etl_rejects")
         self.origin = Origin()
 
-    # The dialect's INSERT, which has ON CONFLICT DO UPDATE on both warehouses.
-    _insert_statement: Callable[[Table], Any]
     # Whether windows may hold write transactions at the same time (PostgreSQL), or must take
     # turns (SQLite: one writer per database).
     concurrent_windows: ClassVar[bool]
@@ -385,7 +382,7 @@ class WindowLoader(ABC):
         ]
         rows.sort(key=lambda row: str(row["body_hash"]))  # one lock order for windows in parallel
         table = self._rejects
-        statement = self._insert_statement(table)
+        statement = dialect_insert(self._conn, table)
         statement = statement.on_conflict_do_update(
             index_elements=[table.c.body_hash],
             set_={
@@ -480,7 +477,8 @@ def open_loader(
     replace: bool = False,
     lock_wait: timedelta | None = None,
 ) -> WindowLoader:
-    """The loader for the warehouse `conn` is connected to."""
+    """The loader for the warehouse `conn` is connected to. `lock_wait`: how long it waits for
+    rows another window holds, where windows write at once (None: for ever)."""
     return loader_class(conn.dialect.name)(
         conn,
         metadata,

@@ -150,8 +150,6 @@ class PostgresLoader(WindowLoader):
         with self._raw.cursor() as cur:
             cur.execute(statement, (ids, PLACEHOLDER_HASH))
 
-    _insert_statement = staticmethod(postgresql.insert)
-
     def _message_owners(self, message_ids: list[int]) -> dict[int, int]:
         # A join with the unnested array is planned as index lookups whatever the statistics
         # say (see _index_scans_only for what `id = ANY(...)` may do without them).

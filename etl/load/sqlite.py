@@ -52,8 +52,6 @@ class SQLiteLoader(WindowLoader):
                 found[row.id] = (row.content_hash, row.exported_at)
         return found
 
-    _insert_statement = staticmethod(insert)
-
     def _message_owners(self, message_ids: list[int]) -> dict[int, int]:
         table = self._tables["messages"]
         owners: dict[int, int] = {}

@@ -150,7 +150,7 @@ class StateStore:
             ).scalar()
             if end is None:
                 return start
-            start = end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
+            start = end  # an aware UTC datetime, as UTCDateTime reads it
 
     def holes(self, conn: Connection, key: str, after: datetime | None) -> list[dict[str, Any]]:
         """The windows after the watermark `after`, in order: loaded ones (past a hole),
@@ -160,14 +160,7 @@ class StateStore:
         if after is not None:
             query = query.where(windows.c.window_end > after)
         rows = conn.execute(query.order_by(windows.c.window_start)).mappings()
-        return [
-            dict(r)
-            | {
-                "window_start": _aware(r["window_start"]),
-                "window_end": _aware(r["window_end"]),
-            }
-            for r in rows
-        ]
+        return [dict(r) for r in rows]
 
     @staticmethod
     def _state_row(

@@ -368,16 +368,13 @@ class Pipeline:
         return result
 
     def _record(self, result: RunResult, window: Window, outcome: WindowReport | Held) -> None:
+        """A window's outcome, reported as it comes and kept in `result`."""
         if isinstance(outcome, Held):
             result.skipped.append(window)
-            self._left(window, outcome)
+            log.info("window %s: left to another run (%s)", window, outcome.reason)
             return
         result.windows.append(outcome)
         self.progress.window_done(outcome)
-
-    @staticmethod
-    def _left(window: Window, held: Held) -> None:
-        log.info("window %s: left to another run (%s)", window, held.reason)
 
     def _load_in_parallel(
         self, windows: Sequence[Window], floor: datetime, ledger: WindowLedger, result: RunResult
@@ -386,7 +383,6 @@ class Pipeline:
         window fails, the windows in flight finish and no new one starts (as in a serial run);
         the first failure is raised once they have. Ctrl-C or SIGTERM (in this, the main
         thread) rolls back the windows in flight at their next batch."""
-        done: dict[int, WindowReport | Held] = {}
         failure: BaseException | None = None
         with ThreadPoolExecutor(self.settings.pipeline.workers, "etl-window") as pool:
             futures = {
@@ -396,7 +392,7 @@ class Pipeline:
             try:
                 for future in as_completed(futures):
                     try:
-                        done[futures[future]] = outcome = future.result()
+                        outcome = future.result()
                     except CancelledError:
                         continue
                     except BaseException as exc:  # noqa: BLE001 - raised below, once
@@ -405,10 +401,7 @@ class Pipeline:
                             for pending in futures:
                                 pending.cancel()
                         continue
-                    if isinstance(outcome, WindowReport):
-                        self.progress.window_done(outcome)
-                    else:
-                        self._left(windows[futures[future]], outcome)
+                    self._record(result, windows[futures[future]], outcome)
             except KeyboardInterrupt as exc:
                 self._stopping.set()
                 for pending in futures:
@@ -426,12 +419,14 @@ class Pipeline:
                     "windows in flight were rolled back and the watermark stays at the first "
                     "window not loaded: run again to resume"
                 ) from None
-        for i in sorted(done):
-            outcome = done[i]
-            if isinstance(outcome, Held):
-                result.skipped.append(windows[i])
-            else:
-                result.windows.append(outcome)
+        order = {window: i for i, window in enumerate(windows)}  # they finish in any order
+
+        def position(report: WindowReport) -> int:
+            assert report.window is not None  # an API window always has its range
+            return order[report.window]
+
+        result.windows.sort(key=position)
+        result.skipped.sort(key=order.__getitem__)
         if failure is not None:
             raise failure
 
