@@ -291,15 +291,27 @@ def reprocess_rejects(obj: _Context) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "json", "prometheus"]),
+    help=(
+        "text (the default), json, or prometheus: the Prometheus text format, for "
+        "node_exporter's textfile collector."
+    ),
+)
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @click.option("--runs", default=10, show_default=True, help="How many recent windows to list.")
 @pass_ctx
-def status(obj: _Context, as_json: bool, runs: int) -> None:
+def status(obj: _Context, output: str | None, as_json: bool, runs: int) -> None:
     """Watermark, lag behind now, the last windows loaded, row counts per table."""
     from etl.load.engine import make_engine
     from etl.load.schema import build_metadata
-    from etl.pipeline.status import collect_status, format_status
+    from etl.pipeline.status import collect_status, format_status, prometheus_text
 
+    if as_json and output not in (None, "json"):
+        raise click.BadParameter(f"--json is --format json, not {output}", param_hint="--json")
+    output = output or ("json" if as_json else "text")
     settings = obj.settings()
     engine = make_engine(settings.warehouse.url)
     try:
@@ -307,9 +319,20 @@ def status(obj: _Context, as_json: bool, runs: int) -> None:
             lambda: collect_status(engine, build_metadata(settings.warehouse.schema), runs=runs),
             f"reading {settings.warehouse.display_url}",
         )
+    except EtlError:
+        if output == "prometheus":  # still valid output for a scraper: convo_etl_up 0
+            click.echo(prometheus_text(None), nl=False)
+        raise
     finally:
         engine.dispose()
-    click.echo(json.dumps(snapshot, indent=2, default=str) if as_json else format_status(snapshot))
+    if output == "prometheus":
+        click.echo(prometheus_text(snapshot), nl=False)
+    else:
+        click.echo(
+            json.dumps(snapshot, indent=2, default=str)
+            if output == "json"
+            else format_status(snapshot)
+        )
 
 
 def _print_windows(windows: list[Window]) -> None:

@@ -231,6 +231,25 @@ class StateStore:
     def count(self, conn: Connection, table: Table) -> int:
         return int(conn.execute(select(func.count()).select_from(table)).scalar() or 0)
 
+    def run_totals(self, conn: Connection) -> list[dict[str, Any]]:
+        """The run log summed per state key and outcome: windows, conversations, what was done
+        with them (the `conversations_*` columns), the furthest window end, the last finish."""
+        runs = self.runs
+        sums = [
+            func.coalesce(func.sum(column), 0).label(column.name)
+            for column in runs.c
+            if column.name.startswith("conversations")
+        ]
+        query = select(
+            runs.c.state_key,
+            runs.c.outcome,
+            func.count().label("windows"),
+            *sums,
+            func.max(runs.c.window_end).label("last_window_end"),
+            func.max(runs.c.finished_at).label("last_finished_at"),
+        ).group_by(runs.c.state_key, runs.c.outcome)
+        return [dict(r) for r in conn.execute(query).mappings()]
+
 
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:

@@ -1,18 +1,29 @@
-"""What `etl status` reports: watermarks, lag behind now, recent runs, row counts."""
+"""What `etl status` reports: watermarks, lag behind now, recent runs, row counts; as text,
+JSON or the Prometheus text format."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import Engine, MetaData, inspect, select
 
+from etl.load.claims import CLAIMED, FAILED, LOADED
 from etl.load.loader import OUTCOMES
 from etl.load.revision import HEAD_REVISION, current_revision
 from etl.load.schema import table_of
 from etl.load.state import StateStore
 from etl.normalize import TABLE_COLUMNS
 from etl.pipeline.progress import describe_outcomes
+
+if TYPE_CHECKING:  # prometheus_client is imported when asked for (it costs a start-up ~50 ms)
+    from prometheus_client.metrics_core import Metric
+
+# What etl_runs.outcome holds: always reported, at 0 before the first such window.
+WINDOW_OUTCOMES: Final = ("ok", "failed", "interrupted")
+# What etl_windows.state holds.
+LEDGER_STATES: Final = (LOADED, FAILED, CLAIMED)
 
 
 def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dict[str, Any]:
@@ -27,9 +38,12 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
     if revision != HEAD_REVISION:  # the tables are not the ones this version reads
         return {"migrated": False, "revision": revision, "states": [], "runs": [], "tables": {}}
     with engine.connect() as conn:
+        totals = store.run_totals(conn)
+        loaded = {row["state_key"]: row for row in totals if row["outcome"] == "ok"}
         states = []
         for state in store.states(conn):
             mark = state["watermark"]
+            ok = loaded.get(state["state_key"])
             states.append(
                 {
                     "state_key": state["state_key"],
@@ -42,6 +56,8 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
                     "windows_after_watermark": _windows(
                         store.holes(conn, state["state_key"], mark)
                     ),
+                    "last_ok_window_end": _iso(ok["last_window_end"]) if ok else None,
+                    "last_ok_finished_at": _iso(ok["last_finished_at"]) if ok else None,
                 }
             )
         recent = []
@@ -101,6 +117,23 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
         "runs": recent,
         "rejects": quarantined,
         "tables": tables,
+        "totals": _totals(totals),
+    }
+
+
+def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The whole run log: windows per outcome, and the conversations of the windows that
+    loaded (outcome "ok"), in all and by what the load did with them."""
+    windows = dict.fromkeys(WINDOW_OUTCOMES, 0)
+    for row in rows:
+        windows[row["outcome"]] = windows.get(row["outcome"], 0) + int(row["windows"])
+    ok = [row for row in rows if row["outcome"] == "ok"]
+    return {
+        "windows": windows,
+        "conversations": sum(int(row["conversations"]) for row in ok),
+        "conversation_outcomes": {
+            name: sum(int(row[f"conversations_{name}"]) for row in ok) for name in OUTCOMES
+        },
     }
 
 
@@ -220,3 +253,144 @@ def format_status(status: dict[str, Any]) -> str:
     for name, count in status["tables"].items():
         lines.append(f"  {name:<16} {count:>10}")
     return "\n".join(lines)
+
+
+def prometheus_text(status: Mapping[str, Any] | None) -> str:
+    """`status` (collect_status's snapshot) in the Prometheus text exposition format, for
+    node_exporter's textfile collector; None: the warehouse could not be read (convo_etl_up 0).
+    """
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_StatusCollector(status))
+    return generate_latest(registry).decode()
+
+
+class _StatusCollector:
+    """The snapshot's gauges, all named convo_etl_*; each HELP names its unit."""
+
+    def __init__(self, status: Mapping[str, Any] | None) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import GaugeMetricFamily
+
+        status = self.status
+        yield GaugeMetricFamily(
+            "convo_etl_up",
+            "1 if etl status could read the warehouse, 0 if not (a database error).",
+            value=0 if status is None else 1,
+        )
+        if status is None:
+            return
+        yield GaugeMetricFamily(
+            "convo_etl_migrated",
+            "1 if the warehouse schema is at the revision this version needs, 0 if not "
+            "(no schema yet, or an older one: run etl migrate); nothing more is reported then.",
+            value=1 if status["migrated"] else 0,
+        )
+        if not status["migrated"]:
+            return
+        yield from self._states(status["states"])
+        yield from self._totals(status["totals"])
+        yield GaugeMetricFamily(
+            "convo_etl_rejects",
+            "Conversations in quarantine (rows of etl_rejects), a count.",
+            value=status["rejects"]["count"],
+        )
+        table_rows = GaugeMetricFamily(
+            "convo_etl_table_rows", "Rows in each warehouse table, a count.", labels=["table"]
+        )
+        for name, count in status["tables"].items():
+            table_rows.add_metric([name], count)
+        yield table_rows
+        yield GaugeMetricFamily(
+            "convo_etl_status_timestamp_seconds",
+            "When etl status read the warehouse (the instant convo_etl_lag_seconds is measured "
+            "at), Unix time in seconds.",
+            value=_unix(status["now"]),
+        )
+
+    @staticmethod
+    def _states(states: list[dict[str, Any]]) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import GaugeMetricFamily
+
+        labels = ["state_key", "site", "environment"]
+        watermark = GaugeMetricFamily(
+            "convo_etl_watermark_timestamp_seconds",
+            "Watermark: everything before it is loaded, Unix time in seconds.",
+            labels=labels,
+        )
+        lag = GaugeMetricFamily(
+            "convo_etl_lag_seconds",
+            "How far the watermark is behind the time of convo_etl_status_timestamp_seconds, "
+            "in seconds.",
+            labels=labels,
+        )
+        last_ok_end = GaugeMetricFamily(
+            "convo_etl_last_success_window_end_timestamp_seconds",
+            'End of the furthest window loaded successfully (etl_runs outcome "ok"), Unix time '
+            "in seconds; past the watermark when a window before it did not load.",
+            labels=labels,
+        )
+        last_ok_at = GaugeMetricFamily(
+            "convo_etl_last_success_timestamp_seconds",
+            'When a window last finished loading successfully (etl_runs outcome "ok"), Unix '
+            "time in seconds.",
+            labels=labels,
+        )
+        past = GaugeMetricFamily(
+            "convo_etl_windows_past_watermark",
+            "Windows after the watermark in the window ledger (etl_windows), by state: loaded "
+            "beyond a hole, failed, or claimed by a run; a count.",
+            labels=[*labels, "state"],
+        )
+        for state in states:
+            values = [state["state_key"], state["site"] or "", state["environment"] or ""]
+            if state["watermark"] is not None:
+                watermark.add_metric(values, _unix(state["watermark"]))
+                lag.add_metric(values, state["lag_seconds"])
+            if state["last_ok_window_end"] is not None:
+                last_ok_end.add_metric(values, _unix(state["last_ok_window_end"]))
+            if state["last_ok_finished_at"] is not None:
+                last_ok_at.add_metric(values, _unix(state["last_ok_finished_at"]))
+            counts = dict.fromkeys(LEDGER_STATES, 0)
+            for window in state["windows_after_watermark"]:
+                counts[window["state"]] = counts.get(window["state"], 0) + 1
+            for name, count in counts.items():
+                past.add_metric([*values, name], count)
+        yield from (watermark, lag, last_ok_end, last_ok_at, past)
+
+    @staticmethod
+    def _totals(totals: dict[str, Any]) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import GaugeMetricFamily
+
+        windows = GaugeMetricFamily(
+            "convo_etl_windows",
+            "Windows in the run log (rows of etl_runs) by outcome: ok, failed (after all its "
+            "retries) or interrupted; a count, which only grows.",
+            labels=["outcome"],
+        )
+        for outcome, count in totals["windows"].items():
+            windows.add_metric([outcome], count)
+        yield windows
+        yield GaugeMetricFamily(
+            "convo_etl_conversations",
+            'Conversations received by the windows that loaded (etl_runs outcome "ok"), summed '
+            "over the run log; a count.",
+            value=totals["conversations"],
+        )
+        outcomes = GaugeMetricFamily(
+            "convo_etl_conversation_outcomes",
+            'What the windows that loaded (etl_runs outcome "ok") did with their conversations: '
+            "new, changed, unchanged, older (a later copy was stored) or rejected (quarantined); "
+            "a count, summed over the run log.",
+            labels=["outcome"],
+        )
+        for outcome, count in totals["conversation_outcomes"].items():
+            outcomes.add_metric([outcome], count)
+        yield outcomes
+
+
+def _unix(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
