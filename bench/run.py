@@ -12,7 +12,8 @@ Variants (each a fresh process, wall time and peak RSS measured by bench/measure
 Plus a memory-scaling run: `etl backfill` of one window of 1x, 4x and 16x --scaling-base; and
 the scale-out rows (--scale-out): a month of daily windows against a simulator paced like a real
 server (0.5 s per query, 500 conversations/s, 4 requests at once), `etl backfill --workers 1, 4,
-8`, and dlt against the same server.
+8`, and dlt against the same server. And the metric views (--views, bench/views.py): each
+view's typical dashboard query over a year of data, about 200,000 conversations.
 
 Prints a table and the ratios against the targets; writes bench/results/latest.json.
 Exit status: 1 if one of the project's own variants failed, else 0 (targets are not asserted).
@@ -39,6 +40,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import views
 from measure import Measurement, run_measured
 
 from etl.fakeapi.process import fake_api_process
@@ -395,6 +397,7 @@ class Bench:
         self.scaling_failure: str | None = None
         self.scale_out: dict[int, Variant] = {}
         self.scale_out_dlt: Variant | None = None
+        self.views: list[dict[str, Any]] = []
 
     # -- measured runs --
 
@@ -962,6 +965,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a month of daily windows with --workers 1, 4, 8 against a paced simulator",
     )
     parser.add_argument(
+        "--views",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the metric views' dashboard queries over a year of data (bench/views.py)",
+    )
+    parser.add_argument(
         "--window", help="etl backfill window (default: one window over the whole dataset)"
     )
     parser.add_argument(
@@ -1052,6 +1061,9 @@ def run(args: argparse.Namespace, url: str) -> int:
             bench.run_scale_out()
         ratios, checks = build_checks(bench)
         print_report(bench, data, ratios, checks)
+        views_ok = True
+        if args.views:
+            views_ok, bench.views = views.run(url, keep=args.keep_data)
         elapsed = time.perf_counter() - started
         write_results(args, bench, data, machine, ratios, checks, elapsed)
         say(f"\nResults: {args.output} ({elapsed / 60:.1f} min in all)")
@@ -1060,7 +1072,7 @@ def run(args: argparse.Namespace, url: str) -> int:
     project_failed = any(
         v.failed for v in (*bench.variants.values(), *bench.scale_out.values()) if v.project
     )
-    return 1 if project_failed or bench.scaling_failure else 0
+    return 1 if project_failed or bench.scaling_failure or not views_ok else 0
 
 
 def write_results(
@@ -1102,6 +1114,7 @@ def write_results(
         "scaling_failure": bench.scaling_failure,
         "scale_out": {str(k): v.summary() for k, v in sorted(bench.scale_out.items())},
         "scale_out_dlt": bench.scale_out_dlt.summary() if bench.scale_out_dlt else None,
+        "views": bench.views,
         "elapsed_s": round(elapsed, 1),
         "loadavg_at_end": list(os.getloadavg()),
     }

@@ -97,7 +97,8 @@ def _instant(settings: Settings, value: str, option: str) -> datetime:
 @click.option("--sql", "as_sql", is_flag=True, help="Print the DDL instead of applying it.")
 @pass_ctx
 def migrate(obj: _Context, as_sql: bool) -> None:
-    """Bring the warehouse schema to the latest revision (Alembic `upgrade head`)."""
+    """Bring the warehouse schema to the latest revision (Alembic `upgrade head`), and its
+    local dates to reporting.timezone (recomputed when the setting changed)."""
     from etl.load import migrate as migrations
 
     settings = obj.settings()
@@ -106,15 +107,24 @@ def migrate(obj: _Context, as_sql: bool) -> None:
         click.echo(migrations.upgrade_sql(wh.url, wh.schema))
         return
     from etl.load.engine import make_engine
+    from etl.load.localtime import zone_name
 
     engine = make_engine(wh.url)
+    zone = settings.reporting.timezone
     try:
-        _with_db_errors(
-            lambda: migrations.upgrade(engine, wh.schema), f"migrating {wh.display_url}"
+        recomputed = _with_db_errors(
+            lambda: migrations.upgrade(engine, wh.schema, reporting_zone=zone),
+            f"migrating {wh.display_url}",
         )
     finally:
         engine.dispose()
     log.info("warehouse %s is at schema revision %s", wh.display_url, migrations.head_revision())
+    if recomputed is not None:
+        log.info(
+            "local dates of %d conversations computed for the reporting time zone %s",
+            recomputed,
+            zone_name(zone),
+        )
 
 
 def _bad_conversation_option(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -98,11 +98,20 @@ class PipelineSettings:
 
 
 @dataclass(frozen=True)
+class ReportingSettings:
+    # The zone of the local dates and hours the metric views group by (conversations.local_date,
+    # local_hour). The warehouse records the zone its stored values are for; `etl migrate`
+    # recomputes them when this setting changes (etl.load.localtime).
+    timezone: tzinfo = field(default_factory=lambda: parse_zone("UTC"))
+
+
+@dataclass(frozen=True)
 class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
+    reporting: ReportingSettings = field(default_factory=ReportingSettings)
     source: str = "defaults"  # where the file part came from, for error messages
 
     def require_api(self) -> ApiSettings:
@@ -143,6 +152,7 @@ _KNOWN: dict[str, set[str]] = {
         "claim_timeout",
     },
     "retry": {"max_attempts", "max_total_wait", "initial_wait", "max_wait"},
+    "reporting": {"timezone"},
 }
 _SECRET_KEYS = {"token", "client_secret", "password", "api_token"}
 
@@ -232,6 +242,7 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
     wh_raw = tree.get("warehouse", {})
     pl_raw = tree.get("pipeline", {})
     rt_raw = tree.get("retry", {})
+    rp_raw = tree.get("reporting", {})
     if api_raw.get("verify") is False:
         raise ConfigError(
             f"api.verify = false in {source}: TLS verification cannot be turned off; "
@@ -290,7 +301,19 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         if api_raw.get("max_concurrency") is not None
         else None,
     )
-    return Settings(api=api, warehouse=warehouse, pipeline=pipeline, retry=retry, source=source)
+    reporting = ReportingSettings(
+        timezone=_convert(source, "reporting.timezone", rp_raw["timezone"], parse_zone)
+        if rp_raw.get("timezone") is not None
+        else zone
+    )
+    return Settings(
+        api=api,
+        warehouse=warehouse,
+        pipeline=pipeline,
+        retry=retry,
+        reporting=reporting,
+        source=source,
+    )
 
 
 def _convert(source: str, key: str, value: Any, fn: Any) -> Any:

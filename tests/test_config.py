@@ -55,6 +55,7 @@ def test_shipped_config_files_are_valid() -> None:
         ("[pipeline]\nstart = 'yesterday'\n", "pipeline.start"),
         ("[pipeline]\nwindow = '0h'\n", "pipeline.window"),
         ("[pipeline]\ntimezone = 'Mars/Base'\n", "pipeline.timezone"),
+        ("[reporting]\ntimezone = 'Mars/Base'\n", "reporting.timezone"),
         ("[api]\nurl = 'ftp://x'\n", "api.url"),
         ("[api]\ntoken = 'abc'\n", "secrets are never read from config files"),
         ("[api]\nverify = false\n", "cannot be turned off"),
@@ -110,3 +111,11 @@ def test_start_in_timezone(tmp_path: Path) -> None:
     s = load_settings(path, env={})
     assert s.pipeline.start is not None
     assert s.pipeline.start.astimezone(UTC) == datetime(2024, 3, 30, 23, 0, tzinfo=UTC)
+
+
+def test_reporting_zone_defaults_to_the_pipeline_zone(tmp_path: Path) -> None:
+    path = tmp_path / "etl.toml"
+    path.write_text("[pipeline]\ntimezone = 'Europe/Oslo'\n")
+    assert str(load_settings(path, env={}).reporting.timezone) == "Europe/Oslo"
+    path.write_text("[pipeline]\ntimezone = 'Europe/Oslo'\n[reporting]\ntimezone = 'UTC'\n")
+    assert load_settings(path, env={}).reporting.timezone == UTC

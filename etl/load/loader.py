@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Final
 from sqlalchemy import ColumnElement, Connection, MetaData, Table, case
 
 from etl.load.engine import dialect_insert
+from etl.load.localtime import local_date_hour, stored_zone
 from etl.load.schema import table_of
 from etl.normalize import (
     CHILD_TABLES,
@@ -35,8 +36,17 @@ from etl.normalize.rejects import Rejected, rejected
 Row = tuple[Any, ...]
 Stored = tuple[str, datetime | None]  # a stored conversation's content_hash and exported_at
 
-# Columns the loader adds to each `conversations` row after the normalizer's.
-LOAD_COLUMNS: Final = ("content_hash", "exported_at", "loaded_at", "load_run_id")
+# Columns the loader adds to each `conversations` row after the normalizer's: bookkeeping, and
+# the local day and hour of created_at in the warehouse's reporting zone (etl.load.localtime).
+LOAD_COLUMNS: Final = (
+    "content_hash",
+    "exported_at",
+    "loaded_at",
+    "load_run_id",
+    "local_date",
+    "local_hour",
+)
+_CREATED_AT: Final = TABLE_COLUMNS["conversations"].index("created_at")
 CONVERSATION_COLUMNS: Final = TABLE_COLUMNS["conversations"] + LOAD_COLUMNS
 # Columns the loader adds to each dimension row: when each attribute's value was seen, so that
 # "the latest non-null value per attribute" holds across windows loaded in any order.
@@ -195,6 +205,9 @@ class WindowLoader(ABC):
         self._references_plain = True
         self._rejects = table_of(metadata, "etl_rejects")
         self.origin = Origin()
+        # None before the warehouse recorded a zone (a run records one before it loads): the
+        # local dates stay NULL until `etl migrate` computes them.
+        self._zone = stored_zone(conn, metadata, share=True)
 
     # Whether windows may hold write transactions at the same time (PostgreSQL), or must take
     # turns (SQLite: one writer per database).
@@ -330,8 +343,16 @@ class WindowLoader(ABC):
         self._delete([c.id for c in batch])
         plain = all(c.plain for c in batch)
         suffix = (self._exported_at, datetime.now(UTC), self._run_id)
+        zone = self._zone
         conversations = [
-            (*row, c.content_hash, *suffix) for c in batch for row in c.rows["conversations"]
+            (
+                *row,
+                c.content_hash,
+                *suffix,
+                *(local_date_hour(row[_CREATED_AT], zone) if zone else (None, None)),
+            )
+            for c in batch
+            for row in c.rows["conversations"]
         ]
         self._insert("conversations", conversations, plain)
         for table in CHILD_TABLES:

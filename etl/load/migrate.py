@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import tzinfo
 from pathlib import Path
 
 from alembic import command
@@ -11,6 +12,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
+
+from etl.load.localtime import relocalize
+from etl.load.schema import build_metadata
 
 # The repository's migrations/ directory; fine for an editable install (the project's mode).
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -32,7 +36,13 @@ def _config(
     return config
 
 
-def _run(engine_or_url: Engine | str | URL, schema: str | None, action: str, revision: str) -> None:
+def _run(
+    engine_or_url: Engine | str | URL,
+    schema: str | None,
+    action: str,
+    revision: str,
+    reporting_zone: tzinfo | None = None,
+) -> int | None:
     engine = (
         engine_or_url
         if isinstance(engine_or_url, Engine)
@@ -42,20 +52,32 @@ def _run(engine_or_url: Engine | str | URL, schema: str | None, action: str, rev
         with engine.begin() as connection:
             config = _config(schema=schema)
             config.attributes["connection"] = connection
-            if action == "upgrade":
-                command.upgrade(config, revision)
-            else:
+            if action != "upgrade":
                 command.downgrade(config, revision)
+                return None
+            command.upgrade(config, revision)
+            if reporting_zone is None:
+                return None
+            return relocalize(connection, build_metadata(schema), reporting_zone)
     finally:
         if engine is not engine_or_url:
             engine.dispose()
 
 
 def upgrade(
-    engine_or_url: Engine | str | URL, schema: str | None = None, revision: str = "head"
-) -> None:
-    """Migrate the warehouse up to `revision` in one transaction (DDL is transactional)."""
-    _run(engine_or_url, schema, "upgrade", revision)
+    engine_or_url: Engine | str | URL,
+    schema: str | None = None,
+    revision: str = "head",
+    *,
+    reporting_zone: tzinfo | None = None,
+) -> int | None:
+    """Migrate the warehouse up to `revision` in one transaction (DDL is transactional).
+
+    With `reporting_zone` (to the head revision only), the same transaction then records it
+    and recomputes the stored local dates when the warehouse had another: the number of
+    conversations recomputed, None when there was nothing to do (etl.load.localtime).
+    """
+    return _run(engine_or_url, schema, "upgrade", revision, reporting_zone)
 
 
 def downgrade(

@@ -10,11 +10,13 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Double,
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     Table,
     Text,
     TypeDecorator,
@@ -209,8 +211,19 @@ def _add_data_tables(md: MetaData) -> None:
             nullable=False,
         ),
         _c("load_run_id", Text, "Run (etl_runs.run_id) that wrote this copy.", nullable=False),
+        _c(
+            "local_date",
+            Date,
+            "Day created_at falls on in the reporting time zone (etl_settings); for the views.",
+        ),
+        _c(
+            "local_hour",
+            SmallInteger,
+            "Hour (0-23) of created_at in the reporting time zone; for the views.",
+        ),
         _ix("conversations", "created_at"),
         _ix("conversations", "last_message_at"),
+        _ix("conversations", "local_date"),
         comment="One row per conversation: the latest exported copy.",
     )
     Table(
@@ -534,6 +547,17 @@ def _add_window_ledger(md: MetaData) -> None:
     )
 
 
+def _add_settings(md: MetaData) -> None:
+    Table(
+        "etl_settings",
+        md,
+        Column("key", Text, primary_key=True, comment='The setting, e.g. "reporting.timezone".'),
+        _c("value", Text, "The value the stored data was computed with.", nullable=False),
+        _c("updated_at", UTCDateTime, "When the value last changed, UTC.", nullable=False),
+        comment="Settings the stored data depends on, as they were when it was computed.",
+    )
+
+
 def table_of(metadata: MetaData, name: str) -> Table:
     """The table `name` of `metadata`, whose keys are "schema.name" when it has a schema."""
     return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
@@ -545,4 +569,5 @@ def build_metadata(schema: str | None = None) -> MetaData:
     _add_data_tables(md)
     _add_pipeline_tables(md)
     _add_window_ledger(md)
+    _add_settings(md)
     return md

@@ -32,6 +32,7 @@ from etl.extract.files import open_export_file
 from etl.load.claims import Held, WindowLedger
 from etl.load.engine import begin_write, make_engine
 from etl.load.loader import CHANGED, NEW, OUTCOMES, REJECTED, Origin, loader_class, open_loader
+from etl.load.localtime import refuse_other_zone, relocalize, stored_zone
 from etl.load.lock import RunLock
 from etl.load.revision import HEAD_REVISION, current_revision
 from etl.load.schema import build_metadata, table_of
@@ -162,6 +163,22 @@ class Pipeline:
                 f"the warehouse {self.settings.warehouse.display_url} is at schema revision "
                 f"{current or 'none'}, this version needs {head}: run `etl migrate` first"
             )
+        self._check_reporting_zone()
+
+    def _check_reporting_zone(self) -> None:
+        """Refuse to store local dates of another zone than those already stored; record the
+        configured zone in a warehouse that has none yet."""
+        wanted = self.settings.reporting.timezone
+        try:
+            with begin_write(self.engine) as conn:
+                stored = stored_zone(conn, self.metadata)
+                if stored is None:
+                    relocalize(conn, self.metadata, wanted)
+        except DBAPIError as exc:
+            raise database_error(
+                exc, f"reading the reporting zone of {self.settings.warehouse.display_url}"
+            ) from None
+        refuse_other_zone(stored, wanted, self.settings.warehouse.display_url)
 
     def lock(self) -> RunLock:
         """One run at a time per warehouse and state key (load-file, reprocess-rejects)."""

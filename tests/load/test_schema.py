@@ -17,7 +17,7 @@ from etl.load.schema import UTCDateTime, build_metadata
 from etl.normalize import TABLE_COLUMNS, normalize_conversation
 
 EXPORT = Path(__file__).parents[1] / "fixtures" / "seed-example-export.json"
-PIPELINE_TABLES = ("etl_state", "etl_runs", "etl_rejects", "etl_windows")
+PIPELINE_TABLES = ("etl_state", "etl_runs", "etl_rejects", "etl_windows", "etl_settings")
 metadata = build_metadata()
 
 
@@ -51,6 +51,7 @@ def test_keys() -> None:
         "etl_runs": ("id",),
         "etl_rejects": ("id",),
         "etl_windows": ("state_key", "window_start", "window_end"),
+        "etl_settings": ("key",),
     }
     for table in metadata.tables.values():
         assert table.primary_key.name == f"pk_{table.name}"

@@ -185,6 +185,7 @@ def preload(wh: TestWarehouse, site: Site, config: Path, until: str = MIDDLE) ->
     settings = load_settings(config, env=env, overrides={"warehouse.batch_size": 1000})
     pipeline = Pipeline(settings, command="run")
     try:
+        pipeline.check_schema()  # as the CLI does: it records the reporting zone
         pipeline.run(pipeline.plan_run(parse_instant(until, OSLO)))
     finally:
         pipeline.close()

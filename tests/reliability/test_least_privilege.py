@@ -33,8 +33,8 @@ GRANT SELECT ON {schema}.alembic_version TO {role};
 GRANT SELECT, INSERT, DELETE ON {schema}.messages, {schema}.content, {schema}.buttons,
     {schema}.intent_analysis TO {role};
 GRANT SELECT, INSERT, DELETE, UPDATE (loaded_at) ON {schema}.conversations TO {role};
-GRANT SELECT, INSERT, UPDATE ON {schema}.intents, {schema}.actions, {schema}.etl_state, {schema}.etl_windows
-    TO {role};
+GRANT SELECT, INSERT, UPDATE ON {schema}.intents, {schema}.actions, {schema}.etl_state, {schema}.etl_windows,
+    {schema}.etl_settings TO {role};
 GRANT SELECT, INSERT ON {schema}.etl_runs TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.etl_rejects TO {role};
 GRANT USAGE ON SEQUENCE {schema}.etl_runs_id_seq, {schema}.etl_rejects_id_seq TO {role};
