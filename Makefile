@@ -36,4 +36,4 @@ bench: install
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache warehouse.db demo-warehouse.db*
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache warehouse.db demo-warehouse.db* demo-report.html

@@ -1,4 +1,4 @@
-"""The `etl` command: migrate, run, backfill, load-file, status, fake-api."""
+"""The `etl` command: migrate, run, backfill, load-file, status, report, fake-api."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -343,6 +343,63 @@ def status(obj: _Context, output: str | None, as_json: bool, runs: int) -> None:
             if output == "json"
             else format_status(snapshot)
         )
+
+
+def _local_date(value: str, option: str) -> date:
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date: write 2024-03-25 (a local date in reporting.timezone)",
+            param_hint=option,
+        ) from None
+
+
+@cli.command()
+@click.option(
+    "--from", "from_", required=True, help="First local date (YYYY-MM-DD, reporting.timezone)."
+)
+@click.option("--to", "to", required=True, help="End local date, exclusive.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The HTML file to write (replaced if it exists).",
+)
+@click.option("--environment", help='Only this environment, e.g. "live" (default: all).')
+@pass_ctx
+def report(obj: _Context, from_: str, to: str, out: Path, environment: str | None) -> None:
+    """Write one self-contained HTML report (charts and tables, opens offline) of the
+    metric views over local dates [--from, --to)."""
+    settings = obj.settings()
+    start, end = _local_date(from_, "--from"), _local_date(to, "--to")
+    if start >= end:
+        raise click.BadParameter(
+            f"--from {from_} is not before --to {to}", param_hint="--from/--to"
+        )
+    from etl.report import require_renderer, write_report
+
+    require_renderer()  # before touching the warehouse: the install command, not a traceback
+    from etl.load.engine import make_engine
+
+    engine = make_engine(settings.warehouse.url)
+    try:
+        data = _with_db_errors(
+            lambda: write_report(
+                engine, settings, out, start=start, end=end, environment=environment
+            ),
+            f"reading {settings.warehouse.display_url}",
+        )
+    finally:
+        engine.dispose()
+    log.info(
+        "report of %s to %s (%s, %d conversations) written to %s",
+        start.isoformat(),
+        end.isoformat(),
+        data.timezone,
+        data.totals.conversations,
+        out,
+    )
 
 
 def _print_windows(windows: list[Window]) -> None:

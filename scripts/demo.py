@@ -1,4 +1,5 @@
-"""`make demo`: simulator on loopback → migrate → a week's backfill into SQLite → status."""
+"""`make demo`: simulator on loopback → migrate → a week's backfill into SQLite → status →
+the week's HTML report."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from etl.fakeapi.process import SimulatorDidNotStart, fake_api_process
 ROOT = Path(__file__).resolve().parents[1]
 ETL = [sys.executable, "-m", "etl"]
 DATABASE = ROOT / "demo-warehouse.db"
+REPORT = ROOT / "demo-report.html"
 TOKEN = "demo-token-not-a-secret"
 
 
@@ -32,6 +34,7 @@ def main() -> int:
                 ["migrate"],
                 ["backfill", "--from", "2024-03-25", "--to", "2024-04-01"],
                 ["status"],
+                ["report", "--from", "2024-03-25", "--to", "2024-04-01", "--out", str(REPORT)],
             ]
             for step in steps:
                 print(f"\n$ etl {' '.join(step)}", flush=True)
@@ -44,7 +47,8 @@ def main() -> int:
         return 1
     print(
         f"\ndemo: done. The warehouse is {DATABASE.name} (SQLite); try:\n"
-        f"  sqlite3 {DATABASE.name} 'select type, count(*) from messages group by 1'"
+        f"  sqlite3 {DATABASE.name} 'select type, count(*) from messages group by 1'\n"
+        f"The week's report (one HTML file, opens offline): {REPORT}"
     )
     return 0
 
