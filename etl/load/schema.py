@@ -316,6 +316,7 @@ def _add_data_tables(md: MetaData) -> None:
         _time_ix("messages", "time"),
         _sparse_ix("messages", "predicted_intent_id"),
         _sparse_ix("messages", "displayed_action_id"),
+        _sparse_ix("messages", "clicked_button_id"),
         comment="One row per message (end-user question, bot/agent answer, other types).",
     )
     Table(

@@ -153,17 +153,18 @@ LEFT JOIN (
         v.text,
         ROW_NUMBER() OVER (
             PARTITION BY v.button_id
-            ORDER BY v.time DESC NULLS LAST, v.message_id DESC, v.place DESC
+            ORDER BY v.started_at DESC NULLS LAST, v.message_id DESC, v.place DESC
         ) AS latest
     FROM (
-        SELECT b.button_id, b.text, m.time, b.message_id,
+        SELECT b.button_id, b.text, c.created_at AS started_at, b.message_id,
             b.content_position * 1000000 + b.position AS place
         FROM {t("buttons")} b
-        JOIN {t("messages")} m ON m.id = b.message_id
+        JOIN {t("conversations")} c ON c.id = b.conversation_id
         WHERE b.button_id IS NOT NULL AND b.text IS NOT NULL
         UNION ALL
-        SELECT m.clicked_button_id, m.clicked_button_text, m.time, m.id, -1
+        SELECT m.clicked_button_id, m.clicked_button_text, c.created_at, m.id, -1
         FROM {t("messages")} m
+        JOIN {t("conversations")} c ON c.id = m.conversation_id
         WHERE m.clicked_button_id IS NOT NULL AND m.clicked_button_text IS NOT NULL
     ) v
 ) x ON x.button_id = s.button_id AND x.latest = 1"""
@@ -256,7 +257,7 @@ COLUMN_COMMENTS: Final = {
     },
     "button_metrics": {
         "button_id": "The button (buttons.button_id).",
-        "button_text": "Its text when last shown or clicked.",
+        "button_text": "Its text in the conversation that started last (shown or clicked).",
         "shown": "Times it was shown.",
         "clicked": "Times it was clicked.",
         "click_through_rate": "clicked / shown; NULL when never shown.",
