@@ -180,6 +180,11 @@ def _parse_now(value: str | None) -> datetime | None:
     type=click.IntRange(min=1),
     help="Answer at most K exports at once; refuse more with 429 and Retry-After.",
 )
+@click.option(
+    "--deleted-ids",
+    default="",
+    help="Comma-separated conversation ids deleted at the source: never exported.",
+)
 @click.option("--verbose", is_flag=True, help="Log every request to stderr.")
 @_fault_options
 def fake_api(**kw: Any) -> None:
@@ -213,6 +218,7 @@ def fake_api(**kw: Any) -> None:
         latency=kw["latency"],
         rate=kw["rate"],
         max_concurrent=kw["max_concurrent"],
+        deleted_ids=_ids(kw["deleted_ids"]),
         faults=faults,
     )
     if kw["save"] is not None:
@@ -223,6 +229,16 @@ def fake_api(**kw: Any) -> None:
         click.echo(f"saved {n} conversations to {kw['save']}")
         return
     _serve(opts)
+
+
+def _ids(text: str) -> frozenset[int]:
+    try:
+        return frozenset(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a comma-separated list of conversation ids",
+            param_hint="--deleted-ids",
+        ) from None
 
 
 def _serve(opts: FakeApiOptions) -> None:

@@ -79,9 +79,11 @@ class ExportResponse:
         latency: float = 0.0,
         rate: float | None = None,
         sleep: Callable[[float], object] = time.sleep,
+        deleted: frozenset[int] = frozenset(),
     ) -> None:
         """`latency`: seconds the query takes before the first byte (as a real server's
-        query_seconds); `rate`: conversations serialized per second (None: as fast as it can)."""
+        query_seconds); `rate`: conversations serialized per second (None: as fast as it can);
+        `deleted`: ids the vendor deleted, never exported."""
         self.dataset, self.query, self.zone, self.now_us = dataset, query, zone, now_us
         self._rate, self._sleep = rate, sleep
         t0 = time.perf_counter()
@@ -92,6 +94,8 @@ class ExportResponse:
             query.environment,
             now_us,
         )
+        if deleted:
+            self.indexes = [i for i in self.indexes if dataset.ids[i] not in deleted]
         if latency > 0:
             sleep(latency)
         self.query_seconds = time.perf_counter() - t0

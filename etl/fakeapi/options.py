@@ -35,11 +35,13 @@ class FakeApiOptions:
     latency: float = 0.0
     rate: float | None = None
     max_concurrent: int | None = None
+    # Conversations the vendor has deleted: never exported (FakeApi.delete adds more).
+    deleted_ids: frozenset[int] = frozenset()
 
     def __repr__(self) -> str:  # never show secrets
         return (
             f"FakeApiOptions(host={self.host!r}, port={self.port}, zone={self.zone!r}, "
             f"dataset={self.dataset!r}, from_file={self.from_file!r}, now={self.now!r}, "
             f"faults={self.faults!r}, latency={self.latency}, rate={self.rate}, "
-            f"max_concurrent={self.max_concurrent})"
+            f"max_concurrent={self.max_concurrent}, deleted_ids={len(self.deleted_ids)})"
         )

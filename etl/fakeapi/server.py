@@ -7,7 +7,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,6 +57,7 @@ class FakeApi:
             opts.token, opts.oauth_client_id, opts.oauth_client_secret, opts.oauth_token_ttl
         )
         self.now = opts.now
+        self.deleted = opts.deleted_ids
         self._lock = threading.Lock()
         self._export_requests = 0
         self._token_requests = 0
@@ -158,7 +159,12 @@ class FakeApi:
         found = self.dataset.select(
             to_us(start), to_us(end), conversation_ids, environment, self.now_us()
         )
-        return [self.dataset.ids[i] for i in found]
+        return [self.dataset.ids[i] for i in found if self.dataset.ids[i] not in self.deleted]
+
+    def delete(self, ids: Iterable[int]) -> None:
+        """Delete conversations at the source, as the vendor does on an erasure request or at
+        the end of its retention: later exports leave them out."""
+        self.deleted = self.deleted | frozenset(ids)
 
     def _count(self, export: bool) -> int:
         with self._lock:
@@ -360,6 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
                 latency=opts.latency,
                 rate=opts.rate,
                 sleep=api.stopping.wait,
+                deleted=api.deleted,
             )
             self._respond(query_stream=response, plan=plan)
         except (ConnectionError, TimeoutError, OSError) as exc:
