@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -10,14 +11,14 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from etl import env
-from etl.config import BAD_CONVERSATION_POLICIES, Settings, load_settings
+from etl.config import BAD_CONVERSATION_POLICIES, IGNORE, SOFT, Settings, load_settings
 from etl.errors import EtlError, ExitCode
 from etl.secrets import scrub
 from etl.windows import Window, parse_instant, plan_windows
@@ -196,11 +197,15 @@ def run(
         with pipeline.lock_for_windows():
             pipeline.check_schema()
             windows = pipeline.plan_run(end)
-            if not windows:
+            if windows:
+                _finished("run", pipeline.run(windows))
+            else:
                 log.info("up to date: the watermark is within pipeline.lag of now; nothing to load")
-                return
-            result = pipeline.run(windows)
-        _finished("run", result)
+        retention = settings.warehouse.retention
+        if retention is not None:
+            from etl.pipeline import personal
+
+            _pruned(personal.prune(pipeline, datetime.now(UTC) - retention), retention=retention)
     finally:
         pipeline.close()
 
@@ -215,6 +220,14 @@ def run(
 @click.option("--to", "to", required=True, help="End, exclusive.")
 @click.option("--window", "window", help="Window size, e.g. 1h, 6h, 1d (default: pipeline.window).")
 @click.option("--dry-run", is_flag=True, help="Print the windows, load nothing.")
+@click.option(
+    "--detect-deletes",
+    is_flag=True,
+    help=(
+        "After each complete window, mark the stored conversations its export no longer "
+        'returns as deleted (pipeline.deletes: "soft" unless it says "hard").'
+    ),
+)
 @_bad_conversation_option
 @_workers_option
 @pass_ctx
@@ -224,6 +237,7 @@ def backfill(
     to: str,
     window: str | None,
     dry_run: bool,
+    detect_deletes: bool,
     on_bad_conversation: str | None,
     workers: int | None,
 ) -> None:
@@ -233,6 +247,10 @@ def backfill(
         **_policy(on_bad_conversation),
         **_parallel(workers),
     )
+    if detect_deletes and settings.pipeline.deletes == IGNORE:
+        settings = dataclasses.replace(
+            settings, pipeline=dataclasses.replace(settings.pipeline, deletes=SOFT)
+        )
     settings.require_api()
     start, end = _instant(settings, from_, "--from"), _instant(settings, to, "--to")
     if start >= end:
@@ -298,6 +316,114 @@ def reprocess_rejects(obj: _Context) -> None:
         log.info("reprocess-rejects: %s", describe_outcomes(counts))
     finally:
         pipeline.close()
+
+
+@cli.command()
+@click.option(
+    "--conversation-id", "ids", multiple=True, type=int, help="A conversation id (repeatable)."
+)
+@click.option("--reference", "references", multiple=True, help="A conversation reference.")
+@click.option(
+    "--authentication-identifier",
+    "identifiers",
+    multiple=True,
+    help="Every conversation of this authenticated end user.",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be erased, erase nothing.")
+@pass_ctx
+def forget(
+    obj: _Context,
+    ids: tuple[int, ...],
+    references: tuple[str, ...],
+    identifiers: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    """Erase conversations for good (a person's erasure request): every row, the quarantined
+    copies, and a tombstone (id and time only) that keeps every later load from bringing them
+    back."""
+    if not (ids or references or identifiers):
+        raise click.UsageError(
+            "name what to erase: --conversation-id, --reference or --authentication-identifier"
+        )
+    from etl.pipeline import personal
+
+    settings = obj.settings()
+    pipeline = _pipeline(obj, settings, "forget")
+    try:
+        pipeline.check_schema()
+        erased = personal.forget(
+            pipeline, ids=ids, references=references, identifiers=identifiers, dry_run=dry_run
+        )
+    finally:
+        pipeline.close()
+    if not erased.conversations:
+        log.info("forget: no conversation matches; nothing erased")
+        return
+    stored = erased.rows.get("conversations", 0)
+    log.info(
+        "forget: %s %d conversation(s) (%d stored; ids %s); rows: %s%s",
+        "would erase" if dry_run else "erased",
+        len(erased.conversations),
+        stored,
+        _ids(erased.conversations),
+        _counts(erased.rows),
+        "" if dry_run else "; tombstones keep them from being loaded again",
+    )
+
+
+@cli.command()
+@click.option(
+    "--older-than", help="Age of the last message, e.g. 400d (default: warehouse.retention)."
+)
+@click.option("--before", help="Or: a last message before this date (pipeline.timezone).")
+@click.option("--dry-run", is_flag=True, help="Say what would be pruned, prune nothing.")
+@pass_ctx
+def prune(obj: _Context, older_than: str | None, before: str | None, dry_run: bool) -> None:
+    """Remove the conversations whose last message is older than the retention period, in
+    small transactions (dashboards keep reading); `etl run` does it at its end when
+    warehouse.retention is set."""
+    if older_than and before:
+        raise click.UsageError("give --older-than or --before, not both")
+    settings = obj.settings(**({"warehouse.retention": older_than} if older_than else {}))
+    retention = settings.warehouse.retention
+    if before:
+        cutoff = _instant(settings, before, "--before")
+    elif retention is not None:
+        cutoff = datetime.now(UTC) - retention
+    else:
+        raise click.UsageError(
+            "no retention period: give --older-than (e.g. 400d) or --before, or set "
+            "warehouse.retention"
+        )
+    from etl.pipeline import personal
+
+    pipeline = _pipeline(obj, settings, "prune")
+    try:
+        pipeline.check_schema()
+        pruned = personal.prune(pipeline, cutoff, dry_run=dry_run)
+    finally:
+        pipeline.close()
+    _pruned(pruned, retention=None if before else retention)
+
+
+def _pruned(pruned: Any, *, retention: timedelta | None) -> None:
+    period = f"older than {retention}" if retention else "before the cut-off"
+    log.info(
+        "prune: %s %d conversation(s) whose last message is %s; rows: %s",
+        "would remove" if pruned.dry_run else "removed",
+        len(pruned.conversations),
+        period,
+        _counts(pruned.rows),
+    )
+
+
+def _ids(ids: list[int], shown: int = 10) -> str:
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(map(str, ids[:shown])) + more
+
+
+def _counts(rows: dict[str, int]) -> str:
+    return ", ".join(f"{table} {count}" for table, count in rows.items() if count) or "none"
 
 
 @cli.command()

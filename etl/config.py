@@ -66,6 +66,9 @@ class WarehouseSettings:
     schema: str | None = None
     batch_size: int = 500
     keep_raw: bool = False
+    # Conversations whose last message is older than this are pruned (`etl prune`, and at the
+    # end of `etl run`); None keeps everything.
+    retention: timedelta | None = None
 
     @property
     def display_url(self) -> str:
@@ -77,6 +80,13 @@ class WarehouseSettings:
 FAIL: Final = "fail"  # the window fails and is rolled back (nothing of it is committed)
 QUARANTINE: Final = "quarantine"  # it goes whole to etl_rejects; the rest of the window loads
 BAD_CONVERSATION_POLICIES: Final = (FAIL, QUARANTINE)
+
+# pipeline.deletes: what a complete window does with the stored conversations its export no
+# longer returns (etl.load.loader.WindowLoader.detect_deletes).
+IGNORE: Final = "ignore"  # nothing
+SOFT: Final = "soft"  # conversations.deleted_at is set; the views leave them out
+HARD: Final = "hard"  # removed with their child rows
+DELETE_POLICIES: Final = (IGNORE, SOFT, HARD)
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,7 @@ class PipelineSettings:
     # How long a claimed window's holder may go without a heartbeat before another run takes
     # the window over (a holder that died is taken over at once: etl.load.claims).
     claim_timeout: timedelta = timedelta(minutes=10)
+    deletes: str = IGNORE
 
     @property
     def quarantine(self) -> bool:
@@ -141,7 +152,7 @@ _KNOWN: dict[str, set[str]] = {
         "verify",
     },
     "api.oauth": {"token_url", "client_id", "client_secret_file", "scope"},
-    "warehouse": {"url", "schema", "batch_size", "keep_raw"},
+    "warehouse": {"url", "schema", "batch_size", "keep_raw", "retention"},
     "pipeline": {
         "start",
         "window",
@@ -150,6 +161,7 @@ _KNOWN: dict[str, set[str]] = {
         "on_bad_conversation",
         "workers",
         "claim_timeout",
+        "deletes",
     },
     "retry": {"max_attempts", "max_total_wait", "initial_wait", "max_wait"},
     "reporting": {"timezone"},
@@ -268,6 +280,7 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         claim_timeout=_positive(
             source, "pipeline.claim_timeout", pl_raw.get("claim_timeout", "10m")
         ),
+        deletes=_choice(source, "pipeline.deletes", pl_raw.get("deletes", IGNORE), DELETE_POLICIES),
     )
     retry = RetrySettings(
         max_attempts=_int(source, "retry.max_attempts", rt_raw.get("max_attempts", 5), minimum=1),
@@ -282,6 +295,9 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         schema=wh_raw.get("schema") or None,
         batch_size=_int(source, "warehouse.batch_size", wh_raw.get("batch_size", 500), minimum=1),
         keep_raw=bool(wh_raw.get("keep_raw", False)),
+        retention=_positive(source, "warehouse.retention", wh_raw["retention"])
+        if wh_raw.get("retention") is not None
+        else None,
     )
     api = ApiSettings(
         url=_api_url(source, api_raw.get("url")),

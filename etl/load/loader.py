@@ -12,13 +12,13 @@ caller's transaction:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from hashlib import blake2b
 from typing import Any, ClassVar, Final
 
-from sqlalchemy import ColumnElement, Connection, MetaData, Table, case
+from sqlalchemy import ColumnElement, Connection, MetaData, Table, case, or_, select, update
 
 from etl.load.engine import dialect_insert
 from etl.load.localtime import local_date_hour, stored_zone
@@ -36,8 +36,9 @@ from etl.normalize.rejects import Rejected, rejected
 Row = tuple[Any, ...]
 Stored = tuple[str, datetime | None]  # a stored conversation's content_hash and exported_at
 
-# Columns the loader adds to each `conversations` row after the normalizer's: bookkeeping, and
-# the local day and hour of created_at in the warehouse's reporting zone (etl.load.localtime).
+# Columns the loader adds to each `conversations` row after the normalizer's: bookkeeping,
+# the local day and hour of created_at in the warehouse's reporting zone (etl.load.localtime),
+# the state key the copy was exported under, and deleted_at (NULL: the export returned it).
 LOAD_COLUMNS: Final = (
     "content_hash",
     "exported_at",
@@ -45,6 +46,8 @@ LOAD_COLUMNS: Final = (
     "load_run_id",
     "local_date",
     "local_hour",
+    "state_key",
+    "deleted_at",
 )
 _CREATED_AT: Final = TABLE_COLUMNS["conversations"].index("created_at")
 CONVERSATION_COLUMNS: Final = TABLE_COLUMNS["conversations"] + LOAD_COLUMNS
@@ -66,13 +69,25 @@ WRITTEN_COLUMNS: Final = {
 }
 
 
+# SQLite refuses a statement with more bound variables than SQLITE_MAX_VARIABLE_NUMBER, which
+# is 999 in builds before 3.32: id lists in statements both warehouses run go in chunks.
+ID_CHUNK: Final = 900
+
+
+def chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    """`ids` in slices of at most ID_CHUNK."""
+    for start in range(0, len(ids), ID_CHUNK):
+        yield ids[start : start + ID_CHUNK]
+
+
 # What a window does with each conversation it carries (etl_runs.conversations_<outcome>).
 NEW: Final = "new"  # not stored before: loaded
 CHANGED: Final = "changed"  # stored, differs, and this export is not older: replaced
 UNCHANGED: Final = "unchanged"  # stored with the same content hash: nothing written
 OLDER: Final = "older"  # stored from a later (or a known) export: the stored copy stays
 REJECTED: Final = "rejected"  # could not be loaded: quarantined in etl_rejects
-OUTCOMES: Final = (NEW, CHANGED, UNCHANGED, OLDER, REJECTED)
+FORGOTTEN: Final = "forgotten"  # erased by `etl forget` (a tombstone): not loaded, not kept
+OUTCOMES: Final = (NEW, CHANGED, UNCHANGED, OLDER, REJECTED, FORGOTTEN)
 LOADED: Final = frozenset({NEW, CHANGED})
 
 
@@ -204,10 +219,14 @@ class WindowLoader(ABC):
         self._references = {table: ReferenceFold() for table in DIMENSION_TABLES}
         self._references_plain = True
         self._rejects = table_of(metadata, "etl_rejects")
+        self._tombstones = table_of(metadata, "etl_tombstones")
         self.origin = Origin()
-        # None before the warehouse recorded a zone (a run records one before it loads): the
-        # local dates stay NULL until `etl migrate` computes them.
-        self._zone = stored_zone(conn, metadata, share=True)
+        # Every conversation id the window carried (loaded or not): what deletion detection
+        # compares the stored conversations with.
+        self.returned: set[int] = set()
+        self._metadata = metadata
+        self._zone: tzinfo | None = None
+        self._zone_read = False
 
     # Whether windows may hold write transactions at the same time (PostgreSQL), or must take
     # turns (SQLite: one writer per database).
@@ -218,6 +237,9 @@ class WindowLoader(ABC):
     ) -> None:
         """Load the conversations of a batch (ids unique within it) that are NEW or CHANGED,
         and quarantine `rejects` (conversations the caller could not normalize)."""
+        self.returned.update(c.id for c in batch)
+        self.returned.update(r.conversation_id for r in rejects if r.conversation_id is not None)
+        rejects = self._not_forgotten(rejects)
         outcomes = self.changed(batch)
         loading = [c for c, result in zip(batch, outcomes, strict=True) if result in LOADED]
         refused = self._claimed_messages(loading)
@@ -259,10 +281,101 @@ class WindowLoader(ABC):
                     stored[i] = locked[i]
                 else:
                     stored.pop(i, None)
-        outcomes = [decide(c) for c in batch]
+        # Read after the locks: `forget` locks what it erases the same way, so a tombstone
+        # committed while this window waited for a conversation is seen here.
+        forgotten = self._forgotten([c.id for c in batch])
+        if forgotten:
+            placeholders = [i for i in writing if i in forgotten and i not in stored]
+            if placeholders:
+                self._release(placeholders)
+        outcomes = [FORGOTTEN if c.id in forgotten else decide(c) for c in batch]
         for result in outcomes:
             self.outcomes[result] += 1
         return outcomes
+
+    def _reporting_zone(self) -> tzinfo | None:
+        """The zone of the local dates this window writes, read (and held against a
+        relocalization, etl.load.localtime) on its first write; None before the warehouse
+        recorded one (a run records one before it loads): the dates stay NULL until
+        `etl migrate` computes them."""
+        if not self._zone_read:
+            self._zone = stored_zone(self._conn, self._metadata, share=True)
+            self._zone_read = True
+        return self._zone
+
+    def _unmark_returned(self) -> None:
+        conversations = self._tables["conversations"]
+        marked = conversations.c.deleted_at.is_not(None)
+        if self._conn.execute(select(conversations.c.id).where(marked).limit(1)).first() is None:
+            return  # the usual case, answered by the partial index on deleted_at
+        for chunk in chunks(sorted(self.returned)):
+            self._conn.execute(
+                update(conversations)
+                .where(marked, conversations.c.id.in_(chunk))
+                .values(deleted_at=None)
+            )
+
+    def _forgotten(self, ids: list[int]) -> set[int]:
+        """Those of `ids` that `etl forget` erased (etl_tombstones)."""
+        found: set[int] = set()
+        column = self._tombstones.c.conversation_id
+        for chunk in chunks(ids):
+            found.update(self._conn.execute(select(column).where(column.in_(chunk))).scalars())
+        return found
+
+    def _not_forgotten(self, rejects: Sequence[Rejected]) -> Sequence[Rejected]:
+        """Rejects without the erased conversations: the quarantine would keep their text."""
+        ids = [r.conversation_id for r in rejects if r.conversation_id is not None]
+        forgotten = self._forgotten(ids) if ids else set()
+        if not forgotten:
+            return rejects
+        self.outcomes[FORGOTTEN] += sum(1 for r in rejects if r.conversation_id in forgotten)
+        return [r for r in rejects if r.conversation_id not in forgotten]
+
+    def erase(self, ids: list[int]) -> None:
+        """Delete conversations and their child rows, locked as a window locks what it writes
+        (so that a window loading one of them meanwhile either commits first and is erased,
+        or waits and then finds the tombstone the caller wrote)."""
+        if ids:
+            self._lock_for_writing(ids, {})
+            self._delete(ids)
+
+    def detect_deletes(self, start: datetime, end: datetime, *, hard: bool) -> int:
+        """After a complete export of [start, end): the stored conversations of this state key
+        with an end-user interaction (a question, a button click) in it that the export did not
+        return, which the source must have deleted: marked (deleted_at) or, `hard`, removed.
+        The number of conversations."""
+        conversations, messages = self._tables["conversations"], self._tables["messages"]
+        interacted = (
+            select(messages.c.conversation_id)
+            .where(
+                messages.c.time >= start,
+                messages.c.time < end,
+                or_(messages.c.type == "question", messages.c.clicked_button_id.is_not(None)),
+            )
+            .distinct()
+            .subquery()
+        )
+        query = (
+            select(conversations.c.id)
+            .join(interacted, interacted.c.conversation_id == conversations.c.id)
+            .where(
+                conversations.c.state_key == self.origin.state_key,
+                conversations.c.deleted_at.is_(None),
+            )
+        )
+        gone = sorted(i for i in self._conn.execute(query).scalars() if i not in self.returned)
+        if hard:
+            self.erase(gone)
+        else:
+            now = datetime.now(UTC)
+            for chunk in chunks(gone):
+                self._conn.execute(
+                    update(conversations)
+                    .where(conversations.c.id.in_(chunk))
+                    .values(deleted_at=now)
+                )
+        return len(gone)
 
     def _claimed_messages(self, batch: Sequence[NormalizedConversation]) -> dict[int, Rejected]:
         """Conversations with a message id that another conversation holds, to quarantine.
@@ -343,13 +456,15 @@ class WindowLoader(ABC):
         self._delete([c.id for c in batch])
         plain = all(c.plain for c in batch)
         suffix = (self._exported_at, datetime.now(UTC), self._run_id)
-        zone = self._zone
+        zone = self._reporting_zone()
+        source = (self.origin.state_key, None)  # deleted_at: the export returned it
         conversations = [
             (
                 *row,
                 c.content_hash,
                 *suffix,
                 *(local_date_hour(row[_CREATED_AT], zone) if zone else (None, None)),
+                *source,
             )
             for c in batch
             for row in c.rows["conversations"]
@@ -362,7 +477,10 @@ class WindowLoader(ABC):
         self._references_plain = self._references_plain and plain
 
     def finish(self) -> None:
-        """Upsert the window's dimension rows; once, after the last batch, before the commit."""
+        """Upsert the window's dimension rows; once, after the last batch, before the commit.
+        A soft-deleted conversation the window carried again is present at the source after
+        all: its mark goes (a changed one was rewritten without it already)."""
+        self._unmark_returned()
         for table in DIMENSION_TABLES:
             rows = self._references[table].rows()
             self._references[table].clear()

@@ -121,10 +121,11 @@ def _time_ix(table: str, column: str) -> Index:
 
 
 def _sparse_ix(table: str, column: str) -> Index:
-    """A B-tree over the rows where `column` is set: questions or answers only, not both.
+    """A B-tree over the rows where `column` is set: questions or answers only, the few
+    conversations with an authenticated user or soft-deleted.
 
     `column = value` implies `column IS NOT NULL`, so both databases use it for lookups, and a
-    load maintains half the entries.
+    load maintains only the entries of the rows that have a value.
     """
     predicate = literal_column(column).is_not(None)
     return Index(f"ix_{table}_{column}", column, postgresql_where=predicate, sqlite_where=predicate)
@@ -221,9 +222,22 @@ def _add_data_tables(md: MetaData) -> None:
             SmallInteger,
             "Hour (0-23) of created_at in the reporting time zone; for the views.",
         ),
+        _c(
+            "state_key",
+            Text,
+            "etl_state.state_key of the window (or file) this copy came from: its filters.",
+        ),
+        _c(
+            "deleted_at",
+            UTCDateTime,
+            "When a complete export of its window no longer returned it (pipeline.deletes = "
+            '"soft"), UTC; NULL: present at the source. The views leave such rows out.',
+        ),
         _ix("conversations", "created_at"),
         _ix("conversations", "last_message_at"),
         _ix("conversations", "local_date"),
+        _sparse_ix("conversations", "authentication_identifier"),
+        _sparse_ix("conversations", "deleted_at"),
         comment="One row per conversation: the latest exported copy.",
     )
     Table(
@@ -473,6 +487,18 @@ def _add_pipeline_tables(md: MetaData) -> None:
             json_type(),
             "Top-level export elements of an unknown type, as sent (a list); NULL when none.",
         ),
+        _c(
+            "conversations_forgotten",
+            Integer,
+            "Conversations not loaded because `etl forget` erased them; for a forget, erased.",
+        ),
+        _c(
+            "conversations_deleted",
+            Integer,
+            "Stored conversations the window's complete export no longer returned: marked or "
+            "removed (pipeline.deletes).",
+        ),
+        _c("conversations_pruned", Integer, "Conversations removed by retention (`etl prune`)."),
         _ix("etl_runs", "state_key", "window_end"),
         _ix("etl_runs", "started_at"),
         comment="Run log: one row per window attempted.",
@@ -559,6 +585,23 @@ def _add_settings(md: MetaData) -> None:
     )
 
 
+def _add_tombstones(md: MetaData) -> None:
+    Table(
+        "etl_tombstones",
+        md,
+        Column(
+            "conversation_id",
+            BigInteger,
+            primary_key=True,
+            autoincrement=False,
+            comment="A conversation `etl forget` erased: no load brings it back.",
+        ),
+        _c("forgotten_at", UTCDateTime, "When it was erased, UTC.", nullable=False),
+        _c("run_id", Text, "The `etl forget` run (etl_runs.run_id).", nullable=False),
+        comment="Erased conversations: the id and when, nothing else (no personal data).",
+    )
+
+
 def table_of(metadata: MetaData, name: str) -> Table:
     """The table `name` of `metadata`, whose keys are "schema.name" when it has a schema."""
     return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
@@ -571,4 +614,5 @@ def build_metadata(schema: str | None = None) -> MetaData:
     _add_pipeline_tables(md)
     _add_window_ledger(md)
     _add_settings(md)
+    _add_tombstones(md)
     return md

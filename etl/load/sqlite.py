@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import JSON, Table, Text, bindparam, delete, select
 from sqlalchemy.dialects.sqlite import insert
 
-from etl.load.loader import WRITTEN_COLUMNS, Row, Stored, WindowLoader, dimension_updates
+from etl.load.loader import (
+    WRITTEN_COLUMNS,
+    Row,
+    Stored,
+    WindowLoader,
+    chunks,
+    dimension_updates,
+)
 from etl.normalize import CHILD_TABLES
 from etl.testhooks import pause_point
 
-# SQLite refuses a statement with more bound variables than SQLITE_MAX_VARIABLE_NUMBER, which
-# is 999 in builds before 3.32: id lists go in chunks below that.
-ID_CHUNK: Final = 900
-
 # JSON columns hold this text: compact, non-ASCII kept, NaN refused (it is not JSON).
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-
-
-def chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
-    """`ids` in slices of at most ID_CHUNK."""
-    for start in range(0, len(ids), ID_CHUNK):
-        yield ids[start : start + ID_CHUNK]
 
 
 class SQLiteLoader(WindowLoader):

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Connection, MetaData, Table, desc, func, select
 
@@ -50,12 +50,20 @@ class WindowReport:
     # False for a saved file without query_info.current_time (see etl.load.loader.outcome).
     export_time_known: bool = True
     file: str | None = None  # the saved export file, for `etl load-file`
+    # Stored conversations the window found deleted at the source (None: not looked for), and
+    # conversations a prune removed.
+    deleted: int | None = None
+    pruned: int | None = None
 
     @property
     def label(self) -> str:
         """What log lines call it: "window [start, end)" or "file PATH [start, end)"."""
         window = str(self.window) if self.window is not None else "(range unknown)"
         return f"file {self.file} {window}" if self.file else f"window {window}"
+
+
+# Commands whose etl_runs rows are not windows.
+NOT_WINDOWS: Final = ("forget", "prune")
 
 
 class StateStore:
@@ -199,6 +207,8 @@ class StateStore:
                     f"conversations_{name}": count
                     for name, count in report.conversation_outcomes.items()
                 },
+                conversations_deleted=report.deleted,
+                conversations_pruned=report.pruned,
                 # As the export sent them, but storable on both databases (see `storable`).
                 query_info=storable(report.query_info),
                 post_query_info=storable(report.post_query_info),
@@ -247,8 +257,25 @@ class StateStore:
             *sums,
             func.max(runs.c.window_end).label("last_window_end"),
             func.max(runs.c.finished_at).label("last_finished_at"),
-        ).group_by(runs.c.state_key, runs.c.outcome)
+        )
+        query = query.where(runs.c.command.not_in(NOT_WINDOWS))
+        query = query.group_by(runs.c.state_key, runs.c.outcome)
         return [dict(r) for r in conn.execute(query).mappings()]
+
+    def personal_data_totals(self, conn: Connection) -> dict[str, int]:
+        """Conversations erased by `etl forget`, found deleted at the source, and pruned."""
+        runs = self.runs
+        ok = runs.c.outcome == "ok"
+        query = select(
+            func.coalesce(
+                func.sum(runs.c.conversations_forgotten).filter(ok, runs.c.command == "forget"), 0
+            ),
+            func.coalesce(func.sum(runs.c.conversations_deleted).filter(ok), 0),
+            # A prune that failed part-way still removed the batches it committed.
+            func.coalesce(func.sum(runs.c.conversations_pruned), 0),
+        )
+        forgotten, deleted, pruned = conn.execute(query).one()
+        return {"forgotten": int(forgotten), "deleted": int(deleted), "pruned": int(pruned)}
 
 
 def _aware(value: datetime | None) -> datetime | None:

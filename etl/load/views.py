@@ -5,9 +5,9 @@ The views define the dashboard numbers once (docs/metrics.md, whose SQL a test c
 spelling (a duration, a UTC date), and every count is cast to BIGINT so that PostgreSQL's SUM
 does not turn it into a numeric.
 
-Migrations create the views from here (revision 0005). What `view_sql` returns for a revision
-must never change: a new definition is a new migration that recreates the views, and a
-parameter here that the older revisions do not pass.
+Migrations create the views from here (revisions 0005 and 0006). What `view_sql` returns for
+a revision must never change: a new definition is a new migration that recreates the views,
+and a parameter here that the older revisions pass to keep theirs.
 """
 
 from __future__ import annotations
@@ -273,13 +273,52 @@ COLUMN_COMMENTS: Final = {
 }
 
 
-def view_sql(name: str, dialect: str, schema: str | None = None) -> str:
-    """The SELECT behind view `name` on `dialect` ("postgresql", "sqlite")."""
+# Revision 0006 (personal data): soft-deleted conversations (conversations.deleted_at) count
+# nowhere, and the run log rows of `etl forget` and `etl prune` are not windows.
+_PERSONAL_DATA_ROWS: Final = {
+    "conversations": "deleted_at IS NULL",
+    "etl_runs": "command NOT IN ('forget', 'prune')",
+}
+
+
+def view_sql(
+    name: str, dialect: str, schema: str | None = None, *, personal_data: bool = True
+) -> str:
+    """The SELECT behind view `name` on `dialect` ("postgresql", "sqlite"); with
+    `personal_data` False, as revision 0005 created it (before deleted_at existed)."""
 
     def qualified(table: str) -> str:
-        return f"{quoted(schema)}.{table}" if schema else table
+        target = f"{quoted(schema)}.{table}" if schema else table
+        where = _PERSONAL_DATA_ROWS.get(table) if personal_data else None
+        return f"(SELECT * FROM {target} WHERE {where})" if where else target
 
     return VIEWS[name](qualified, dialect)
+
+
+def create_views(dialect: str, schema: str | None, *, personal_data: bool) -> list[str]:
+    """The statements that create every view, with their comments on PostgreSQL."""
+    prefix = f"{quoted(schema)}." if schema else ""
+    statements = []
+    for name in VIEWS:
+        sql = view_sql(name, dialect, schema, personal_data=personal_data)
+        statements.append(f"CREATE VIEW {prefix}{name} AS\n{sql}")
+        if dialect == "postgresql":
+            statements.append(f"COMMENT ON VIEW {prefix}{name} IS {_literal(VIEW_COMMENTS[name])}")
+            statements.extend(
+                f"COMMENT ON COLUMN {prefix}{name}.{column} IS {_literal(comment)}"
+                for column, comment in COLUMN_COMMENTS[name].items()
+            )
+    return statements
+
+
+def drop_views(schema: str | None) -> list[str]:
+    """The statements that drop every view, readers first."""
+    prefix = f"{quoted(schema)}." if schema else ""
+    return [f"DROP VIEW {prefix}{name}" for name in reversed(VIEWS)]
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def quoted(schema: str) -> str:

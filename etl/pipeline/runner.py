@@ -24,14 +24,23 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from tenacity import RetryCallState
 
-from etl.config import Settings
+from etl.config import HARD, IGNORE, Settings
 from etl.errors import ConfigError, DatabaseError, DataError, EtlError, Interrupted
 from etl.extract import BrokenStreamError, ExportClient, ExportStream, window_retrying
 from etl.extract.errors import ExactParseNeeded
 from etl.extract.files import open_export_file
 from etl.load.claims import Held, WindowLedger
 from etl.load.engine import begin_write, make_engine
-from etl.load.loader import CHANGED, NEW, OUTCOMES, REJECTED, Origin, loader_class, open_loader
+from etl.load.loader import (
+    CHANGED,
+    NEW,
+    OUTCOMES,
+    REJECTED,
+    Origin,
+    WindowLoader,
+    loader_class,
+    open_loader,
+)
 from etl.load.localtime import refuse_other_zone, relocalize, stored_zone
 from etl.load.lock import RunLock
 from etl.load.revision import HEAD_REVISION, current_revision
@@ -605,6 +614,8 @@ class Pipeline:
                     loading.drain()
                 assert end is not None  # the worker ended the stream without an error
                 loader.finish()
+                if ledger is not None and report.window is not None:
+                    report.deleted = self._detect_deletes(loader, report.window, stream, where)
                 report.conversations = end.received
                 report.rows = dict(loader.rows)
                 report.conversation_outcomes = dict(loader.outcomes)
@@ -644,6 +655,31 @@ class Pipeline:
             raise DataError(f"{where}: {exc}") from None  # name the window or file too
         pause_point("after-commit")
 
+    def _detect_deletes(
+        self, loader: WindowLoader, window: Window, stream: ExportStream, where: str
+    ) -> int | None:
+        """pipeline.deletes, once a window's export has ended properly: the stored
+        conversations it should have returned and did not (None: not looked for)."""
+        policy = self.settings.pipeline.deletes
+        if policy == IGNORE:
+            return None
+        if stream.expected is None:
+            # Without the count the export announced, an export cut short is not told from a
+            # complete one: a deletion must never rest on that.
+            log.warning(
+                "%s: the export announced no conversation count; deletions not looked for", where
+            )
+            return None
+        deleted = loader.detect_deletes(window.start, window.end, hard=policy == HARD)
+        if deleted:
+            log.info(
+                "%s: %d stored conversation(s) no longer exported: %s",
+                where,
+                deleted,
+                "removed" if policy == HARD else "marked deleted (conversations.deleted_at)",
+            )
+        return deleted
+
     def _log_failure(self, report: WindowReport, exc: BaseException | None, started: float) -> None:
         report.outcome = "failed" if exc is not None else "interrupted"
         report.error = str(exc) if exc is not None else "interrupted"
@@ -654,6 +690,7 @@ class Pipeline:
         report.conversation_outcomes = {}
         report.post_query_info = None
         report.unknown_elements = []
+        report.deleted = None
         try:
             with begin_write(self.engine) as conn:
                 self.store.log_window(conn, report)

@@ -39,6 +39,7 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
         return {"migrated": False, "revision": revision, "states": [], "runs": [], "tables": {}}
     with engine.connect() as conn:
         totals = store.run_totals(conn)
+        personal = store.personal_data_totals(conn)
         loaded = {row["state_key"]: row for row in totals if row["outcome"] == "ok"}
         states = []
         for state in store.states(conn):
@@ -118,6 +119,7 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
         "rejects": quarantined,
         "tables": tables,
         "totals": _totals(totals),
+        "personal_data": personal,
     }
 
 
@@ -248,6 +250,12 @@ def format_status(status: dict[str, Any]) -> str:
             f"  #{reject['id']} conversation {who} ({reject['source']}, position "
             f"{reject['position']}), {reject['attempts']} attempt(s): {reject['error']}"
         )
+    personal = status["personal_data"]
+    lines.append("")
+    lines.append(
+        f"Personal data: {personal['forgotten']} conversation(s) erased (`etl forget`), "
+        f"{personal['deleted']} found deleted at the source, {personal['pruned']} pruned"
+    )
     lines.append("")
     lines.append("Rows per table:")
     for name, count in status["tables"].items():
@@ -298,6 +306,15 @@ class _StatusCollector:
             "Conversations in quarantine (rows of etl_rejects), a count.",
             value=status["rejects"]["count"],
         )
+        personal = GaugeMetricFamily(
+            "convo_etl_personal_data_conversations",
+            "Conversations erased by etl forget (forgotten), found deleted at the source "
+            "(deleted) and removed by retention (pruned), summed over the run log; a count.",
+            labels=["action"],
+        )
+        for action, count in status["personal_data"].items():
+            personal.add_metric([action], count)
+        yield personal
         table_rows = GaugeMetricFamily(
             "convo_etl_table_rows", "Rows in each warehouse table, a count.", labels=["table"]
         )

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import context, op
 
-from etl.load.views import COLUMN_COMMENTS, VIEW_COMMENTS, VIEWS, quoted, view_sql
+from etl.load.views import create_views, drop_views
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -96,24 +96,14 @@ def upgrade() -> None:
         postgresql_where=clicked,
         sqlite_where=clicked,
     )
-    prefix = f"{quoted(schema)}." if schema else ""
-    for name in VIEWS:
-        op.execute(f"CREATE VIEW {prefix}{name} AS\n{view_sql(name, dialect, schema)}")
-        if dialect == "postgresql":
-            op.execute(f"COMMENT ON VIEW {prefix}{name} IS {_literal(VIEW_COMMENTS[name])}")
-            for column, comment in COLUMN_COMMENTS[name].items():
-                op.execute(f"COMMENT ON COLUMN {prefix}{name}.{column} IS {_literal(comment)}")
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    for statement in create_views(dialect, schema, personal_data=False):
+        op.execute(statement)
 
 
 def downgrade() -> None:
     schema = _schema()
-    prefix = f"{quoted(schema)}." if schema else ""
-    for name in reversed(VIEWS):
-        op.execute(f"DROP VIEW {prefix}{name}")
+    for statement in drop_views(schema):
+        op.execute(statement)
     op.drop_index("ix_messages_clicked_button_id", table_name="messages", schema=schema)
     op.drop_table("etl_settings", schema=schema)
     op.drop_index("ix_conversations_local_date", table_name="conversations", schema=schema)

@@ -73,7 +73,14 @@ def test_a_conversation_changed_twice_in_one_window_ends_with_the_later_copy(
         action = _rows(engine, f"SELECT action_type FROM {t('actions')} WHERE id = 7")
     finally:
         engine.dispose()
-    assert loader.outcomes == {"new": 3, "changed": 1, "unchanged": 1, "older": 0, "rejected": 0}
+    assert loader.outcomes == {
+        "new": 3,
+        "changed": 1,
+        "unchanged": 1,
+        "older": 0,
+        "rejected": 0,
+        "forgotten": 0,
+    }
     assert sorted(content) == [(1, "second"), (2, "other"), (3, "new")]
     assert sorted(conversations) == sorted(messages) == [(1,), (2,), (3,)]
     assert action == [("c",)]  # the same last_seen_at in all three: the latest row staged wins

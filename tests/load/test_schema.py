@@ -17,7 +17,14 @@ from etl.load.schema import UTCDateTime, build_metadata
 from etl.normalize import TABLE_COLUMNS, normalize_conversation
 
 EXPORT = Path(__file__).parents[1] / "fixtures" / "seed-example-export.json"
-PIPELINE_TABLES = ("etl_state", "etl_runs", "etl_rejects", "etl_windows", "etl_settings")
+PIPELINE_TABLES = (
+    "etl_state",
+    "etl_runs",
+    "etl_rejects",
+    "etl_windows",
+    "etl_settings",
+    "etl_tombstones",
+)
 metadata = build_metadata()
 
 
@@ -52,6 +59,7 @@ def test_keys() -> None:
         "etl_rejects": ("id",),
         "etl_windows": ("state_key", "window_start", "window_end"),
         "etl_settings": ("key",),
+        "etl_tombstones": ("conversation_id",),
     }
     for table in metadata.tables.values():
         assert table.primary_key.name == f"pk_{table.name}"

@@ -120,6 +120,7 @@ def test_the_exports_own_elements_are_kept_with_the_window(
         "unchanged": 0,
         "older": 0,
         "rejected": 0,
+        "forgotten": 0,
     }
 
 

@@ -262,8 +262,15 @@ def test_prometheus_text_labels_each_state_and_counts_its_windows_past_the_water
             "conversations": 9,
             "conversation_outcomes": {"new": 5, "older": 4},
         },
+        "personal_data": {"forgotten": 2, "deleted": 3, "pruned": 0},
     }
     families = _families(prometheus_text(snapshot))
+    erased = families["convo_etl_personal_data_conversations"].samples
+    assert {s.labels["action"]: s.value for s in erased} == {
+        "forgotten": 2,
+        "deleted": 3,
+        "pruned": 0,
+    }
     a = {"state_key": "a", "site": "https://bot.example", "environment": ""}
     b = {**a, "state_key": "b", "environment": "live"}
     assert _value(families, "convo_etl_lag_seconds", **a) == 7200

@@ -9,6 +9,7 @@ And no product SQL is built by formatting values into strings: checked on the so
 from __future__ import annotations
 
 import ast
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,19 +27,37 @@ pytestmark = pytest.mark.reliability
 
 Reference = Callable[[str], h.Snapshot]
 
-# The README's grants, for schema {schema} and role {role} (after `etl migrate` made the tables).
-LOADER_GRANTS = """
-GRANT USAGE ON SCHEMA {schema} TO {role};
-GRANT SELECT ON {schema}.alembic_version TO {role};
-GRANT SELECT, INSERT, DELETE ON {schema}.messages, {schema}.content, {schema}.buttons,
-    {schema}.intent_analysis TO {role};
-GRANT SELECT, INSERT, DELETE, UPDATE (loaded_at) ON {schema}.conversations TO {role};
-GRANT SELECT, INSERT, UPDATE ON {schema}.intents, {schema}.actions, {schema}.etl_state, {schema}.etl_windows,
-    {schema}.etl_settings TO {role};
-GRANT SELECT, INSERT ON {schema}.etl_runs TO {role};
-GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.etl_rejects TO {role};
-GRANT USAGE ON SEQUENCE {schema}.etl_runs_id_seq, {schema}.etl_rejects_id_seq TO {role};
-"""
+README = Path(__file__).parents[2] / "README.md"
+
+
+def _readme_grants(after: str, role: str) -> Callable[[str, str], str]:
+    """The GRANT statements of the README's first SQL block after `after` (for schema
+    `chatbot` and `role`), as a function of another schema and role: the README's text is
+    what is tested."""
+    text = README.read_text()
+    block = re.search(r"```sql\n(.*?)```", text[text.index(after) :], flags=re.DOTALL)
+    assert block is not None, after
+    grants = []
+    for statement in block.group(1).split(";"):
+        lines = [line for line in statement.splitlines() if not line.lstrip().startswith("--")]
+        if "\n".join(lines).strip().startswith("GRANT"):
+            grants.append("\n".join(lines).strip())
+    assert grants, after
+
+    def grants_for(schema: str, new_role: str) -> str:
+        return ";\n".join(
+            grant.replace("SCHEMA chatbot", f"SCHEMA {schema}")
+            .replace("chatbot.", f"{schema}.")
+            .replace(f"TO {role}", f"TO {new_role}")
+            for grant in grants
+        )
+
+    return grants_for
+
+
+# The README's grants (after `etl migrate` made the tables).
+LOADER_GRANTS = _readme_grants("### Least privilege (PostgreSQL)", "etl_loader")
+ERASER_GRANTS = _readme_grants("**A separate role for erasure**", "etl_eraser")
 
 
 def _admin(url: str, sql: str) -> None:
@@ -60,7 +79,7 @@ def loader(pg_server: str, pg_warehouse: TestWarehouse) -> Iterator[tuple[TestWa
     schema = f'"{pg_warehouse.schema}"'
     _admin(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{h.DB_PASSWORD}'")
     try:
-        _admin(pg_server, LOADER_GRANTS.format(schema=schema, role=role))
+        _admin(pg_server, LOADER_GRANTS(schema, role))
         url = make_url(pg_warehouse.url).set(username=role, password=h.DB_PASSWORD)
         yield TestWarehouse("postgres", url.render_as_string(False), pg_warehouse.schema), role
     finally:
@@ -99,6 +118,38 @@ def test_loader_role_with_only_the_documented_grants_loads_everything(
     finally:
         engine.dispose()
     assert role in wh.url
+
+
+def test_eraser_role_with_only_the_documented_grants_forgets_and_cannot_load(
+    pg_server: str,
+    loader: tuple[TestWarehouse, str],
+    make_sim: Any,
+    tmp_path: Path,
+) -> None:
+    """The README's separate role for erasure: `etl forget` works with its grants alone, a
+    load does not."""
+    wh, _ = loader
+    site, cfg = h.Site(make_sim), h.config(tmp_path)
+    site.serve()
+    assert h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg).code == 0
+    role = f"etl_eraser_{secrets.token_hex(4)}"
+    _admin(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{h.DB_PASSWORD}'")
+    try:
+        _admin(pg_server, ERASER_GRANTS(f'"{wh.schema}"', role))
+        url = make_url(wh.url).set(username=role, password=h.DB_PASSWORD)
+        eraser = TestWarehouse("postgres", url.render_as_string(False), wh.schema)
+        (victim,) = h.query(wh, f"SELECT min(id) FROM {wh.table('conversations')}")[0]
+
+        forgot = h.run("forget", f"--conversation-id={victim}", wh=eraser, config=cfg)
+
+        assert forgot.code == 0, forgot.output
+        assert h.query(wh, f"SELECT id FROM {wh.table('conversations')} WHERE id = {victim}") == []
+        again = h.run(
+            "backfill", "--from", h.START, "--to", h.UNTIL, wh=eraser, site=site, config=cfg
+        )
+        assert again.code == 7 and "permission denied" in again.output, again.output
+    finally:
+        _admin(pg_server, f"DROP OWNED BY {role}; DROP ROLE {role}")
 
 
 def test_a_missing_grant_is_a_clear_database_error(

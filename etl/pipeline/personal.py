@@ -1,0 +1,123 @@
+"""`etl forget` and `etl prune`: transactions, batches and their rows in the run log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+from sqlalchemy.exc import DBAPIError
+
+from etl.load import erasure
+from etl.load.engine import begin_write
+from etl.load.loader import FORGOTTEN, open_loader
+from etl.load.state import WindowReport
+from etl.pipeline.runner import Pipeline, database_error
+
+log = logging.getLogger(__name__)
+
+# Conversations pruned per transaction: each batch's locks are held only while it is deleted,
+# so that dashboards and loads wait for one batch at most, never for the whole prune.
+PRUNE_BATCH: Final = 1000
+
+
+@dataclass
+class Erased:
+    """What a forget or a prune did (or, dry, would do)."""
+
+    conversations: list[int] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    dry_run: bool = False
+
+
+def forget(
+    pipeline: Pipeline,
+    *,
+    ids: Collection[int] = (),
+    references: Collection[str] = (),
+    identifiers: Collection[str] = (),
+    dry_run: bool = False,
+) -> Erased:
+    """Erase the conversations the request names, in one transaction, with tombstones; logged
+    in etl_runs (command "forget") with the number erased and the rows deleted."""
+    where = "etl forget"
+    started, clock = time.monotonic(), datetime.now(UTC)
+    metadata = pipeline.metadata
+    try:
+        if dry_run:
+            with pipeline.engine.connect() as conn:
+                found = erasure.matching(
+                    conn, metadata, ids=ids, references=references, identifiers=identifiers
+                )
+                return Erased(found, erasure.count_rows(conn, metadata, found), dry_run=True)
+        with begin_write(pipeline.engine) as conn:
+            found = erasure.matching(
+                conn, metadata, ids=ids, references=references, identifiers=identifiers
+            )
+            if not found:
+                return Erased()
+            loader = open_loader(conn, metadata, run_id=pipeline.run_id, exported_at=None)
+            rows = erasure.forget(conn, metadata, loader, found, run_id=pipeline.run_id)
+            report = WindowReport(pipeline.run_id, pipeline.key, "forget", None, clock)
+            report.rows = rows
+            report.conversation_outcomes = {FORGOTTEN: len(found)}
+            report.seconds = time.monotonic() - started
+            pipeline.store.log_window(conn, report)
+    except DBAPIError as exc:
+        raise database_error(exc, where) from None
+    return Erased(found, rows)
+
+
+def prune(pipeline: Pipeline, cutoff: datetime, *, dry_run: bool = False) -> Erased:
+    """Remove the conversations whose last message is before `cutoff`, PRUNE_BATCH per
+    transaction; logged in etl_runs (command "prune"), also when a batch fails after others
+    committed (outcome "failed", with what was pruned until then)."""
+    started, clock = time.monotonic(), datetime.now(UTC)
+    metadata = pipeline.metadata
+    done = Erased(dry_run=dry_run)
+    report = WindowReport(pipeline.run_id, pipeline.key, "prune", None, clock)
+    where = f"etl prune (last message before {cutoff.isoformat()})"
+    try:
+        if dry_run:
+            with pipeline.engine.connect() as conn:
+                ids = erasure.expired(conn, metadata, cutoff, limit=2**62)
+                done.conversations, done.rows = ids, erasure.count_rows(conn, metadata, ids)
+            return done
+        while True:
+            with begin_write(pipeline.engine) as conn:
+                ids = erasure.expired(conn, metadata, cutoff, limit=PRUNE_BATCH)
+                if not ids:
+                    break
+                rows = erasure.count_rows(conn, metadata, ids)
+                open_loader(conn, metadata, run_id=pipeline.run_id, exported_at=None).erase(ids)
+            done.conversations.extend(ids)
+            for table, count in rows.items():
+                done.rows[table] = done.rows.get(table, 0) + count
+    except DBAPIError as exc:
+        error = database_error(exc, where)
+        _log_prune(pipeline, report, done, started, error=str(error))
+        raise error from None
+    _log_prune(pipeline, report, done, started)
+    return done
+
+
+def _log_prune(
+    pipeline: Pipeline,
+    report: WindowReport,
+    done: Erased,
+    started: float,
+    *,
+    error: str | None = None,
+) -> None:
+    report.pruned = len(done.conversations)
+    report.rows = done.rows
+    report.seconds = time.monotonic() - started
+    report.outcome, report.error = ("failed", error) if error else ("ok", None)
+    try:
+        with begin_write(pipeline.engine) as conn:
+            pipeline.store.log_window(conn, report)
+    except DBAPIError:
+        log.warning("could not record the prune in etl_runs (the database is unreachable)")

@@ -1,0 +1,339 @@
+"""Personal data on both warehouses: erasure that sticks (`etl forget`), retention (`etl
+prune`), and deletions detected at the source (`pipeline.deletes`, `--detect-deletes`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from etl.fakeapi import Dataset, DatasetSpec, Faults
+from etl.windows import parse_instant, parse_zone, plan_windows
+from tests.conftest import TestWarehouse, dump_tables
+from tests.pipeline.cli_helpers import etl, write_config
+
+OSLO = parse_zone("Europe/Oslo")
+START, UNTIL = "2024-03-28", "2024-04-02"
+
+
+def _config(tmp_path: Path, **pipeline: Any) -> Path:
+    settings = {"start": START, "window": "1d", "lag": "2h", "timezone": "Europe/Oslo"}
+    settings.update(pipeline)
+    return write_config(tmp_path, pipeline=settings)
+
+
+def _query(wh: TestWarehouse, sql: str) -> list[tuple[Any, ...]]:
+    engine = wh.engine()
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def _ids(wh: TestWarehouse, where: str = "1 = 1") -> list[int]:
+    return [r[0] for r in _query(wh, f"SELECT id FROM {wh.table('conversations')} WHERE {where}")]
+
+
+def _backfill(wh: TestWarehouse, api: Any, config: Path, *extra: str) -> Any:
+    return etl("backfill", "--from", START, "--to", UNTIL, *extra, wh=wh, api=api, config=config)
+
+
+def _children(wh: TestWarehouse, ids: list[int]) -> int:
+    listed = ", ".join(map(str, ids))
+    return sum(
+        _query(wh, f"SELECT count(*) FROM {wh.table(t)} WHERE conversation_id IN ({listed})")[0][0]
+        for t in ("messages", "content", "buttons", "intent_analysis")
+    )
+
+
+def _last_run(wh: TestWarehouse, command: str) -> dict[str, Any]:
+    rows = _query(
+        wh,
+        "SELECT outcome, conversations_forgotten, conversations_deleted, conversations_pruned "
+        f"FROM {wh.table('etl_runs')} WHERE command = '{command}' ORDER BY id DESC",
+    )
+    outcome, forgotten, deleted, pruned = rows[0]
+    return {"outcome": outcome, "forgotten": forgotten, "deleted": deleted, "pruned": pruned}
+
+
+# -- etl forget ---------------------------------------------------------------------------------
+
+
+def test_forgotten_conversations_stay_gone_after_a_backfill(
+    warehouse: TestWarehouse, make_sim: Any, sim_dataset: Any, tmp_path: Path
+) -> None:
+    api, config = make_sim(), _config(tmp_path)
+    etl("migrate", wh=warehouse, config=config, check=True)
+    assert _backfill(warehouse, api, config).code == 0
+    stored = sorted(_ids(warehouse))
+    by_id = stored[:2]
+    person = next(
+        c["authentication_identifier"]
+        for c in map(sim_dataset.conversation, stored[2:])
+        if c.get("authentication_identifier")
+    )
+    theirs = sorted(
+        cid
+        for cid in stored
+        if sim_dataset.conversation(cid).get("authentication_identifier") == person
+    )
+    reference = sim_dataset.conversation(stored[-1])["reference"]
+    erased = sorted({*by_id, *theirs, stored[-1]})
+    assert _children(warehouse, erased) > 0
+    before = dump_tables(warehouse)
+
+    dry = etl(
+        "forget",
+        *(f"--conversation-id={i}" for i in by_id),
+        f"--authentication-identifier={person}",
+        f"--reference={reference}",
+        "--dry-run",
+        wh=warehouse,
+        config=config,
+        check=True,
+    )
+    assert f"would erase {len(erased)} conversation(s)" in dry.stderr
+    assert person not in dry.output  # the request's personal data is not echoed
+    assert dump_tables(warehouse) == before
+
+    done = etl(
+        "forget",
+        *(f"--conversation-id={i}" for i in by_id),
+        f"--authentication-identifier={person}",
+        f"--reference={reference}",
+        wh=warehouse,
+        config=config,
+        check=True,
+    )
+    assert f"erased {len(erased)} conversation(s)" in done.stderr
+    assert sorted(set(stored) - set(_ids(warehouse))) == erased
+    assert _children(warehouse, erased) == 0
+    tombstones = _query(warehouse, f"SELECT * FROM {warehouse.table('etl_tombstones')}")
+    assert sorted(r[0] for r in tombstones) == erased
+    assert all(len(r) == 3 for r in tombstones)  # id, time, run: no personal data
+    assert _last_run(warehouse, "forget")["forgotten"] == len(erased)
+
+    # The same range again: they stay gone, counted as forgotten.
+    assert _backfill(warehouse, api, config).code == 0
+    assert sorted(set(stored) - set(_ids(warehouse))) == erased
+    forgotten = _query(
+        warehouse,
+        f"SELECT sum(conversations_forgotten) FROM {warehouse.table('etl_runs')} "
+        "WHERE command = 'backfill' AND outcome = 'ok'",
+    )[0][0]
+    assert forgotten >= len(erased)  # a conversation may come with two windows
+    status = json.loads(etl("status", "--json", wh=warehouse, config=config, check=True).stdout)
+    assert status["totals"]["conversation_outcomes"]["forgotten"] == forgotten
+    assert status["personal_data"] == {"forgotten": len(erased), "deleted": 0, "pruned": 0}
+
+
+def test_forget_empties_the_quarantine_of_the_conversation(
+    warehouse: TestWarehouse, tmp_path: Path
+) -> None:
+    """A quarantined copy holds the whole text: erased with the rest, and not quarantined by
+    a later load either."""
+    seed = json.loads(
+        (Path(__file__).parents[1] / "fixtures" / "seed-example-export.json").read_text()
+    )
+    conversation = seed[1]
+    conversation["messages"][0]["id"] = "not an id"  # cannot be loaded: quarantined
+    export = tmp_path / "bad.json"
+    export.write_text(json.dumps(seed))
+    etl("migrate", wh=warehouse, check=True)
+    etl("load-file", "--on-bad-conversation=quarantine", str(export), wh=warehouse, check=True)
+    rejects = warehouse.table("etl_rejects")
+    assert _query(warehouse, f"SELECT conversation_id FROM {rejects}") == [(conversation["id"],)]
+
+    etl("forget", f"--reference={conversation['reference']}", wh=warehouse, check=True)
+    assert _query(warehouse, f"SELECT count(*) FROM {rejects}") == [(0,)]
+    etl("load-file", "--on-bad-conversation=quarantine", str(export), wh=warehouse, check=True)
+    assert _query(warehouse, f"SELECT count(*) FROM {rejects}") == [(0,)]
+
+
+def test_forget_needs_something_to_erase(warehouse: TestWarehouse) -> None:
+    etl("migrate", wh=warehouse, check=True)
+    result = etl("forget", wh=warehouse)
+    assert result.code == 2 and "--conversation-id" in result.output
+
+
+# -- etl prune ----------------------------------------------------------------------------------
+
+
+def test_prune_removes_exactly_the_conversations_past_the_cut_off(
+    warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
+    api, config = make_sim(), _config(tmp_path)
+    etl("migrate", wh=warehouse, config=config, check=True)
+    assert _backfill(warehouse, api, config).code == 0
+    last = {
+        row[0]: row[1]
+        for row in _query(
+            warehouse, f"SELECT id, last_message_at FROM {warehouse.table('conversations')}"
+        )
+    }
+    cutoff = "2024-03-30"
+    instant = parse_instant(cutoff, OSLO)
+
+    def before(value: Any) -> bool:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) < instant
+
+    old = sorted(i for i, at in last.items() if before(at))
+    assert old and len(old) < len(last)
+
+    dry = etl("prune", f"--before={cutoff}", "--dry-run", wh=warehouse, config=config, check=True)
+    assert f"would remove {len(old)} conversation(s)" in dry.stderr
+    assert len(_ids(warehouse)) == len(last)
+
+    etl("prune", f"--before={cutoff}", wh=warehouse, config=config, check=True)
+    assert sorted(_ids(warehouse)) == sorted(set(last) - set(old))
+    assert _children(warehouse, old) == 0
+    assert _last_run(warehouse, "prune") == {
+        "outcome": "ok",
+        "forgotten": None,
+        "deleted": None,
+        "pruned": len(old),
+    }
+    # pipeline_daily counts windows, not prunes.
+    windows = _query(warehouse, f"SELECT sum(windows) FROM {warehouse.table('pipeline_daily')}")
+    assert windows == [(5,)]
+
+
+def test_run_prunes_at_its_end_when_retention_is_set(
+    warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
+    api = make_sim()
+    config = write_config(
+        tmp_path,
+        pipeline={"start": START, "window": "1d", "lag": "2h", "timezone": "Europe/Oslo"},
+        warehouse={"retention": "3650d"},
+    )
+    etl("migrate", wh=warehouse, config=config, check=True)
+    result = etl("run", "--until", UNTIL, wh=warehouse, api=api, config=config, check=True)
+    assert "prune: removed 0 conversation(s)" in result.stderr
+    assert _ids(warehouse)  # nothing is ten years old: everything stays
+    assert _last_run(warehouse, "prune")["pruned"] == 0
+
+    short = write_config(
+        tmp_path,
+        pipeline={"start": START, "window": "1d", "lag": "2h", "timezone": "Europe/Oslo"},
+        warehouse={"retention": "30d"},
+    )
+    again = etl("run", "--until", UNTIL, wh=warehouse, api=api, config=short, check=True)
+    assert "up to date" in again.stderr  # nothing to load, retention all the same
+    assert "prune: removed" in again.stderr
+    assert _ids(warehouse) == []  # 2024 is more than 30 days ago
+
+
+# Where each data table's dump (conftest.dump_tables) has the conversation id.
+_CONVERSATION_AT = {
+    "conversations": 0,
+    "messages": 1,
+    "content": 2,
+    "buttons": 3,
+    "intent_analysis": 2,
+}
+
+
+def _others(tables: dict[str, list[tuple[Any, ...]]], gone: list[int]) -> dict[str, Any]:
+    """The dumped rows that belong to no conversation of `gone` (dimensions whole)."""
+    left = {str(i) for i in gone}
+    return {
+        name: [
+            r for r in rows if name not in _CONVERSATION_AT or r[_CONVERSATION_AT[name]] not in left
+        ]
+        for name, rows in tables.items()
+    }
+
+
+# -- deletions at the source ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def five_hundred() -> Dataset:
+    """About 500 conversations over the range."""
+    return Dataset.build(
+        DatasetSpec(seed=11, start=date(2024, 3, 27), days=7, per_day=115), "Europe/Oslo"
+    )
+
+
+@pytest.mark.parametrize("policy", ["soft", "hard"])
+def test_detect_deletes_marks_or_removes_exactly_what_the_source_deleted(
+    warehouse: TestWarehouse, make_sim: Any, five_hundred: Dataset, tmp_path: Path, policy: str
+) -> None:
+    api = make_sim(dataset=five_hundred)
+    config = _config(tmp_path, deletes=policy)
+    etl("migrate", wh=warehouse, config=config, check=True)
+    assert _backfill(warehouse, api, config).code == 0
+    stored = sorted(_ids(warehouse))
+    assert 480 <= len(stored) <= 520
+    gone = stored[::50][:10]
+    assert len(gone) == 10
+    before = dump_tables(warehouse)
+
+    api.delete(gone)
+    # A plain run leaves them alone (nothing to reload), a backfill with detection finds them.
+    result = _backfill(warehouse, api, config, "--detect-deletes")
+    assert result.code == 0, result.output
+    if policy == "soft":
+        assert sorted(_ids(warehouse, "deleted_at IS NOT NULL")) == gone
+        assert sorted(_ids(warehouse)) == stored
+        facts = [
+            r[0]
+            for r in _query(
+                warehouse, f"SELECT conversation_id FROM {warehouse.table('conversation_facts')}"
+            )
+        ]
+        assert sorted(facts) == sorted(set(stored) - set(gone))
+    else:
+        assert sorted(_ids(warehouse)) == sorted(set(stored) - set(gone))
+        assert _children(warehouse, gone) == 0
+    deleted = _query(
+        warehouse,
+        f"SELECT sum(conversations_deleted) FROM {warehouse.table('etl_runs')} "
+        "WHERE command = 'backfill' AND outcome = 'ok'",
+    )[0][0]
+    assert deleted == 10
+    # Nothing else changed.
+    assert _others(dump_tables(warehouse), gone) == _others(before, gone)
+
+    if policy == "soft":  # the source has them again: they are present again
+        api.deleted = frozenset()
+        assert _backfill(warehouse, api, config, "--detect-deletes").code == 0
+        assert _ids(warehouse, "deleted_at IS NOT NULL") == []
+
+
+def test_a_window_that_fails_mid_stream_deletes_nothing(
+    warehouse: TestWarehouse, make_sim: Any, five_hundred: Dataset, tmp_path: Path
+) -> None:
+    good = make_sim(dataset=five_hundred)
+    config = _config(tmp_path, deletes="hard")
+    etl("migrate", wh=warehouse, config=config, check=True)
+    assert _backfill(warehouse, good, config).code == 0
+    stored = sorted(_ids(warehouse))
+    start, until = (parse_instant(d, OSLO).astimezone(UTC) for d in (START, UNTIL))
+    windows = list(plan_windows(start, until, timedelta(days=1)))
+    failing = windows[2]
+    in_failing = set(good.matching_ids(failing.start, failing.end))
+    elsewhere = set(stored) - in_failing
+    gone = sorted(
+        in_failing - {i for w in windows if w != failing for i in good.matching_ids(w.start, w.end)}
+    )[:3]
+    assert gone, "the failing window has conversations of its own"
+    port = good.port
+    good.stop()  # the same site (URL) keeps the same state key: reuse the port
+    broken = make_sim(
+        dataset=five_hundred,
+        port=port,
+        deleted_ids=frozenset(gone),
+        faults=Faults(error_after=5, only_starts=(failing.start.isoformat(),)),
+    )
+    result = _backfill(warehouse, broken, config, "--detect-deletes")
+    assert result.code == 4, result.output
+    assert set(gone) <= set(_ids(warehouse))  # their only window failed: still stored
+    assert set(_ids(warehouse)) >= elsewhere
