@@ -191,7 +191,7 @@ def run(
     try:
         end = _instant(settings, until, "--until") if until else None
         if dry_run:
-            pipeline.check_schema()
+            pipeline.check_schema(loads=False)
             _print_windows(pipeline.plan_run(end))
             return
         with pipeline.lock_for_windows():
@@ -350,7 +350,7 @@ def forget(
     settings = obj.settings()
     pipeline = _pipeline(obj, settings, "forget")
     try:
-        pipeline.check_schema()
+        pipeline.check_schema(loads=False)
         erased = personal.forget(
             pipeline, ids=ids, references=references, identifiers=identifiers, dry_run=dry_run
         )
@@ -399,7 +399,7 @@ def prune(obj: _Context, older_than: str | None, before: str | None, dry_run: bo
 
     pipeline = _pipeline(obj, settings, "prune")
     try:
-        pipeline.check_schema()
+        pipeline.check_schema(loads=False)
         pruned = personal.prune(pipeline, cutoff, dry_run=dry_run)
     finally:
         pipeline.close()

@@ -3,15 +3,16 @@
 `etl forget` erases conversations for good: their rows, their copies in the quarantine, and a
 tombstone (the id and when, nothing else) that every later load reads (WindowLoader.changed),
 so that no backfill, load-file or reprocess-rejects brings them back. `etl prune` removes the
-conversations past the retention period, without tombstones: a backfill over such old dates
-loads them again, and the next prune removes them again. Dimension rows (intents, actions)
-stay: they describe the bot, not a person.
+conversations past the retention period, and their quarantined copies, without tombstones: a
+backfill over such old dates loads them again, and the next prune removes them again.
+Dimension rows (intents, actions) stay: they describe the bot, not a person.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -26,6 +27,16 @@ from etl.normalize import CHILD_TABLES
 CONVERSATION_TABLES: Final = ("conversations", *CHILD_TABLES)
 
 
+@dataclass
+class Request:
+    """What an erasure request names: conversation ids (stored or not: a tombstone also keeps
+    one not loaded yet out), and quarantined copies, by etl_rejects row (a copy whose id could
+    not be read has no conversation id, but may hold the person's data all the same)."""
+
+    conversations: list[int] = field(default_factory=list)
+    rejects: list[int] = field(default_factory=list)
+
+
 def matching(
     conn: Connection,
     metadata: MetaData,
@@ -33,10 +44,9 @@ def matching(
     ids: Collection[int] = (),
     references: Collection[str] = (),
     identifiers: Collection[str] = (),
-) -> list[int]:
-    """The conversations an erasure request names: `ids` as given (stored or not: a tombstone
-    also keeps one not loaded yet out), and those stored or quarantined with one of the
-    `references` or authentication `identifiers`."""
+) -> Request:
+    """The conversations and quarantined copies a request names: `ids`, and those stored or
+    quarantined with one of the `references` or authentication `identifiers`."""
     found = set(ids)
     conversations = table_of(metadata, "conversations")
     for column, values in (
@@ -46,55 +56,73 @@ def matching(
         for start in range(0, len(values), 500):
             query = select(conversations.c.id).where(column.in_(values[start : start + 500]))
             found.update(conn.execute(query).scalars())
+    rejects = table_of(metadata, "etl_rejects")
+    quarantined: list[int] = []
+    if found:
+        for chunk in chunks(sorted(found)):
+            query = select(rejects.c.id).where(rejects.c.conversation_id.in_(chunk))
+            quarantined.extend(conn.execute(query).scalars())
     if references or identifiers:
-        found.update(_quarantined(conn, metadata, set(references), set(identifiers)))
-    return sorted(found)
+        for row_id, conversation_id in _quarantined(
+            conn, metadata, set(references), set(identifiers)
+        ):
+            quarantined.append(row_id)
+            if conversation_id is not None:
+                found.add(conversation_id)
+    return Request(sorted(found), sorted(set(quarantined)))
 
 
 def _quarantined(
     conn: Connection, metadata: MetaData, references: set[str], identifiers: set[str]
-) -> list[int]:
-    """Quarantined conversations with one of the references or identifiers. The quarantine
-    keeps the text as sent, so each body is read: it is small, and an erasure is rare."""
+) -> list[tuple[int, int | None]]:
+    """(row id, conversation id) of the quarantined copies with one of the references or
+    identifiers. The quarantine keeps the text as sent, so each body is read: it is small,
+    and an erasure is rare. A body that is not JSON, or whose values are not strings, is
+    compared as far as it can be, never trusted to be well formed."""
     rejects = table_of(metadata, "etl_rejects")
     found = []
-    query = select(rejects.c.conversation_id, rejects.c.body).where(
-        rejects.c.conversation_id.is_not(None)
-    )
-    for conversation_id, body in conn.execute(query):
+    for row_id, conversation_id, body in conn.execute(
+        select(rejects.c.id, rejects.c.conversation_id, rejects.c.body)
+    ):
         try:
             conversation: Any = json.loads(body)
         except ValueError:
             continue
         if not isinstance(conversation, dict):
             continue
-        if (
-            conversation.get("reference") in references
-            or conversation.get("authentication_identifier") in identifiers
+        reference = conversation.get("reference")
+        identifier = conversation.get("authentication_identifier")
+        if (isinstance(reference, str) and reference in references) or (
+            isinstance(identifier, str) and identifier in identifiers
         ):
-            found.append(conversation_id)
+            found.append((row_id, conversation_id))
     return found
 
 
-def count_rows(conn: Connection, metadata: MetaData, ids: Sequence[int]) -> dict[str, int]:
-    """Rows per table that belong to the conversations `ids` (etl_rejects included)."""
-    counts = dict.fromkeys((*CONVERSATION_TABLES, "etl_rejects"), 0)
+def count_rows(
+    conn: Connection, metadata: MetaData, ids: Sequence[int], rejects: Sequence[int] = ()
+) -> dict[str, int]:
+    """Rows per table that belong to the conversations `ids`, and the quarantined copies
+    `rejects` (etl_rejects row ids)."""
+    counts = dict.fromkeys(CONVERSATION_TABLES, 0)
     for name in counts:
         table = table_of(metadata, name)
         column = table.c.id if name == "conversations" else table.c.conversation_id
         for chunk in chunks(ids):
             query = select(func.count()).select_from(table).where(column.in_(chunk))
             counts[name] += conn.execute(query).scalar_one()
+    counts["etl_rejects"] = len(rejects)
     return counts
 
 
 def forget(
-    conn: Connection, metadata: MetaData, loader: WindowLoader, ids: Sequence[int], *, run_id: str
+    conn: Connection, metadata: MetaData, loader: WindowLoader, request: Request, *, run_id: str
 ) -> dict[str, int]:
-    """Erase the conversations `ids` in the caller's transaction: tombstones first, then their
-    rows (locked as a window locks them, see WindowLoader.erase) and quarantined copies. The
-    rows deleted per table."""
-    counts = count_rows(conn, metadata, ids)
+    """Erase what `request` names in the caller's transaction: tombstones first, then the
+    conversations' rows (locked as a window locks them, see WindowLoader.erase), then the
+    quarantined copies. The rows deleted per table."""
+    ids = request.conversations
+    counts = count_rows(conn, metadata, ids, request.rejects)
     tombstones = table_of(metadata, "etl_tombstones")
     now = datetime.now(UTC)
     for chunk in chunks(ids):
@@ -104,10 +132,40 @@ def forget(
             .on_conflict_do_nothing(index_elements=[tombstones.c.conversation_id])
         )
     loader.erase(list(ids))
-    rejects = table_of(metadata, "etl_rejects")
-    for chunk in chunks(ids):
-        conn.execute(rejects.delete().where(rejects.c.conversation_id.in_(chunk)))
+    delete_rejects(conn, metadata, request.rejects)
     return counts
+
+
+def delete_rejects(conn: Connection, metadata: MetaData, rows: Sequence[int]) -> None:
+    """Delete quarantined copies by etl_rejects row id."""
+    rejects = table_of(metadata, "etl_rejects")
+    for chunk in chunks(rows):
+        conn.execute(rejects.delete().where(rejects.c.id.in_(chunk)))
+
+
+def expired_rejects(conn: Connection, metadata: MetaData, cutoff: datetime) -> list[int]:
+    """The quarantined copies (etl_rejects row ids) of conversations whose last message (or,
+    without a readable one, whose first rejection) is before `cutoff`: the quarantine holds
+    whole transcripts, and retention covers them too."""
+    rejects = table_of(metadata, "etl_rejects")
+    found = []
+    for row_id, body, rejected_at in conn.execute(
+        select(rejects.c.id, rejects.c.body, rejects.c.rejected_at)
+    ):
+        if (_last_message(body) or rejected_at) < cutoff:
+            found.append(row_id)
+    return found
+
+
+def _last_message(body: str) -> datetime | None:
+    try:
+        conversation: Any = json.loads(body)
+        times = conversation["time"]
+        value = times.get("last_message_created") or times.get("created")
+        moment = datetime.fromisoformat(value)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def expired(conn: Connection, metadata: MetaData, cutoff: datetime, *, limit: int) -> list[int]:

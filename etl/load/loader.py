@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 from typing import Any, ClassVar, Final
 
@@ -207,6 +207,7 @@ class WindowLoader(ABC):
         exported_at: datetime | None,
         replace: bool = False,
         lock_wait: timedelta | None = None,
+        erasing: bool = False,
     ) -> None:
         self._conn = conn
         self._tables = {name: table_of(metadata, name) for name in TABLE_COLUMNS}
@@ -221,12 +222,19 @@ class WindowLoader(ABC):
         self._rejects = table_of(metadata, "etl_rejects")
         self._tombstones = table_of(metadata, "etl_tombstones")
         self.origin = Origin()
-        # Every conversation id the window carried (loaded or not): what deletion detection
-        # compares the stored conversations with.
+        # The state key of the export this window loads from the source; None for a saved
+        # file, whose filters are unknown: its conversations take no part in detecting
+        # deletions (detect_deletes, confirm_returned).
+        self.source_key: str | None = None
+        # Every conversation id the window carried (loaded or not), and how many rejects it
+        # carried without a readable id: what deletion detection compares with.
         self.returned: set[int] = set()
-        self._metadata = metadata
-        self._zone: tzinfo | None = None
-        self._zone_read = False
+        self.unidentified = 0
+        # The zone of the local dates this window writes, held (FOR SHARE) from the start:
+        # `etl migrate` takes the setting before the conversations it recomputes, so taking
+        # it after a window's row locks would deadlock with it. An erasure writes no
+        # conversation, and its role may not lock the setting: None, NULL dates, never used.
+        self._zone = None if erasing else stored_zone(conn, metadata, share=True)
 
     # Whether windows may hold write transactions at the same time (PostgreSQL), or must take
     # turns (SQLite: one writer per database).
@@ -239,6 +247,7 @@ class WindowLoader(ABC):
         and quarantine `rejects` (conversations the caller could not normalize)."""
         self.returned.update(c.id for c in batch)
         self.returned.update(r.conversation_id for r in rejects if r.conversation_id is not None)
+        self.unidentified += sum(1 for r in rejects if r.conversation_id is None)
         rejects = self._not_forgotten(rejects)
         outcomes = self.changed(batch)
         loading = [c for c, result in zip(batch, outcomes, strict=True) if result in LOADED]
@@ -293,26 +302,24 @@ class WindowLoader(ABC):
             self.outcomes[result] += 1
         return outcomes
 
-    def _reporting_zone(self) -> tzinfo | None:
-        """The zone of the local dates this window writes, read (and held against a
-        relocalization, etl.load.localtime) on its first write; None before the warehouse
-        recorded one (a run records one before it loads): the dates stay NULL until
-        `etl migrate` computes them."""
-        if not self._zone_read:
-            self._zone = stored_zone(self._conn, self._metadata, share=True)
-            self._zone_read = True
-        return self._zone
-
-    def _unmark_returned(self) -> None:
+    def confirm_returned(self) -> None:
+        """After a window's export from the source ended: the conversations it returned are
+        there, whatever this window did with them. A copy marked deleted loses its mark, and
+        one loaded before the state key was recorded (migration 0006) gets this window's, so
+        that deletion detection covers it from now on. (A changed copy was rewritten with
+        both already.) Each is one statement in the usual case, answered by a partial index."""
+        assert self.source_key is not None, "a saved file says nothing of the source"
         conversations = self._tables["conversations"]
-        marked = conversations.c.deleted_at.is_not(None)
-        if self._conn.execute(select(conversations.c.id).where(marked).limit(1)).first() is None:
-            return  # the usual case, answered by the partial index on deleted_at
+        self._update_returned(conversations.c.deleted_at.is_not(None), deleted_at=None)
+        self._update_returned(conversations.c.state_key.is_(None), state_key=self.source_key)
+
+    def _update_returned(self, pending: ColumnElement[bool], **values: Any) -> None:
+        conversations = self._tables["conversations"]
+        if self._conn.execute(select(conversations.c.id).where(pending).limit(1)).first() is None:
+            return
         for chunk in chunks(sorted(self.returned)):
             self._conn.execute(
-                update(conversations)
-                .where(marked, conversations.c.id.in_(chunk))
-                .values(deleted_at=None)
+                update(conversations).where(pending, conversations.c.id.in_(chunk)).values(values)
             )
 
     def _forgotten(self, ids: list[int]) -> set[int]:
@@ -324,9 +331,22 @@ class WindowLoader(ABC):
         return found
 
     def _not_forgotten(self, rejects: Sequence[Rejected]) -> Sequence[Rejected]:
-        """Rejects without the erased conversations: the quarantine would keep their text."""
-        ids = [r.conversation_id for r in rejects if r.conversation_id is not None]
-        forgotten = self._forgotten(ids) if ids else set()
+        """Rejects without the erased conversations: the quarantine would keep their text.
+
+        Their ids are locked first, as for a conversation about to be written (`forget`
+        locks what it erases the same way), so that a tombstone committed meanwhile is seen,
+        and a forget that comes later waits for this window and then erases its quarantined
+        copy too. The placeholder rows go at once: deleting one still holds its key until
+        the transaction ends.
+        """
+        ids = sorted({r.conversation_id for r in rejects if r.conversation_id is not None})
+        if not ids:
+            return rejects
+        stored = self._lock_for_writing(ids, self._stored(ids))
+        placeholders = [i for i in ids if i not in stored]
+        if placeholders:
+            self._release(placeholders)
+        forgotten = self._forgotten(ids)
         if not forgotten:
             return rejects
         self.outcomes[FORGOTTEN] += sum(1 for r in rejects if r.conversation_id in forgotten)
@@ -360,7 +380,7 @@ class WindowLoader(ABC):
             select(conversations.c.id)
             .join(interacted, interacted.c.conversation_id == conversations.c.id)
             .where(
-                conversations.c.state_key == self.origin.state_key,
+                conversations.c.state_key == self.source_key,
                 conversations.c.deleted_at.is_(None),
             )
         )
@@ -456,8 +476,8 @@ class WindowLoader(ABC):
         self._delete([c.id for c in batch])
         plain = all(c.plain for c in batch)
         suffix = (self._exported_at, datetime.now(UTC), self._run_id)
-        zone = self._reporting_zone()
-        source = (self.origin.state_key, None)  # deleted_at: the export returned it
+        zone = self._zone
+        source = (self.source_key, None)  # deleted_at: the export returned it
         conversations = [
             (
                 *row,
@@ -477,10 +497,7 @@ class WindowLoader(ABC):
         self._references_plain = self._references_plain and plain
 
     def finish(self) -> None:
-        """Upsert the window's dimension rows; once, after the last batch, before the commit.
-        A soft-deleted conversation the window carried again is present at the source after
-        all: its mark goes (a changed one was rewritten without it already)."""
-        self._unmark_returned()
+        """Upsert the window's dimension rows; once, after the last batch, before the commit."""
         for table in DIMENSION_TABLES:
             rows = self._references[table].rows()
             self._references[table].clear()
@@ -615,9 +632,11 @@ def open_loader(
     exported_at: datetime | None,
     replace: bool = False,
     lock_wait: timedelta | None = None,
+    erasing: bool = False,
 ) -> WindowLoader:
     """The loader for the warehouse `conn` is connected to. `lock_wait`: how long it waits for
-    rows another window holds, where windows write at once (None: for ever)."""
+    rows another window holds, where windows write at once (None: for ever); `erasing`: it
+    only erases (WindowLoader.erase), and writes no conversation."""
     return loader_class(conn.dialect.name)(
         conn,
         metadata,
@@ -625,4 +644,5 @@ def open_loader(
         exported_at=exported_at,
         replace=replace,
         lock_wait=lock_wait,
+        erasing=erasing,
     )

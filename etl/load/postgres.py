@@ -65,6 +65,7 @@ class PostgresLoader(WindowLoader):
         exported_at: datetime | None,
         replace: bool = False,
         lock_wait: timedelta | None = None,
+        erasing: bool = False,
     ) -> None:
         super().__init__(
             conn,
@@ -73,6 +74,7 @@ class PostgresLoader(WindowLoader):
             exported_at=exported_at,
             replace=replace,
             lock_wait=lock_wait,
+            erasing=erasing,
         )
         raw = conn.connection.driver_connection
         assert raw is not None

@@ -225,7 +225,9 @@ def _add_data_tables(md: MetaData) -> None:
         _c(
             "state_key",
             Text,
-            "etl_state.state_key of the window (or file) this copy came from: its filters.",
+            "etl_state.state_key of the source export this copy came from (its site and "
+            "filters); NULL: from a saved file, or loaded before migration 0006 and not "
+            "returned by a window since.",
         ),
         _c(
             "deleted_at",
@@ -238,6 +240,13 @@ def _add_data_tables(md: MetaData) -> None:
         _ix("conversations", "local_date"),
         _sparse_ix("conversations", "authentication_identifier"),
         _sparse_ix("conversations", "deleted_at"),
+        # The copies without a state key (loaded before migration 0006, or from a file).
+        Index(
+            "ix_conversations_state_key",
+            "state_key",
+            postgresql_where=literal_column("state_key").is_(None),
+            sqlite_where=literal_column("state_key").is_(None),
+        ),
         comment="One row per conversation: the latest exported copy.",
     )
     Table(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
+import psycopg
 from sqlalchemy.exc import DBAPIError
 
 from etl.load import erasure
@@ -29,7 +30,7 @@ class Erased:
     """What a forget or a prune did (or, dry, would do)."""
 
     conversations: list[int] = field(default_factory=list)
-    rows: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)  # per table, etl_rejects included
     dry_run: bool = False
 
 
@@ -52,23 +53,26 @@ def forget(
                 found = erasure.matching(
                     conn, metadata, ids=ids, references=references, identifiers=identifiers
                 )
-                return Erased(found, erasure.count_rows(conn, metadata, found), dry_run=True)
+                rows = erasure.count_rows(conn, metadata, found.conversations, found.rejects)
+                return Erased(found.conversations, rows, dry_run=True)
         with begin_write(pipeline.engine) as conn:
             found = erasure.matching(
                 conn, metadata, ids=ids, references=references, identifiers=identifiers
             )
-            if not found:
+            if not found.conversations and not found.rejects:
                 return Erased()
-            loader = open_loader(conn, metadata, run_id=pipeline.run_id, exported_at=None)
+            loader = open_loader(
+                conn, metadata, run_id=pipeline.run_id, exported_at=None, erasing=True
+            )
             rows = erasure.forget(conn, metadata, loader, found, run_id=pipeline.run_id)
             report = WindowReport(pipeline.run_id, pipeline.key, "forget", None, clock)
             report.rows = rows
-            report.conversation_outcomes = {FORGOTTEN: len(found)}
+            report.conversation_outcomes = {FORGOTTEN: len(found.conversations)}
             report.seconds = time.monotonic() - started
             pipeline.store.log_window(conn, report)
-    except DBAPIError as exc:
-        raise database_error(exc, where) from None
-    return Erased(found, rows)
+    except (DBAPIError, psycopg.Error) as exc:
+        raise database_error(exc, where, undone="nothing was erased: run it again") from None
+    return Erased(found.conversations, rows)
 
 
 def prune(pipeline: Pipeline, cutoff: datetime, *, dry_run: bool = False) -> Erased:
@@ -84,20 +88,32 @@ def prune(pipeline: Pipeline, cutoff: datetime, *, dry_run: bool = False) -> Era
         if dry_run:
             with pipeline.engine.connect() as conn:
                 ids = erasure.expired(conn, metadata, cutoff, limit=2**62)
-                done.conversations, done.rows = ids, erasure.count_rows(conn, metadata, ids)
+                rejects = erasure.expired_rejects(conn, metadata, cutoff)
+                done.conversations = ids
+                done.rows = erasure.count_rows(conn, metadata, ids, rejects)
             return done
+        with begin_write(pipeline.engine) as conn:
+            rejects = erasure.expired_rejects(conn, metadata, cutoff)
+            erasure.delete_rejects(conn, metadata, rejects)
+        done.rows["etl_rejects"] = len(rejects)
         while True:
             with begin_write(pipeline.engine) as conn:
                 ids = erasure.expired(conn, metadata, cutoff, limit=PRUNE_BATCH)
                 if not ids:
                     break
                 rows = erasure.count_rows(conn, metadata, ids)
-                open_loader(conn, metadata, run_id=pipeline.run_id, exported_at=None).erase(ids)
+                del rows["etl_rejects"]  # counted above
+                loader = open_loader(
+                    conn, metadata, run_id=pipeline.run_id, exported_at=None, erasing=True
+                )
+                loader.erase(ids)
             done.conversations.extend(ids)
             for table, count in rows.items():
                 done.rows[table] = done.rows.get(table, 0) + count
-    except DBAPIError as exc:
-        error = database_error(exc, where)
+    except (DBAPIError, psycopg.Error) as exc:
+        error = database_error(
+            exc, where, undone="the batches before it stay pruned: run it again for the rest"
+        )
         _log_prune(pipeline, report, done, started, error=str(error))
         raise error from None
     _log_prune(pipeline, report, done, started)

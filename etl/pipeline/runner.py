@@ -74,10 +74,13 @@ class RunResult:
 _COPY_CONTEXT = re.compile(r"COPY [^,\s]+, line \d+(?:, column [^:\s]+)?")
 
 
-def database_error(exc: DBAPIError | psycopg.Error, where: str) -> DatabaseError:
+def database_error(
+    exc: DBAPIError | psycopg.Error, where: str, *, undone: str = "the window was rolled back"
+) -> DatabaseError:
     """A DatabaseError naming the cause without the statement's parameters (they may be data).
 
-    `exc` comes from SQLAlchemy, or straight from psycopg for the COPY loader's own statements.
+    `exc` comes from SQLAlchemy, or straight from psycopg for the COPY loader's own statements;
+    `undone`: what the failure left undone.
     """
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     detail = (
@@ -114,9 +117,7 @@ def database_error(exc: DBAPIError | psycopg.Error, where: str) -> DatabaseError
         if lost
         else "refused the write"
     )
-    error = DatabaseError(
-        f"{where}: the warehouse {happened} ({detail}); the window was rolled back"
-    )
+    error = DatabaseError(f"{where}: the warehouse {happened} ({detail}); {undone}")
     error.retryable = lost or conflict or waited
     return error
 
@@ -158,8 +159,10 @@ class Pipeline:
 
     # -- set-up -------------------------------------------------------------------------------
 
-    def check_schema(self) -> None:
-        """Refuse to load into a warehouse that is not migrated to this version's head."""
+    def check_schema(self, *, loads: bool = True) -> None:
+        """Refuse a warehouse that is not migrated to this version's head; and, where the
+        command `loads`, one whose local dates are for another reporting zone (recording the
+        configured one where none is yet)."""
         try:
             current = current_revision(self.engine, self.settings.warehouse.schema)
         except DBAPIError as exc:
@@ -172,7 +175,8 @@ class Pipeline:
                 f"the warehouse {self.settings.warehouse.display_url} is at schema revision "
                 f"{current or 'none'}, this version needs {head}: run `etl migrate` first"
             )
-        self._check_reporting_zone()
+        if loads:
+            self._check_reporting_zone()
 
     def _check_reporting_zone(self) -> None:
         """Refuse to store local dates of another zone than those already stored; record the
@@ -578,6 +582,8 @@ class Pipeline:
                     replace=replace,
                     lock_wait=self.settings.pipeline.claim_timeout,
                 )
+                if ledger is not None:  # an API window: the source, under this state key
+                    loader.source_key = self.key
                 loader.origin = Origin(
                     state_key=self.key,
                     # A file name that is not UTF-8 holds lone surrogates (PEP 383): as escapes.
@@ -615,6 +621,7 @@ class Pipeline:
                 assert end is not None  # the worker ended the stream without an error
                 loader.finish()
                 if ledger is not None and report.window is not None:
+                    loader.confirm_returned()
                     report.deleted = self._detect_deletes(loader, report.window, stream, where)
                 report.conversations = end.received
                 report.rows = dict(loader.rows)
@@ -668,6 +675,14 @@ class Pipeline:
             # complete one: a deletion must never rest on that.
             log.warning(
                 "%s: the export announced no conversation count; deletions not looked for", where
+            )
+            return None
+        if loader.unidentified:
+            # A quarantined conversation without a readable id was returned, but which one?
+            log.warning(
+                "%s: %d quarantined conversation(s) have no readable id; deletions not looked for",
+                where,
+                loader.unidentified,
             )
             return None
         deleted = loader.detect_deletes(window.start, window.end, hard=policy == HARD)

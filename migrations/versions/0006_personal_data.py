@@ -8,8 +8,8 @@ Create Date: 2026-12-07
   that no later load brings them back.
 - `conversations.state_key`: the state key (site and filters) of the export a stored copy came
   from, so that a window detects deletions only among conversations exported with its own
-  filters; NULL for copies loaded before this revision, which detection therefore leaves alone
-  until they are loaded again.
+  filters; NULL for copies loaded from a file, and for copies loaded before this revision
+  until a window of the source returns them (a partial index finds those).
 - `conversations.deleted_at`: set when a complete export of a window no longer returned the
   conversation (pipeline.deletes = "soft"); the views leave such rows out.
 - Two partial indexes: `authentication_identifier` (erasure requests name a user) and
@@ -76,7 +76,11 @@ def upgrade() -> None:
             "state_key",
             sa.Text(),
             nullable=True,
-            comment="etl_state.state_key of the window (or file) this copy came from: its filters.",
+            comment=(
+                "etl_state.state_key of the source export this copy came from (its site and "
+                "filters); NULL: from a saved file, or loaded before migration 0006 and not "
+                "returned by a window since."
+            ),
         ),
         schema=schema,
     )
@@ -95,6 +99,17 @@ def upgrade() -> None:
     )
     _sparse_index("authentication_identifier", schema)
     _sparse_index("deleted_at", schema)
+    # The copies stored before this revision, which have no state key yet: the first window
+    # that returns one records its key (WindowLoader.confirm_returned).
+    unkeyed = sa.text("state_key IS NULL")
+    op.create_index(
+        "ix_conversations_state_key",
+        "conversations",
+        ["state_key"],
+        schema=schema,
+        postgresql_where=unkeyed,
+        sqlite_where=unkeyed,
+    )
     for name, comment in _RUN_COLUMNS.items():
         op.add_column(
             "etl_runs", sa.Column(name, sa.Integer(), nullable=True, comment=comment), schema=schema
@@ -129,6 +144,7 @@ def downgrade() -> None:
     with op.batch_alter_table("etl_runs", schema=schema) as batch:
         for name in reversed(_RUN_COLUMNS):
             batch.drop_column(name)
+    op.drop_index("ix_conversations_state_key", table_name="conversations", schema=schema)
     op.drop_index("ix_conversations_deleted_at", table_name="conversations", schema=schema)
     op.drop_index(
         "ix_conversations_authentication_identifier", table_name="conversations", schema=schema

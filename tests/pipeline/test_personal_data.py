@@ -17,6 +17,7 @@ from tests.conftest import TestWarehouse, dump_tables
 from tests.pipeline.cli_helpers import etl, write_config
 
 OSLO = parse_zone("Europe/Oslo")
+SEED = Path(__file__).parents[1] / "fixtures" / "seed-example-export.json"
 START, UNTIL = "2024-03-28", "2024-04-02"
 
 
@@ -31,6 +32,15 @@ def _query(wh: TestWarehouse, sql: str) -> list[tuple[Any, ...]]:
     try:
         with engine.connect() as conn:
             return [tuple(row) for row in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def _execute(wh: TestWarehouse, sql: str) -> None:
+    engine = wh.engine()
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql))
     finally:
         engine.dispose()
 
@@ -137,22 +147,30 @@ def test_forget_empties_the_quarantine_of_the_conversation(
 ) -> None:
     """A quarantined copy holds the whole text: erased with the rest, and not quarantined by
     a later load either."""
-    seed = json.loads(
-        (Path(__file__).parents[1] / "fixtures" / "seed-example-export.json").read_text()
-    )
+    seed = json.loads(SEED.read_text())
     conversation = seed[1]
     conversation["messages"][0]["id"] = "not an id"  # cannot be loaded: quarantined
+    # The same person's conversation whose own id cannot be read (quarantined without one),
+    # and another's whose reference is not even a string.
+    unreadable = {**json.loads(json.dumps(conversation)), "id": "x-1"}
+    odd = {**json.loads(json.dumps(conversation)), "id": 77, "reference": ["a", "list"]}
+    seed[1:2] = [conversation, unreadable, odd]
+    seed[0]["conversations"] = seed[-1]["conversations"] = 3
     export = tmp_path / "bad.json"
     export.write_text(json.dumps(seed))
     etl("migrate", wh=warehouse, check=True)
     etl("load-file", "--on-bad-conversation=quarantine", str(export), wh=warehouse, check=True)
     rejects = warehouse.table("etl_rejects")
-    assert _query(warehouse, f"SELECT conversation_id FROM {rejects}") == [(conversation["id"],)]
+    ids = f"SELECT conversation_id FROM {rejects}"
+    assert sorted(_query(warehouse, ids), key=str) == sorted(
+        [(conversation["id"],), (None,), (77,)], key=str
+    )
 
     etl("forget", f"--reference={conversation['reference']}", wh=warehouse, check=True)
-    assert _query(warehouse, f"SELECT count(*) FROM {rejects}") == [(0,)]
+    assert _query(warehouse, ids) == [(77,)]  # both copies with the reference, not the other
     etl("load-file", "--on-bad-conversation=quarantine", str(export), wh=warehouse, check=True)
-    assert _query(warehouse, f"SELECT count(*) FROM {rejects}") == [(0,)]
+    # The erased id stays out; the copy without an id has no tombstone to keep it out.
+    assert sorted(_query(warehouse, ids), key=str) == [(77,), (None,)]
 
 
 def test_forget_needs_something_to_erase(warehouse: TestWarehouse) -> None:
@@ -170,6 +188,18 @@ def test_prune_removes_exactly_the_conversations_past_the_cut_off(
     api, config = make_sim(), _config(tmp_path)
     etl("migrate", wh=warehouse, config=config, check=True)
     assert _backfill(warehouse, api, config).code == 0
+    # A quarantined copy of a 2021 conversation: retention covers the quarantine too.
+    seed = json.loads(SEED.read_text())
+    seed[1]["messages"][0]["id"] = "not an id"
+    (tmp_path / "old.json").write_text(json.dumps(seed))
+    etl(
+        "load-file",
+        "--on-bad-conversation=quarantine",
+        str(tmp_path / "old.json"),
+        wh=warehouse,
+        config=config,
+        check=True,
+    )
     last = {
         row[0]: row[1]
         for row in _query(
@@ -192,6 +222,7 @@ def test_prune_removes_exactly_the_conversations_past_the_cut_off(
 
     etl("prune", f"--before={cutoff}", wh=warehouse, config=config, check=True)
     assert sorted(_ids(warehouse)) == sorted(set(last) - set(old))
+    assert _query(warehouse, f"SELECT count(*) FROM {warehouse.table('etl_rejects')}") == [(0,)]
     assert _children(warehouse, old) == 0
     assert _last_run(warehouse, "prune") == {
         "outcome": "ok",
@@ -199,9 +230,9 @@ def test_prune_removes_exactly_the_conversations_past_the_cut_off(
         "deleted": None,
         "pruned": len(old),
     }
-    # pipeline_daily counts windows, not prunes.
+    # pipeline_daily counts windows (five, and the file), not prunes.
     windows = _query(warehouse, f"SELECT sum(windows) FROM {warehouse.table('pipeline_daily')}")
-    assert windows == [(5,)]
+    assert windows == [(6,)]
 
 
 def test_run_prunes_at_its_end_when_retention_is_set(
@@ -274,6 +305,12 @@ def test_detect_deletes_marks_or_removes_exactly_what_the_source_deleted(
     assert 480 <= len(stored) <= 520
     gone = stored[::50][:10]
     assert len(gone) == 10
+    # Copies stored before migration 0006 have no state key: a window that returns them
+    # records its own, and detection covers them from then on.
+    conversations = warehouse.table("conversations")
+    _execute(warehouse, f"UPDATE {conversations} SET state_key = NULL")
+    assert _backfill(warehouse, api, config).code == 0
+    assert _ids(warehouse, "state_key IS NULL") == []
     before = dump_tables(warehouse)
 
     api.delete(gone)
