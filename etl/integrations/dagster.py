@@ -10,14 +10,16 @@ contiguous-run rule; so Dagster backfills run partitions in parallel on any run 
 a nightly `etl run` if there is one. Each materialization reports the window's counts as
 metadata. The schedule `convo_etl_nightly` materializes the day that ended `pipeline.lag` ago;
 the asset runs in the concurrency pool `convo_etl_api`, which caps the partitions loading at once
-across runs (`dagster instance concurrency set convo_etl_api 4`). Settings and secrets come from
-the environment and `ETL_CONFIG`, as for the CLI, when Dagster loads this module.
+across runs (`dagster instance concurrency set convo_etl_api 4`). With warehouse.retention set,
+the job `convo_etl_prune_job` and its schedule `convo_etl_retention` prune daily, an hour after
+the nightly partition, as `etl prune` does. Settings and secrets come from the environment and
+`ETL_CONFIG`, as for the CLI, when Dagster loads this module.
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset's `context` annotation as an
 # object, and refuses it as a string.
 import os
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,6 +30,7 @@ from etl.config import Settings, load_settings
 from etl.errors import ConfigError, LockedError
 from etl.load.claims import Held
 from etl.load.state import WindowReport
+from etl.pipeline.personal import Erased, prune
 from etl.pipeline.runner import Pipeline
 from etl.windows import Window
 
@@ -73,6 +76,19 @@ def load_partition(settings: Settings, window: Window) -> WindowReport | Held:
     finally:
         pipeline.close()
     return result.windows[0] if result.windows else Held("another run has it")
+
+
+def prune_expired(settings: Settings) -> Erased:
+    """Prune what warehouse.retention no longer keeps, as `etl prune` does."""
+    retention = settings.warehouse.retention
+    if retention is None:
+        raise ConfigError(f"warehouse.retention is not set ({settings.source}): nothing to prune")
+    pipeline = Pipeline(settings, command="prune")
+    try:
+        pipeline.check_schema(loads=False)
+        return prune(pipeline, datetime.now(UTC) - retention)
+    finally:
+        pipeline.close()
 
 
 def metadata(report: WindowReport) -> dict[str, Any]:
@@ -129,7 +145,33 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         hour_of_day=minutes // 60,
         minute_of_hour=minutes % 60,
     )
-    return dg.Definitions(assets=[conversations], jobs=[job], schedules=[nightly])
+    jobs: list[Any] = [job]
+    schedules = [nightly]
+    if settings.warehouse.retention is not None:
+
+        @dg.op(
+            name="convo_etl_prune", description="Prune what warehouse.retention no longer keeps."
+        )
+        def prune_op(context: dg.OpExecutionContext) -> None:
+            pruned = prune_expired(settings)
+            context.log.info(
+                f"pruned {len(pruned.conversations)} conversation(s); rows: {pruned.rows}"
+            )
+
+        @dg.job(name="convo_etl_prune_job")
+        def prune_job() -> None:
+            prune_op()
+
+        jobs.append(prune_job)
+        schedules.append(
+            dg.ScheduleDefinition(
+                name="convo_etl_retention",
+                job=prune_job,
+                cron_schedule=f"{minutes % 60} {(minutes // 60 + 1) % 24} * * *",
+                execution_timezone=daily.timezone,
+            )
+        )
+    return dg.Definitions(assets=[conversations], jobs=jobs, schedules=schedules)
 
 
 @dg.definitions

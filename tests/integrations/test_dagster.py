@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 from datetime import UTC
@@ -10,6 +11,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from sqlalchemy import text
 
 from etl.integrations.dagster import ASSET, build_definitions, settings_from_environment
 from etl.windows import parse_instant
@@ -104,3 +106,53 @@ def test_settings_dagster_cannot_partition_are_refused_by_name(
     monkeypatch.setenv("ETL_CONFIG", str(config))
     with pytest.raises(ConfigError, match=needle):
         build_definitions(settings_from_environment())
+
+
+def test_with_retention_a_daily_job_prunes_like_etl_prune(
+    sqlite_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = make_sim()
+    config = write_config(tmp_path, pipeline=PIPELINE, warehouse={"retention": "30d"})
+    wh = sqlite_warehouse
+    etl("migrate", wh=wh, config=config, check=True)
+    etl("backfill", "--from", START, "--to", UNTIL, wh=wh, api=api, config=config, check=True)
+    stored = _count(wh, "conversations")
+    assert stored > 0
+    for name, value in {**wh.env(), "ETL_CONFIG": str(config)}.items():
+        monkeypatch.setenv(name, value)
+    settings = settings_from_environment()
+    defs = build_definitions(settings)
+    schedule = defs.get_schedule_def("convo_etl_retention")
+    assert schedule.cron_schedule == "0 3 * * *"  # an hour after the nightly partition (lag 2h)
+    assert schedule.execution_timezone == "Europe/Oslo"
+
+    job = defs.get_job_def("convo_etl_prune_job")
+    assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral()).success
+
+    assert _count(wh, "conversations") == 0  # 2024 is more than 30 days ago
+    engine = wh.engine()
+    try:
+        with engine.connect() as conn:
+            pruned = conn.execute(
+                text(
+                    f"SELECT conversations_pruned FROM {wh.table('etl_runs')} "
+                    "WHERE command = 'prune'"
+                )
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert pruned == stored
+
+    keep_all = dataclasses.replace(
+        settings, warehouse=dataclasses.replace(settings.warehouse, retention=None)
+    )
+    assert [j.name for j in build_definitions(keep_all).jobs or []] == ["convo_etl_job"]
+
+
+def _count(wh: TestWarehouse, table: str) -> int:
+    engine = wh.engine()
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {wh.table(table)}")).scalar_one())
+    finally:
+        engine.dispose()
