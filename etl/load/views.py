@@ -136,38 +136,38 @@ GROUP BY e.local_date, e.environment, e.button_id"""
 
 
 def _button_metrics(t: Callable[[str], str], dialect: str) -> str:
+    # The latest text is looked up per button among the conversations of the last day it was
+    # seen (through the local_date index), not by sorting every button row of all time.
     return f"""SELECT
     s.button_id,
-    x.text AS button_text,
+    (
+        SELECT v.text
+        FROM (
+            SELECT b.text, c.created_at AS started_at, b.message_id,
+                b.content_position * 1000000 + b.position AS place
+            FROM {t("conversations")} c
+            JOIN {t("buttons")} b ON b.conversation_id = c.id
+            WHERE c.local_date = s.last_date AND b.button_id = s.button_id
+                AND b.text IS NOT NULL
+            UNION ALL
+            SELECT m.clicked_button_text, c.created_at, m.id, -1
+            FROM {t("conversations")} c
+            JOIN {t("messages")} m ON m.conversation_id = c.id
+            WHERE c.local_date = s.last_date AND m.clicked_button_id = s.button_id
+                AND m.clicked_button_text IS NOT NULL
+        ) v
+        ORDER BY v.started_at DESC NULLS LAST, v.message_id DESC, v.place DESC
+        LIMIT 1
+    ) AS button_text,
     s.shown,
     s.clicked,
     CAST(s.clicked AS DOUBLE PRECISION) / NULLIF(s.shown, 0) AS click_through_rate
 FROM (
-    SELECT button_id, CAST(SUM(shown) AS BIGINT) AS shown, CAST(SUM(clicked) AS BIGINT) AS clicked
+    SELECT button_id, CAST(SUM(shown) AS BIGINT) AS shown,
+        CAST(SUM(clicked) AS BIGINT) AS clicked, MAX(local_date) AS last_date
     FROM {t("button_daily")}
     GROUP BY button_id
-) s
-LEFT JOIN (
-    SELECT
-        v.button_id,
-        v.text,
-        ROW_NUMBER() OVER (
-            PARTITION BY v.button_id
-            ORDER BY v.started_at DESC NULLS LAST, v.message_id DESC, v.place DESC
-        ) AS latest
-    FROM (
-        SELECT b.button_id, b.text, c.created_at AS started_at, b.message_id,
-            b.content_position * 1000000 + b.position AS place
-        FROM {t("buttons")} b
-        JOIN {t("conversations")} c ON c.id = b.conversation_id
-        WHERE b.button_id IS NOT NULL AND b.text IS NOT NULL
-        UNION ALL
-        SELECT m.clicked_button_id, m.clicked_button_text, c.created_at, m.id, -1
-        FROM {t("messages")} m
-        JOIN {t("conversations")} c ON c.id = m.conversation_id
-        WHERE m.clicked_button_id IS NOT NULL AND m.clicked_button_text IS NOT NULL
-    ) v
-) x ON x.button_id = s.button_id AND x.latest = 1"""
+) s"""
 
 
 def _pipeline_daily(t: Callable[[str], str], dialect: str) -> str:

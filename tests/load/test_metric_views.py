@@ -233,6 +233,31 @@ def buttons_from_export(conversations: Iterable[dict[str, Any]], zone: tzinfo) -
     return sorted(((*key, s, c) for key, (s, c) in counts.items()), key=lambda r: r[:3])
 
 
+def latest_button_texts(conversations: Iterable[dict[str, Any]]) -> dict[int, str]:
+    """Per button, its text in the conversation that started last (shown or clicked; then the
+    later message, then the later place in it, a click before any showing)."""
+    latest: dict[int, tuple[Any, ...]] = {}
+    for conv in conversations:
+        started = _time(_path(conv, "time", "created"))
+        for m in conv.get("messages", []):
+            if not isinstance(m, dict):
+                continue
+            seen = []
+            for c_pos, item in enumerate(m.get("content", [])):
+                if isinstance(item, dict) and item.get("type") == "link":
+                    for b_pos, button in enumerate(item.get("buttons", [])):
+                        seen.append((_obj(button), c_pos * 1_000_000 + b_pos))
+            seen.append((_obj(m.get("button_clicked")), -1))
+            for button, place in seen:
+                button_id, text_ = _int(button.get("id")), button.get("text")
+                if button_id is None or not isinstance(text_, str) or started is None:
+                    continue
+                rank = (started, m["id"], place, text_)
+                if button_id not in latest or rank[:3] > latest[button_id][:3]:
+                    latest[button_id] = rank
+    return {button_id: rank[3] for button_id, rank in latest.items()}
+
+
 # -- the tests --------------------------------------------------------------------------------
 
 
@@ -258,12 +283,13 @@ def test_views_agree_on_both_warehouses_and_with_the_export(
     ids = api.matching_ids(parse_instant(START, OSLO), parse_instant(UNTIL, OSLO))
     export = [sim_dataset.conversation(i) for i in ids]
     handover_requested = _transfer_without_agent(export)
-    extra = tmp_path / "transfer-without-agent.json"
-    extra.write_text(json.dumps(_as_export(handover_requested)))
+    renamed = _renamed_button(export)
+    extra = tmp_path / "hand-made.json"
+    extra.write_text(json.dumps(_as_export(handover_requested, renamed)))
     for wh in (sqlite_warehouse, pg_warehouse):
         _load(wh, api, config)
         etl("load-file", str(extra), wh=wh, config=config, check=True)
-    export.append(handover_requested)
+    export += [handover_requested, renamed]
 
     facts = facts_from_export(export, OSLO)
     assert {r[2] for r in facts} >= {"2024-03-30", "2024-03-31", "2024-04-01"}  # the switch
@@ -301,9 +327,11 @@ def test_views_agree_on_both_warehouses_and_with_the_export(
         totals[button_id][1] += clicked
     metrics = results["postgres"]["button_metrics"]
     assert [(r[0], r[2], r[3]) for r in metrics] == sorted((k, *v) for k, v in totals.items())
+    texts = latest_button_texts(export)
+    assert "Renamed by the bot's editors" in texts.values()
     for button_id, text_, shown, clicked, rate in metrics:
         assert rate == (clicked / shown if shown else None)
-        assert text_ is not None, button_id
+        assert text_ == texts[button_id], button_id
 
 
 def _transfer_without_agent(export: list[dict[str, Any]]) -> dict[str, Any]:
@@ -321,9 +349,40 @@ def _transfer_without_agent(export: list[dict[str, Any]]) -> dict[str, Any]:
     return conv
 
 
-def _as_export(conv: dict[str, Any]) -> list[dict[str, Any]]:
+def _renamed_button(export: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last conversation to start, showing a button whose text the bot's editors changed:
+    button_metrics must give the new text, whatever the other conversations of its day say."""
+    template = next(
+        c
+        for c in export
+        if any(
+            isinstance(item, dict) and item.get("type") == "link" and item.get("buttons")
+            for m in c["messages"]
+            for item in m.get("content", [])
+        )
+    )
+    conv = copy.deepcopy(template)
+    conv["id"] = 900_000_002
+    conv["time"]["created"] = "2024-04-01T23:30:00+02:00"  # the range's last local day
+    for m in conv["messages"]:
+        m["id"] += 4_100_000_000
+    button = next(
+        b
+        for m in conv["messages"]
+        for item in m.get("content", [])
+        if isinstance(item, dict) and item.get("type") == "link"
+        for b in item.get("buttons", [])
+        if isinstance(b, dict) and isinstance(b.get("id"), int)
+    )
+    button["text"] = "Renamed by the bot's editors"
+    return conv
+
+
+def _as_export(*conversations: dict[str, Any]) -> list[dict[str, Any]]:
     seed = json.loads(SEED_EXPORT.read_text())
-    return [seed[0], conv, seed[-1]]
+    head, tail = seed[0], seed[-1]
+    head["conversations"] = tail["conversations"] = len(conversations)
+    return [head, *conversations, tail]
 
 
 def _first_difference(actual: list[Row], expected: list[Row]) -> Any:
