@@ -143,8 +143,11 @@ class ExportClient:
             slot.release()
             raise
         try:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if response.status_code == 429:
-                self.gate.refused(parse_retry_after(response.headers.get("Retry-After")))
+                self.gate.refused(retry_after)
+            elif response.status_code >= 500 and retry_after is not None:
+                self.gate.asked_to_wait(retry_after)
             validate_response(response, window)
             stream = ExportStream.from_response(
                 response,

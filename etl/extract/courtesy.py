@@ -4,8 +4,8 @@ An export request is in flight from its POST until its body is read (the server 
 while it streams). The windows of a run share one `RequestGate`:
 
 * at most `api.max_concurrency` requests at once (no cap of its own when unset: one per worker);
-* a 429 pauses every window's next request for its `Retry-After`, not only the refused one's (a
-  5xx's Retry-After is honoured by its own window's retry only);
+* a `Retry-After` pauses every window's next request, not only the answered one's: a 429's, and
+  a 5xx's (a 503 "come back in 30 s" is about the server, not about one window);
 * each 429 lowers the number allowed at once to one fewer than were in flight, down to one, for
   the rest of the run. So a run with more workers than the server accepts settles at what the
   server accepts instead of spending its windows' retries on refusals. It does not probe upwards
@@ -74,9 +74,7 @@ class RequestGate:
             before = self._allowed
             # The refused request still holds its slot: the server took in_flight - 1.
             self._allowed = max(1, min(self._allowed or self._in_flight, self._in_flight) - 1)
-            pause = retry_after if retry_after is not None else DEFAULT_PAUSE_SECONDS
-            pause = pause if pause <= self._max_pause else 0.0
-            self._resume_at = max(self._resume_at, time.monotonic() + pause)
+            pause = self._pause(retry_after if retry_after is not None else DEFAULT_PAUSE_SECONDS)
             allowed = self._allowed
         if before != allowed:
             log.warning(
@@ -85,6 +83,21 @@ class RequestGate:
                 allowed,
                 pause,
             )
+
+    def asked_to_wait(self, retry_after: float) -> None:
+        """The server answered an error with a Retry-After (a 503, say): every window's next
+        request waits for it; the number allowed in flight stays."""
+        with self._cond:
+            pause = self._pause(retry_after)
+        if pause:
+            log.info("the API asked to wait %.1fs (Retry-After): every window pauses", pause)
+
+    def _pause(self, seconds: float) -> float:
+        """Hold new requests for `seconds` (under the lock); one beyond max_pause fails its
+        window at once instead, and the others do not wait for it either."""
+        pause = seconds if seconds <= self._max_pause else 0.0
+        self._resume_at = max(self._resume_at, time.monotonic() + pause)
+        return pause
 
     def _release(self) -> None:
         with self._cond:

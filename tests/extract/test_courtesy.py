@@ -61,3 +61,21 @@ def test_a_refusal_pauses_every_request_for_its_retry_after() -> None:
     assert got.wait(5)
     thread.join()
     assert gate.allowed == 1  # without a cap, one fewer than the one in flight, at least one
+
+
+def test_a_retry_after_on_an_error_pauses_every_request_and_keeps_the_limit() -> None:
+    gate = RequestGate(3)
+    gate.acquire().release()
+    gate.asked_to_wait(0.5)  # a 503 with Retry-After: 0.5
+    thread, got = _acquire_in_thread(gate)
+    assert not got.wait(0.2)  # paused, though nothing is in flight
+    assert got.wait(5)
+    thread.join()
+    assert gate.allowed == 3  # a server in trouble is not a server at capacity
+
+
+def test_a_retry_after_beyond_max_pause_pauses_no_one() -> None:
+    gate = RequestGate(None, max_pause=1.0)
+    gate.asked_to_wait(3600)  # that window fails at once (retry.max_wait); the others go on
+    _, got = _acquire_in_thread(gate)
+    assert got.wait(5)
