@@ -53,23 +53,22 @@ def matching(
         (conversations.c.reference, list(references)),
         (conversations.c.authentication_identifier, list(identifiers)),
     ):
-        for start in range(0, len(values), 500):
-            query = select(conversations.c.id).where(column.in_(values[start : start + 500]))
+        for chunk in chunks(values):
+            query = select(conversations.c.id).where(column.in_(chunk))
             found.update(conn.execute(query).scalars())
-    rejects = table_of(metadata, "etl_rejects")
-    quarantined: list[int] = []
-    if found:
-        for chunk in chunks(sorted(found)):
-            query = select(rejects.c.id).where(rejects.c.conversation_id.in_(chunk))
-            quarantined.extend(conn.execute(query).scalars())
+    quarantined: set[int] = set()
     if references or identifiers:
         for row_id, conversation_id in _quarantined(
             conn, metadata, set(references), set(identifiers)
         ):
-            quarantined.append(row_id)
+            quarantined.add(row_id)
             if conversation_id is not None:
                 found.add(conversation_id)
-    return Request(sorted(found), sorted(set(quarantined)))
+    rejects = table_of(metadata, "etl_rejects")
+    for id_chunk in chunks(sorted(found)):
+        query = select(rejects.c.id).where(rejects.c.conversation_id.in_(id_chunk))
+        quarantined.update(conn.execute(query).scalars())
+    return Request(sorted(found), sorted(quarantined))
 
 
 def _quarantined(

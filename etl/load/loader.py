@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, MetaData, Table, case, or_, select, update
 
@@ -69,15 +69,17 @@ WRITTEN_COLUMNS: Final = {
 }
 
 
+T = TypeVar("T")
+
 # SQLite refuses a statement with more bound variables than SQLITE_MAX_VARIABLE_NUMBER, which
 # is 999 in builds before 3.32: id lists in statements both warehouses run go in chunks.
 ID_CHUNK: Final = 900
 
 
-def chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
-    """`ids` in slices of at most ID_CHUNK."""
-    for start in range(0, len(ids), ID_CHUNK):
-        yield ids[start : start + ID_CHUNK]
+def chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`values` (ids, or other bound values) in slices of at most ID_CHUNK."""
+    for start in range(0, len(values), ID_CHUNK):
+        yield values[start : start + ID_CHUNK]
 
 
 # What a window does with each conversation it carries (etl_runs.conversations_<outcome>).
