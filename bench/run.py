@@ -42,6 +42,7 @@ from typing import Any
 
 import views
 from measure import Measurement, run_measured
+from server import database_url, libpq_dsn, say
 
 from etl.fakeapi.process import fake_api_process
 
@@ -85,18 +86,6 @@ RSS_MAX_MB = 150.0
 RSS_GROWTH_MAX = 0.10
 
 # ---- small helpers ------------------------------------------------------------------------------
-
-
-def say(message: str = "") -> None:
-    print(message, flush=True)
-
-
-def libpq_dsn(url: str) -> str:
-    """`postgresql+psycopg://...` (SQLAlchemy) -> `postgresql://...` (libpq, psycopg, dlt)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or not scheme.startswith("postgresql"):
-        raise SystemExit(f"ETL_BENCH_DATABASE_URL must be a postgresql URL, got {url!r}")
-    return f"postgresql://{rest}"
 
 
 def tail(text: str, lines: int = 15) -> str:
@@ -988,29 +977,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--size, --repeat and --scaling-base must be at least 1")
     args.dlt_repeat = max(1, min(args.dlt_repeat, args.repeat))
     return args
-
-
-@contextmanager
-def database_url() -> Iterator[str]:
-    """ETL_BENCH_DATABASE_URL, or else a throwaway embedded server's for the run's duration."""
-    url = os.environ.get("ETL_BENCH_DATABASE_URL")
-    if url:
-        yield url
-        return
-    # The tests' server module (tests/ is not installed, so it is imported from the checkout).
-    sys.path.insert(0, str(ROOT))
-    from tests import pgserver
-
-    started = time.perf_counter()
-    # Server defaults (durable commits), as a real warehouse has them: the suite's
-    # NOT_DURABLE settings would flatter the loads.
-    with pgserver.running("bench") as server:
-        say(
-            f"PostgreSQL: a throwaway embedded server on {pgserver.HOST}:{server.port}, "
-            f"started in {time.perf_counter() - started:.1f} s, removed at the end "
-            "(ETL_BENCH_DATABASE_URL names another)"
-        )
-        yield server.url
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,13 +21,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from server import database_url, libpq_dsn, say
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "bench" / "data"
@@ -91,14 +91,6 @@ class Timing:
     plan: str
 
 
-def say(message: str = "") -> None:
-    print(message, flush=True)
-
-
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 def ensure_dataset() -> Path:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     path = DATA_DIR / "export-views-year.json.gz"
@@ -116,12 +108,12 @@ def ensure_dataset() -> Path:
 def load(url: str, path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
     env.update({"ETL_DATABASE_URL": url, "ETL_DATABASE_SCHEMA": SCHEMA})
-    with psycopg.connect(libpq(url), autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
     started = time.perf_counter()
     for command in (["migrate"], ["load-file", str(path)]):
         subprocess.run([ETL, "-q", *command], env=env, check=True)
-    with psycopg.connect(libpq(url), autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
         conn.execute(f"SET search_path = {SCHEMA}")
         conn.execute("VACUUM ANALYZE")
         count = conn.execute("SELECT count(*) FROM conversations").fetchone()
@@ -132,7 +124,7 @@ def load(url: str, path: Path) -> None:
 
 def measure(url: str, repeat: int) -> list[Timing]:
     timings = []
-    with psycopg.connect(libpq(url), autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
         conn.execute(f"SET search_path = {SCHEMA}")
         for name, query in QUERIES.items():
             plan = "\n".join(
@@ -165,19 +157,6 @@ def report(timings: Sequence[Timing]) -> bool:
     return not slow
 
 
-@contextmanager
-def database_url() -> Iterator[str]:
-    url = os.environ.get("ETL_BENCH_DATABASE_URL")
-    if url:
-        yield url
-        return
-    sys.path.insert(0, str(ROOT))
-    from tests import pgserver
-
-    with pgserver.running("bench-views") as server:
-        yield server.url
-
-
 def run(url: str, repeat: int = 5, keep: bool = False) -> tuple[bool, list[dict[str, Any]]]:
     """Generate, load, measure; (every query under the limit, the timings as JSON)."""
     say("\nMetric views (bench/views.py):")
@@ -187,7 +166,7 @@ def run(url: str, repeat: int = 5, keep: bool = False) -> tuple[bool, list[dict[
         timings = measure(url, repeat)
     finally:
         if not keep:
-            with psycopg.connect(libpq(url), autocommit=True) as conn:
+            with psycopg.connect(libpq_dsn(url), autocommit=True) as conn:
                 conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
     ok = report(timings)
     return ok, [t.__dict__ for t in timings]
@@ -199,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-data", action="store_true", help="keep the bench_views schema")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON")
     args = parser.parse_args(argv)
-    with database_url() as url:
+    with database_url("bench-views") as url:
         ok, timings = run(url, args.repeat, args.keep_data)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(
