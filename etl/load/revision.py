@@ -6,6 +6,8 @@ from typing import Final
 
 from sqlalchemy import Column, Engine, MetaData, String, Table, inspect, select
 
+from etl.errors import ConfigError
+
 # The newest revision in migrations/versions (a test checks it against Alembic's own view).
 # A constant, because importing Alembic to ask costs every run a few tenths of a second.
 HEAD_REVISION: Final = "0006"
@@ -25,3 +27,12 @@ def current_revision(engine: Engine, schema: str | None = None) -> str | None:
         )
         revisions = sorted(connection.execute(select(version.c.version_num)).scalars())
     return ",".join(revisions) or None
+
+
+def refuse_other_revision(current: str | None, warehouse: str) -> None:
+    """Raise ConfigError when the warehouse is not at the revision this version reads."""
+    if current != HEAD_REVISION:
+        raise ConfigError(
+            f"the warehouse {warehouse} is at schema revision {current or 'none'}, this version "
+            f"needs {HEAD_REVISION}: run `etl migrate` first"
+        )

@@ -43,7 +43,7 @@ from etl.load.loader import (
 )
 from etl.load.localtime import refuse_other_zone, relocalize, stored_zone
 from etl.load.lock import RunLock
-from etl.load.revision import HEAD_REVISION, current_revision
+from etl.load.revision import current_revision, refuse_other_revision
 from etl.load.schema import build_metadata, table_of
 from etl.load.state import StateStore, WindowReport, state_key
 from etl.normalize import Digest, NormalizedConversation, NormalizeError, normalize_conversation
@@ -169,12 +169,7 @@ class Pipeline:
             raise database_error(
                 exc, f"connecting to {self.settings.warehouse.display_url}"
             ) from None
-        head = HEAD_REVISION
-        if current != head:
-            raise ConfigError(
-                f"the warehouse {self.settings.warehouse.display_url} is at schema revision "
-                f"{current or 'none'}, this version needs {head}: run `etl migrate` first"
-            )
+        refuse_other_revision(current, self.settings.warehouse.display_url)
         if loads:
             self._check_reporting_zone()
 

@@ -28,9 +28,8 @@ from sqlalchemy import (
     table,
 )
 
-from etl.errors import ConfigError
 from etl.load.localtime import refuse_other_zone, stored_zone
-from etl.load.revision import HEAD_REVISION, current_revision
+from etl.load.revision import current_revision, refuse_other_revision
 from etl.load.schema import build_metadata, table_of
 from etl.report.model import (
     ButtonCount,
@@ -50,12 +49,7 @@ LOAD_DAYS: Final = 14  # the most recent UTC dates with pipeline runs
 def check_warehouse(conn: Connection, schema: str | None, zone: tzinfo, where: str) -> None:
     """Refuse a warehouse without the views, or whose local dates are for another zone
     than the configured reporting zone (the report would put days under the wrong dates)."""
-    current = current_revision(conn.engine, schema)
-    if current != HEAD_REVISION:
-        raise ConfigError(
-            f"the warehouse {where} is at schema revision {current or 'none'}, this version "
-            f"needs {HEAD_REVISION} (its metric views): run `etl migrate` first"
-        )
+    refuse_other_revision(current_revision(conn.engine, schema), where)
     refuse_other_zone(stored_zone(conn, build_metadata(schema)), zone, where)
 
 
