@@ -62,7 +62,9 @@ class WindowReport:
         return f"file {self.file} {window}" if self.file else f"window {window}"
 
 
-# Commands whose etl_runs rows are not windows.
+# Commands whose etl_runs rows are not windows. The view pipeline_daily spells the same list
+# in its SQL (etl/load/views.py), frozen with the revision that created it: a command added
+# here needs a new revision of the view too.
 NOT_WINDOWS: Final = ("forget", "prune")
 
 
