@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
+import psycopg
 from psycopg import Cursor, sql
 from psycopg.types.json import Jsonb, set_json_dumps
 from sqlalchemy import JSON, Connection, MetaData, Table, column, select
@@ -26,24 +26,37 @@ _stdlib_dumps = json.JSONEncoder(
 ).encode
 
 
-@contextmanager
-def _index_scans_only(cur: Cursor[Any]) -> Iterator[None]:
-    """Plan the statements inside with the indexes, whatever the statistics say.
+def _with_index_scans(
+    raw: psycopg.Connection[Any],
+    cur: Cursor[Any],
+    statement: sql.SQL | sql.Composed,
+    params: Sequence[Any] | Mapping[str, Any] | None,
+    seqscan: str,
+) -> None:
+    """Run `statement` on `cur` planned with the indexes, whatever the statistics say.
 
     Without statistics (a fresh warehouse before autovacuum's first ANALYZE, or the rows this
     very transaction added) PostgreSQL estimates that `conversation_id = ANY(<500 ids>)` matches
     every row and scans each table in full, once per batch: a backfill's or a big window's
     cost then grows with the square of what it has loaded. The conversation_id indexes are
-    always the right plan here. The setting is restored right after; if the statement fails,
-    the transaction is aborted and its rollback drops the setting (restoring it then would
-    hide the error).
+    always the right plan here. Scans are turned off for this statement only, and set back to
+    `seqscan` (the session's setting) right after; the three go in one pipeline, one round trip
+    instead of three. If the statement fails, the pipeline stops there and raises its error;
+    the transaction is aborted and its rollback drops the setting.
     """
-    previous = cur.execute(
-        "SELECT current_setting('enable_seqscan'), set_config('enable_seqscan', 'off', true)"
-    ).fetchone()
-    assert previous is not None
-    yield
-    cur.execute("SELECT set_config('enable_seqscan', %s, true)", (previous[0],))
+    with raw.pipeline():
+        raw.execute("SELECT set_config('enable_seqscan', 'off', true)")
+        cur.execute(statement, params)
+        raw.execute("SELECT set_config('enable_seqscan', %s, true)", (seqscan,))
+
+
+def _bigint_array(ids: Iterable[int]) -> str:
+    """`ids` in PostgreSQL's text form of an array, for a `%s::bigint[]` parameter.
+
+    psycopg dumps a list one element at a time, in Python; a batch sends a few thousand ids
+    (its conversations', its messages') per statement, which `str.join` writes in one call.
+    """
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 class PostgresLoader(WindowLoader):
@@ -79,6 +92,10 @@ class PostgresLoader(WindowLoader):
         raw = conn.connection.driver_connection
         assert raw is not None
         self._raw = raw
+        with raw.cursor() as cur:
+            setting = cur.execute("SELECT current_setting('enable_seqscan')").fetchone()
+        assert setting is not None
+        self._seqscan: str = setting[0]  # what _with_index_scans sets back
         if lock_wait is not None:
             # A window waits for the conversations another window holds only so long: a
             # holder frozen mid-window (SIGSTOP, a stuck machine) would hold them for ever.
@@ -103,7 +120,7 @@ class PostgresLoader(WindowLoader):
             "SELECT id, content_hash, exported_at FROM {} WHERE id = ANY(%s::bigint[])"
         ).format(self._name("conversations"))
         with self._raw.cursor() as cur:
-            cur.execute(query, (ids,))
+            cur.execute(query, (_bigint_array(ids),))
             return {row[0]: (row[1], row[2]) for row in cur if row[1] != PLACEHOLDER_HASH}
 
     def _lock_for_writing(self, ids: list[int], stored: dict[int, Stored]) -> dict[int, Stored]:
@@ -128,7 +145,9 @@ class PostgresLoader(WindowLoader):
                 "ORDER BY id ON CONFLICT (id) DO NOTHING RETURNING id"
             ).format(self._name("conversations"))
             with self._raw.cursor() as cur:
-                cur.execute(placeholders, (PLACEHOLDER_HASH, self._run_id, sorted(missing)))
+                cur.execute(
+                    placeholders, (PLACEHOLDER_HASH, self._run_id, _bigint_array(sorted(missing)))
+                )
                 inserted = {row[0] for row in cur}
             raced = [i for i in missing if i not in inserted]
             if raced:
@@ -141,8 +160,8 @@ class PostgresLoader(WindowLoader):
             "SELECT id, content_hash, exported_at FROM {} WHERE id = ANY(%s::bigint[]) "
             "ORDER BY id FOR UPDATE"
         ).format(self._name("conversations"))
-        with self._raw.cursor() as cur, _index_scans_only(cur):
-            cur.execute(query, (ids,))
+        with self._raw.cursor() as cur:
+            _with_index_scans(self._raw, cur, query, (_bigint_array(ids),), self._seqscan)
             return {row[0]: (row[1], row[2]) for row in cur}
 
     def _release(self, ids: list[int]) -> None:
@@ -150,17 +169,27 @@ class PostgresLoader(WindowLoader):
             "DELETE FROM {} WHERE id = ANY(%s::bigint[]) AND content_hash = %s"
         ).format(self._name("conversations"))
         with self._raw.cursor() as cur:
-            cur.execute(statement, (ids, PLACEHOLDER_HASH))
+            cur.execute(statement, (_bigint_array(ids), PLACEHOLDER_HASH))
+
+    def _forgotten(self, ids: list[int]) -> set[int]:
+        # One statement with the ids as an array, where the generic one sends a bound
+        # parameter per id.
+        query = sql.SQL(
+            "SELECT conversation_id FROM {} WHERE conversation_id = ANY(%s::bigint[])"
+        ).format(self._name("etl_tombstones"))
+        with self._raw.cursor() as cur:
+            cur.execute(query, (_bigint_array(ids),))
+            return {row[0] for row in cur}
 
     def _message_owners(self, message_ids: list[int]) -> dict[int, int]:
         # A join with the unnested array is planned as index lookups whatever the statistics
-        # say (see _index_scans_only for what `id = ANY(...)` may do without them).
+        # say (see _with_index_scans for what `id = ANY(...)` may do without them).
         query = sql.SQL(
             "SELECT m.id, m.conversation_id FROM unnest(%s::bigint[]) AS wanted(id) "
             "JOIN {} AS m ON m.id = wanted.id"
         ).format(self._name("messages"))
         with self._raw.cursor() as cur:
-            cur.execute(query, (message_ids,))
+            cur.execute(query, (_bigint_array(message_ids),))
             return dict(cur.fetchall())
 
     def _delete(self, ids: list[int]) -> None:
@@ -173,8 +202,8 @@ class PostgresLoader(WindowLoader):
         statement = sql.SQL("WITH {} DELETE FROM {} WHERE id = ANY(%(ids)s::bigint[])").format(
             sql.SQL(", ").join(deletes), self._name("conversations")
         )
-        with self._raw.cursor() as cur, _index_scans_only(cur):
-            cur.execute(statement, {"ids": ids})
+        with self._raw.cursor() as cur:
+            _with_index_scans(self._raw, cur, statement, {"ids": _bigint_array(ids)}, self._seqscan)
 
     def _write(self, table: str, rows: list[Row], *, plain: bool) -> None:
         self._copy(self._name(table), table, rows, plain)

@@ -12,7 +12,7 @@ from psycopg import sql
 from sqlalchemy import Engine, text
 
 from etl.load.loader import WindowLoader, open_loader
-from etl.load.postgres import _index_scans_only
+from etl.load.postgres import _bigint_array, _with_index_scans
 from etl.load.schema import build_metadata
 from etl.normalize import content_digest
 from etl.pipeline.runner import normalize_batch
@@ -153,19 +153,61 @@ def test_reloads_delete_through_the_indexes_before_any_statistics(
     assert setting == ("on",)  # restored at once
 
 
-def test_a_failing_delete_reports_its_own_error_not_the_guards(pg_warehouse: TestWarehouse) -> None:
+def test_a_failing_statement_reports_its_own_error_not_the_guards(
+    pg_warehouse: TestWarehouse,
+) -> None:
     engine = pg_warehouse.engine()
     try:
         with engine.connect() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             with raw.cursor() as cur, pytest.raises(psycopg.errors.DivisionByZero):
-                with _index_scans_only(cur):
-                    cur.execute("SELECT 1 / 0")
+                _with_index_scans(raw, cur, sql.SQL("SELECT 1 / 0"), None, "on")
             raw.rollback()
             assert raw.execute("SHOW enable_seqscan").fetchone() == ("on",)
     finally:
         engine.dispose()
+
+
+def test_the_guards_give_back_the_sessions_own_setting(pg_warehouse: TestWarehouse) -> None:
+    # A role or session that turned sequential scans off keeps them off after a delete.
+    pg_warehouse.migrate()
+    engine = pg_warehouse.engine()
+    try:
+        with engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("SET LOCAL enable_seqscan = off")
+            loader = open_loader(
+                conn, build_metadata(pg_warehouse.schema), run_id="t", exported_at=EXPORTED
+            )
+            loader._delete([1, 2])
+            within = raw.execute("SHOW enable_seqscan").fetchone()
+            raw.execute("SET LOCAL enable_seqscan = on")
+            loader = open_loader(
+                conn, build_metadata(pg_warehouse.schema), run_id="t", exported_at=EXPORTED
+            )
+            loader._delete([1, 2])
+            after = raw.execute("SHOW enable_seqscan").fetchone()
+    finally:
+        engine.dispose()
+    assert (within, after) == (("off",), ("on",))
+
+
+def test_ids_go_as_the_text_form_of_an_array(pg_warehouse: TestWarehouse) -> None:
+    ids = [-(2**63), -1, 0, 7, 2**63 - 1]
+    engine = pg_warehouse.engine()
+    try:
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            got = [
+                raw.execute("SELECT %s::bigint[]", (_bigint_array(given),)).fetchone()
+                for given in (ids, [])
+            ]
+    finally:
+        engine.dispose()
+    assert got == [(ids,), ([],)]
 
 
 BIG = 2**70 + 1  # beyond 64 bits: orjson refuses it, the stdlib encodes it exactly
