@@ -607,7 +607,8 @@ def entry_point() -> NoReturn:
     # The loading thread waits on the warehouse a dozen times per batch while the main thread
     # normalizes the next one without pause; after each wait it needs the GIL back, which a
     # busy thread gives up only every switch interval (5 ms by default). Those hand-offs,
-    # not the warehouse, then set the pace of a load (bench/README.md, "GIL hand-offs").
+    # not the warehouse, then set the pace of a load (bench/README.md, "Where a load's time
+    # goes").
     sys.setswitchinterval(0.001)
     try:
         main()
