@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
-import psycopg
 from psycopg import Cursor, sql
 from psycopg.types.json import Jsonb, set_json_dumps
 from sqlalchemy import JSON, Connection, MetaData, Table, column, select
@@ -27,11 +26,9 @@ _stdlib_dumps = json.JSONEncoder(
 
 
 def _with_index_scans(
-    raw: psycopg.Connection[Any],
     cur: Cursor[Any],
     statement: sql.SQL | sql.Composed,
     params: Sequence[Any] | Mapping[str, Any] | None,
-    seqscan: str,
 ) -> None:
     """Run `statement` on `cur` planned with the indexes, whatever the statistics say.
 
@@ -39,15 +36,18 @@ def _with_index_scans(
     very transaction added) PostgreSQL estimates that `conversation_id = ANY(<500 ids>)` matches
     every row and scans each table in full, once per batch: a backfill's or a big window's
     cost then grows with the square of what it has loaded. The conversation_id indexes are
-    always the right plan here. Scans are turned off for this statement only, and set back to
-    `seqscan` (the session's setting) right after; the three go in one pipeline, one round trip
-    instead of three. If the statement fails, the pipeline stops there and raises its error;
-    the transaction is aborted and its rollback drops the setting.
+    always the right plan here. Scans are turned off for this statement only: the setting is
+    kept aside on the server (`etl.seqscan`, local to the transaction) and set back right
+    after, and the four statements go in one pipeline, one round trip. If the statement fails,
+    the pipeline stops there and raises its error; the transaction is aborted and its rollback
+    drops both settings.
     """
-    with raw.pipeline():
-        raw.execute("SELECT set_config('enable_seqscan', 'off', true)")
+    conn = cur.connection
+    with conn.pipeline():
+        conn.execute("SELECT set_config('etl.seqscan', current_setting('enable_seqscan'), true)")
+        conn.execute("SELECT set_config('enable_seqscan', 'off', true)")
         cur.execute(statement, params)
-        raw.execute("SELECT set_config('enable_seqscan', %s, true)", (seqscan,))
+        conn.execute("SELECT set_config('enable_seqscan', current_setting('etl.seqscan'), true)")
 
 
 def _bigint_array(ids: Iterable[int]) -> str:
@@ -92,10 +92,6 @@ class PostgresLoader(WindowLoader):
         raw = conn.connection.driver_connection
         assert raw is not None
         self._raw = raw
-        with raw.cursor() as cur:
-            setting = cur.execute("SELECT current_setting('enable_seqscan')").fetchone()
-        assert setting is not None
-        self._seqscan: str = setting[0]  # what _with_index_scans sets back
         if lock_wait is not None:
             # A window waits for the conversations another window holds only so long: a
             # holder frozen mid-window (SIGSTOP, a stuck machine) would hold them for ever.
@@ -161,7 +157,7 @@ class PostgresLoader(WindowLoader):
             "ORDER BY id FOR UPDATE"
         ).format(self._name("conversations"))
         with self._raw.cursor() as cur:
-            _with_index_scans(self._raw, cur, query, (_bigint_array(ids),), self._seqscan)
+            _with_index_scans(cur, query, (_bigint_array(ids),))
             return {row[0]: (row[1], row[2]) for row in cur}
 
     def _release(self, ids: list[int]) -> None:
@@ -203,7 +199,7 @@ class PostgresLoader(WindowLoader):
             sql.SQL(", ").join(deletes), self._name("conversations")
         )
         with self._raw.cursor() as cur:
-            _with_index_scans(self._raw, cur, statement, {"ids": _bigint_array(ids)}, self._seqscan)
+            _with_index_scans(cur, statement, {"ids": _bigint_array(ids)})
 
     def _write(self, table: str, rows: list[Row], *, plain: bool) -> None:
         self._copy(self._name(table), table, rows, plain)
