@@ -86,3 +86,6 @@ class LoadingThread:
                 self._loader.merge(*batch)
             except BaseException as exc:  # noqa: BLE001 - raised in the caller
                 self._error = exc
+            # Let go of the merged rows now, not at the next batch: the caller is building
+            # that one meanwhile, and two batches of rows would be held for no use.
+            batch = None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
+import weakref
 from typing import Any
 
 import pytest
@@ -76,3 +79,31 @@ def test_put_returns_once_the_thread_took_the_batch_so_two_at_most_are_held() ->
         assert not second.is_alive()
         loading.drain()
     assert loader.merged == [0, 1]
+
+
+class _Batch(list[int]):
+    """A batch that can be watched with a weak reference."""
+
+
+def test_a_merged_batch_is_let_go_before_the_next_one_comes() -> None:
+    # The caller builds the next batch while the thread waits for it: the rows merged last
+    # must not stay alive meanwhile, or two batches would be held where one is needed.
+    merged = threading.Event()
+
+    class _Merger:
+        def merge(self, batch: Any, rejects: Any = ()) -> None:
+            merged.set()
+
+    batch = _Batch([1, 2, 3])
+    watched = weakref.ref(batch)
+    with LoadingThread(_Merger()) as loading:  # type: ignore[arg-type]
+        loading.put(batch)
+        del batch
+        assert merged.wait(5)
+        for _ in range(100):  # the thread drops it right after merge returns
+            gc.collect()
+            if watched() is None:
+                break
+            time.sleep(0.01)
+        assert watched() is None
+        loading.drain()
