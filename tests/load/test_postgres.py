@@ -3,6 +3,8 @@ and conversations that are not plain JSON (the stdlib JSON path)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,6 +103,53 @@ def test_rows_left_by_a_conversation_deleted_by_hand_do_not_block_its_reload(
     finally:
         engine.dispose()
     assert stored == [(1, "after")]
+
+
+def test_a_copy_another_window_commits_after_the_read_is_waited_for_and_read_as_stored(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    # A batch locks only what its read found: a conversation that was not stored goes straight
+    # to a placeholder. One that another window writes meanwhile must still be waited for and
+    # then compared with, or this window would fail on the primary key or keep an older copy.
+    pg_warehouse.migrate()
+    metadata = build_metadata(pg_warehouse.schema)
+    conversation = _conversation(5, "theirs", "a")
+    engine = pg_warehouse.engine()
+    locked: dict[int, Any] = {}
+    try:
+        with engine.begin() as conn:
+            loader = open_loader(conn, metadata, run_id="mine", exported_at=EXPORTED)
+            assert loader._stored([5]) == {}
+            with engine.connect() as other_conn:
+                other_tx = other_conn.begin()
+                other = open_loader(other_conn, metadata, run_id="theirs", exported_at=EXPORTED)
+                other.merge(normalize_batch([as_sent(conversation)], keep_raw=False))
+                waiting = threading.Thread(
+                    target=lambda: locked.update(loader._lock_for_writing([5], {}))
+                )
+                waiting.start()
+                _until_a_session_waits_for_a_lock(engine)
+                assert waiting.is_alive()
+                other.finish()
+                other_tx.commit()
+            waiting.join(timeout=30)
+            assert not waiting.is_alive()
+    finally:
+        engine.dispose()
+    assert locked == {5: (content_digest(conversation).content_hash, EXPORTED)}
+
+
+def _until_a_session_waits_for_a_lock(engine: Engine) -> None:
+    with engine.connect() as conn:
+        for _ in range(600):
+            waiting = conn.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            ).scalar_one()
+            if waiting:
+                return
+            conn.rollback()
+            time.sleep(0.05)
+    raise AssertionError("no session ever waited for a lock")
 
 
 # The deletes a _PlanningCursor saw: statement, parameters, and the plan it got where it ran.
