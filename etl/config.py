@@ -64,7 +64,7 @@ class RetrySettings:
 class WarehouseSettings:
     url: str = DEFAULT_DATABASE_URL
     schema: str | None = None
-    batch_size: int = 500
+    batch_size: int = 300
     keep_raw: bool = False
     # Conversations whose last message is older than this are pruned (`etl prune`, and at the
     # end of `etl run`); None keeps everything.
@@ -293,7 +293,12 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
     warehouse = WarehouseSettings(
         url=_database_url(source, str(wh_raw.get("url", DEFAULT_DATABASE_URL))),
         schema=wh_raw.get("schema") or None,
-        batch_size=_int(source, "warehouse.batch_size", wh_raw.get("batch_size", 500), minimum=1),
+        batch_size=_int(
+            source,
+            "warehouse.batch_size",
+            wh_raw.get("batch_size", WarehouseSettings.batch_size),
+            minimum=1,
+        ),
         keep_raw=bool(wh_raw.get("keep_raw", False)),
         retention=_positive(source, "warehouse.retention", wh_raw["retention"])
         if wh_raw.get("retention") is not None
