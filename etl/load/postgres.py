@@ -25,28 +25,30 @@ _stdlib_dumps = json.JSONEncoder(
 ).encode
 
 
-def _with_index_scans(
-    cur: Cursor[Any],
-    statement: sql.SQL | sql.Composed,
-    params: Sequence[Any] | Mapping[str, Any] | None,
-) -> None:
-    """Run `statement` on `cur` planned with the indexes, whatever the statistics say.
+# A statement for `_with_index_scans`: the cursor that runs it (and holds its result), the
+# statement and its parameters.
+Statement = tuple[Cursor[Any], sql.SQL | sql.Composed, Sequence[Any] | Mapping[str, Any] | None]
+
+
+def _with_index_scans(*statements: Statement) -> None:
+    """Run `statements`, in order, planned with the indexes whatever the statistics say.
 
     Without statistics (a fresh warehouse before autovacuum's first ANALYZE, or the rows this
     very transaction added) PostgreSQL estimates that `conversation_id = ANY(<500 ids>)` matches
     every row and scans each table in full, once per batch: a backfill's or a big window's
     cost then grows with the square of what it has loaded. The conversation_id indexes are
-    always the right plan here. Scans are turned off for this statement only: the setting is
-    kept aside on the server (`etl.seqscan`, local to the transaction) and set back right
-    after, and the four statements go in one pipeline, one round trip. If the statement fails,
-    the pipeline stops there and raises its error; the transaction is aborted and its rollback
-    drops both settings.
+    always the right plan here. Scans are turned off for these statements only: the setting
+    is kept aside on the server (`etl.seqscan`, local to the transaction) and set back right
+    after, and everything goes in one pipeline, one round trip; each cursor then holds its
+    statement's result. If a statement fails, the pipeline stops there and raises its error;
+    the transaction is aborted and its rollback drops both settings.
     """
-    conn = cur.connection
+    conn = statements[0][0].connection
     with conn.pipeline():
         conn.execute("SELECT set_config('etl.seqscan', current_setting('enable_seqscan'), true)")
         conn.execute("SELECT set_config('enable_seqscan', 'off', true)")
-        cur.execute(statement, params)
+        for cur, statement, params in statements:
+            cur.execute(statement, params)
         conn.execute("SELECT set_config('enable_seqscan', current_setting('etl.seqscan'), true)")
 
 
@@ -125,40 +127,41 @@ class PostgresLoader(WindowLoader):
         so `outcome` never compares with a copy about to be replaced (which would fail on the
         primary key, or keep an older export).
 
-        The rows `stored` found are locked first, in id order. Every other id then gets a
-        placeholder row (`content_hash` empty, never committed: `merge` replaces or deletes
-        it), which is what another transaction writing it waits on; one that another
-        transaction inserted meanwhile (the insert waited for it to commit) is locked and read
-        as stored. A first load's batch, where nothing is stored, thus takes one statement.
-        A deadlock between two windows is retried like a lost one (runner.database_error).
+        The stored rows are locked first, in id order, and every other id gets a placeholder
+        row (`content_hash` empty, never committed: `merge` replaces or deletes it), which is
+        what another transaction writing it waits on: both statements in one round trip. An
+        id another transaction inserted meanwhile (the insert waited for it to commit) is then
+        locked and read as stored. A deadlock between two windows is retried like a lost one
+        (runner.database_error).
         """
-        found = [i for i in ids if i in stored]
-        locked = self._locked(found) if found else {}
-        missing = [i for i in ids if i not in locked]
-        if missing:
-            placeholders = sql.SQL(
-                "INSERT INTO {} (id, content_hash, loaded_at, load_run_id) "
-                "SELECT id, %s, now(), %s FROM unnest(%s::bigint[]) AS wanted(id) "
-                "ORDER BY id ON CONFLICT (id) DO NOTHING RETURNING id"
-            ).format(self._name("conversations"))
-            with self._raw.cursor() as cur:
-                cur.execute(
-                    placeholders, (PLACEHOLDER_HASH, self._run_id, _bigint_array(sorted(missing)))
-                )
-                inserted = {row[0] for row in cur}
-            raced = [i for i in missing if i not in inserted]
-            if raced:
-                locked |= self._locked(raced)
+        wanted = (_bigint_array(sorted(ids)),)
+        placeholders = sql.SQL(
+            "INSERT INTO {} (id, content_hash, loaded_at, load_run_id) "
+            "SELECT id, %s, now(), %s FROM unnest(%s::bigint[]) AS wanted(id) "
+            "ORDER BY id ON CONFLICT (id) DO NOTHING RETURNING id"
+        ).format(self._name("conversations"))
+        with self._raw.cursor() as locking, self._raw.cursor() as inserting:
+            _with_index_scans(
+                (locking, self._locking_query(), wanted),
+                (inserting, placeholders, (PLACEHOLDER_HASH, self._run_id, *wanted)),
+            )
+            locked = {row[0]: (row[1], row[2]) for row in locking}
+            inserted = {row[0] for row in inserting}
+        raced = [i for i in ids if i not in locked and i not in inserted]
+        if raced:
+            locked |= self._locked(raced)
         return {i: row for i, row in locked.items() if row[0] != PLACEHOLDER_HASH}
 
-    def _locked(self, ids: list[int]) -> dict[int, Stored]:
-        """The stored rows of `ids`, locked (FOR UPDATE) in id order."""
-        query = sql.SQL(
+    def _locking_query(self) -> sql.Composed:
+        return sql.SQL(
             "SELECT id, content_hash, exported_at FROM {} WHERE id = ANY(%s::bigint[]) "
             "ORDER BY id FOR UPDATE"
         ).format(self._name("conversations"))
+
+    def _locked(self, ids: list[int]) -> dict[int, Stored]:
+        """The stored rows of `ids`, locked (FOR UPDATE) in id order."""
         with self._raw.cursor() as cur:
-            _with_index_scans(cur, query, (_bigint_array(ids),))
+            _with_index_scans((cur, self._locking_query(), (_bigint_array(ids),)))
             return {row[0]: (row[1], row[2]) for row in cur}
 
     def _release(self, ids: list[int]) -> None:
@@ -200,7 +203,7 @@ class PostgresLoader(WindowLoader):
             sql.SQL(", ").join(deletes), self._name("conversations")
         )
         with self._raw.cursor() as cur:
-            _with_index_scans(cur, statement, {"ids": _bigint_array(ids)})
+            _with_index_scans((cur, statement, {"ids": _bigint_array(ids)}))
 
     def _write(self, table: str, rows: list[Row], *, plain: bool) -> None:
         self._copy(self._name(table), table, rows, plain)

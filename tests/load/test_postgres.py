@@ -108,9 +108,10 @@ def test_rows_left_by_a_conversation_deleted_by_hand_do_not_block_its_reload(
 def test_a_copy_another_window_commits_after_the_read_is_waited_for_and_read_as_stored(
     pg_warehouse: TestWarehouse,
 ) -> None:
-    # A batch locks only what its read found: a conversation that was not stored goes straight
-    # to a placeholder. One that another window writes meanwhile must still be waited for and
-    # then compared with, or this window would fail on the primary key or keep an older copy.
+    # The lock and the placeholder insert go together: a conversation another window is
+    # writing is in neither result (the lock does not see it, the insert waits for it and then
+    # inserts nothing). It must still be locked and read, or this window would fail on the
+    # primary key or keep an older copy.
     pg_warehouse.migrate()
     metadata = build_metadata(pg_warehouse.schema)
     conversation = _conversation(5, "theirs", "a")
@@ -211,7 +212,7 @@ def test_a_failing_statement_reports_its_own_error_not_the_guards(
             raw = conn.connection.driver_connection
             assert raw is not None
             with raw.cursor() as cur, pytest.raises(psycopg.errors.DivisionByZero):
-                _with_index_scans(cur, sql.SQL("SELECT 1 / 0"), None)
+                _with_index_scans((cur, sql.SQL("SELECT 1 / 0"), None))
             raw.rollback()
             assert raw.execute("SHOW enable_seqscan").fetchone() == ("on",)
     finally:
