@@ -34,8 +34,8 @@ def _with_index_scans(*statements: Statement) -> None:
     """Run `statements`, in order, planned with the indexes whatever the statistics say.
 
     Without statistics (a fresh warehouse before autovacuum's first ANALYZE, or the rows this
-    very transaction added) PostgreSQL estimates that `conversation_id = ANY(<500 ids>)` matches
-    every row and scans each table in full, once per batch: a backfill's or a big window's
+    very transaction added) PostgreSQL estimates that `conversation_id = ANY(<a batch's ids>)`
+    matches every row and scans each table in full, once per batch: a backfill's or a big window's
     cost then grows with the square of what it has loaded. The conversation_id indexes are
     always the right plan here. Scans are turned off for these statements only: the setting
     is kept aside on the server (`etl.seqscan`, local to the transaction) and set back right

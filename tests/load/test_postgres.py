@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from etl.load.loader import WindowLoader, open_loader
 from etl.load.postgres import _bigint_array, _with_index_scans
@@ -117,40 +118,107 @@ def test_a_copy_another_window_commits_after_the_read_is_waited_for_and_read_as_
     conversation = _conversation(5, "theirs", "a")
     engine = pg_warehouse.engine()
     locked: dict[int, Any] = {}
+    failed: list[BaseException] = []
+
+    def lock(loader: WindowLoader) -> None:
+        try:
+            locked.update(loader._lock_for_writing([5], {}))
+        except BaseException as exc:  # noqa: BLE001 - raised in the test below
+            failed.append(exc)
+
     try:
         with engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
             loader = open_loader(conn, metadata, run_id="mine", exported_at=EXPORTED)
             assert loader._stored([5]) == {}
             with engine.connect() as other_conn:
                 other_tx = other_conn.begin()
                 other = open_loader(other_conn, metadata, run_id="theirs", exported_at=EXPORTED)
                 other.merge(normalize_batch([as_sent(conversation)], keep_raw=False))
-                waiting = threading.Thread(
-                    target=lambda: locked.update(loader._lock_for_writing([5], {}))
-                )
+                waiting = threading.Thread(target=lock, args=(loader,))
                 waiting.start()
-                _until_a_session_waits_for_a_lock(engine)
-                assert waiting.is_alive()
+                _until_waiting_for_a_lock(engine, raw.info.backend_pid)
                 other.finish()
                 other_tx.commit()
             waiting.join(timeout=30)
             assert not waiting.is_alive()
     finally:
         engine.dispose()
+    if failed:
+        raise failed[0]
     assert locked == {5: (content_digest(conversation).content_hash, EXPORTED)}
 
 
-def _until_a_session_waits_for_a_lock(engine: Engine) -> None:
+def test_a_batch_locks_the_stored_rows_before_it_inserts_a_placeholder(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    # Windows take row locks in one order: stored rows first, then placeholders. A batch whose
+    # read missed a stored row (another window committed it since) must wait for that row
+    # before holding any placeholder, or a window holding the row and wanting one of those
+    # ids would deadlock with it.
+    pg_warehouse.migrate()
+    metadata = build_metadata(pg_warehouse.schema)
+    conversations = pg_warehouse.table("conversations")
+    engine = pg_warehouse.engine()
+    failed: list[BaseException] = []
+
+    def lock(loader: WindowLoader) -> None:
+        try:
+            loader._lock_for_writing([1, 2], {})  # a read that found neither
+        except BaseException as exc:  # noqa: BLE001 - raised in the test below
+            failed.append(exc)
+
+    try:
+        _load(engine, pg_warehouse.schema, [_conversation(1, "stored", "a")])
+        with engine.connect() as holder:
+            holder.execute(text(f"SELECT id FROM {conversations} WHERE id = 1 FOR UPDATE"))
+            with engine.begin() as conn:
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                loader = open_loader(conn, metadata, run_id="mine", exported_at=EXPORTED)
+                waiting = threading.Thread(target=lock, args=(loader,))
+                waiting.start()
+                try:
+                    _until_waiting_for_a_lock(engine, raw.info.backend_pid)
+                    with engine.connect() as other:  # id 2 must still be free
+                        other.execute(text("SET LOCAL lock_timeout = '10s'"))
+                        try:
+                            other.execute(
+                                text(
+                                    f"INSERT INTO {conversations} (id, content_hash, "
+                                    "loaded_at, load_run_id) VALUES (2, 'x', now(), 'x')"
+                                )
+                            )
+                        except DBAPIError as exc:
+                            pytest.fail(f"the batch held a placeholder while it waited: {exc}")
+                        other.rollback()
+                finally:
+                    holder.rollback()  # let the batch go on, whatever happened
+                    waiting.join(timeout=30)
+                assert not waiting.is_alive()
+    finally:
+        engine.dispose()
+    if failed:
+        raise failed[0]
+
+
+def _until_waiting_for_a_lock(engine: Engine, pid: int) -> None:
+    """Return once the session `pid` waits for a lock (fail after 30 s)."""
     with engine.connect() as conn:
         for _ in range(600):
             waiting = conn.execute(
-                text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE pid = :pid AND wait_event_type = 'Lock'"
+                ),
+                {"pid": pid},
             ).scalar_one()
             if waiting:
                 return
             conn.rollback()
             time.sleep(0.05)
-    raise AssertionError("no session ever waited for a lock")
+    raise AssertionError(f"session {pid} never waited for a lock")
 
 
 # The deletes a _PlanningCursor saw: statement, parameters, and the plan it got where it ran.
