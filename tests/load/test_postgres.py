@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -118,14 +119,6 @@ def test_a_copy_another_window_commits_after_the_read_is_waited_for_and_read_as_
     conversation = _conversation(5, "theirs", "a")
     engine = pg_warehouse.engine()
     locked: dict[int, Any] = {}
-    failed: list[BaseException] = []
-
-    def lock(loader: WindowLoader) -> None:
-        try:
-            locked.update(loader._lock_for_writing([5], {}))
-        except BaseException as exc:  # noqa: BLE001 - raised in the test below
-            failed.append(exc)
-
     try:
         with engine.begin() as conn:
             raw = conn.connection.driver_connection
@@ -136,7 +129,7 @@ def test_a_copy_another_window_commits_after_the_read_is_waited_for_and_read_as_
                 other_tx = other_conn.begin()
                 other = open_loader(other_conn, metadata, run_id="theirs", exported_at=EXPORTED)
                 other.merge(normalize_batch([as_sent(conversation)], keep_raw=False))
-                waiting = threading.Thread(target=lock, args=(loader,))
+                waiting = _Background(lambda: locked.update(loader._lock_for_writing([5], {})))
                 waiting.start()
                 _until_waiting_for_a_lock(engine, raw.info.backend_pid)
                 other.finish()
@@ -145,8 +138,7 @@ def test_a_copy_another_window_commits_after_the_read_is_waited_for_and_read_as_
             assert not waiting.is_alive()
     finally:
         engine.dispose()
-    if failed:
-        raise failed[0]
+    waiting.raise_error()
     assert locked == {5: (content_digest(conversation).content_hash, EXPORTED)}
 
 
@@ -161,14 +153,6 @@ def test_a_batch_locks_the_stored_rows_before_it_inserts_a_placeholder(
     metadata = build_metadata(pg_warehouse.schema)
     conversations = pg_warehouse.table("conversations")
     engine = pg_warehouse.engine()
-    failed: list[BaseException] = []
-
-    def lock(loader: WindowLoader) -> None:
-        try:
-            loader._lock_for_writing([1, 2], {})  # a read that found neither
-        except BaseException as exc:  # noqa: BLE001 - raised in the test below
-            failed.append(exc)
-
     try:
         _load(engine, pg_warehouse.schema, [_conversation(1, "stored", "a")])
         with engine.connect() as holder:
@@ -177,7 +161,8 @@ def test_a_batch_locks_the_stored_rows_before_it_inserts_a_placeholder(
                 raw = conn.connection.driver_connection
                 assert raw is not None
                 loader = open_loader(conn, metadata, run_id="mine", exported_at=EXPORTED)
-                waiting = threading.Thread(target=lock, args=(loader,))
+                # A read that found neither.
+                waiting = _Background(lambda: loader._lock_for_writing([1, 2], {}))
                 waiting.start()
                 try:
                     _until_waiting_for_a_lock(engine, raw.info.backend_pid)
@@ -199,8 +184,26 @@ def test_a_batch_locks_the_stored_rows_before_it_inserts_a_placeholder(
                 assert not waiting.is_alive()
     finally:
         engine.dispose()
-    if failed:
-        raise failed[0]
+    waiting.raise_error()
+
+
+class _Background(threading.Thread):
+    """Runs `work` in a thread of its own and keeps what it raised for `raise_error`."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self._work = work
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # noqa: BLE001 - raised in the test's own thread
+            self._error = exc
+
+    def raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
 
 def _until_waiting_for_a_lock(engine: Engine, pid: int) -> None:
