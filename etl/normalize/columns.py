@@ -121,6 +121,9 @@ TABLE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "actions": ("id", "action_type", "language", "transfer_to_human", "last_seen_at", "extra"),
 }
 
+# The columns whose values are datetimes (aware, UTC); every other value is JSON's own.
+TIME_COLUMNS: Final = frozenset({"created_at", "last_message_at", "time", "last_seen_at"})
+
 # The tables a conversation owns rows in (replaced with it), and the dimension tables its
 # messages refer to (upserted: latest seen wins).
 CHILD_TABLES: Final = ("messages", "content", "buttons", "intent_analysis")

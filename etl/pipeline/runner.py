@@ -9,7 +9,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed, wait
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -49,6 +49,7 @@ from etl.load.state import StateStore, WindowReport, state_key
 from etl.normalize import Digest, NormalizedConversation, NormalizeError, normalize_conversation
 from etl.normalize.digest import TOO_DEEP
 from etl.normalize.rejects import Rejected, rejected
+from etl.normalize.wire import decoded
 from etl.pipeline.loading import LoadingThread
 from etl.pipeline.progress import LogProgress, Progress
 from etl.pipeline.worker import Extracted, ExtractWorker, as_sent
@@ -149,6 +150,9 @@ class Pipeline:
         self._run_lock: RunLock | None = None
         # Set by the main thread to stop the window threads (Ctrl-C, SIGTERM).
         self._stopping = threading.Event()
+        # The share of the last window's conversations that were loaded: where the next
+        # window's worker starts (see etl.pipeline.worker).
+        self._loaded_share = 1.0
         # A warehouse with one writer (SQLite) has its windows in parallel download their
         # exports to disk while one at a time writes.
         self._one_writer = not loader_class(self.engine.dialect.name).concurrent_windows
@@ -596,6 +600,8 @@ class Pipeline:
                         stream,
                         self.settings.warehouse.batch_size,
                         quarantine=quarantine,
+                        keep_raw=keep_raw,
+                        loaded_share=self._loaded_share,
                         stop=self._stopping,
                     ) as worker,
                     LoadingThread(loader) as loading,
@@ -608,11 +614,13 @@ class Pipeline:
                         loading.put(
                             normalize_batch(items, keep_raw=keep_raw, rejects=kept), rejects
                         )
+                        worker.loaded_share(loaded_share(loader.outcomes))
                         received += count
                         self.progress.conversations(count)
                         pause_point("mid-stream", received)  # tests only: ETL_TEST_PAUSE_AT
                     end = worker.end
                     loading.drain()
+                self._loaded_share = loaded_share(loader.outcomes)
                 assert end is not None  # the worker ended the stream without an error
                 loader.finish()
                 if ledger is not None and report.window is not None:
@@ -727,6 +735,7 @@ def normalize_batch(
 ) -> list[NormalizedConversation]:
     """A batch's conversations as rows; a later copy of the same conversation in it wins.
 
+    The rows of those the extract worker normalized are decoded, the others normalized here.
     Consumes `batch`: it is emptied, and each conversation's text is let go once its rows
     are made, so a batch is not held twice over (as text and as rows) while it turns into rows.
     `rejects`: where a conversation that cannot be normalized goes (the quarantine), each
@@ -742,7 +751,16 @@ def normalize_batch(
     pending.reverse()  # popped from the end: in stream order
     normalized = []
     while pending:
-        digest, text, position = pending.pop()
+        digest, text, position, encoded_rows = pending.pop()
+        if encoded_rows is not None:
+            rows = NormalizedConversation(
+                digest.id, digest.content_hash, decoded(encoded_rows), True
+            )
+            if rejects is not None:
+                rows.position, rows.body = position, text
+            normalized.append(rows)
+            continue
+        assert text is not None  # the worker sends the text of what it did not normalize
         if rejects is None:
             normalized.append(
                 normalize_conversation(_parsed(text, digest), keep_raw=keep_raw, digest=digest)
@@ -757,6 +775,13 @@ def normalize_batch(
         rows.position, rows.body = position, text
         normalized.append(rows)
     return normalized
+
+
+def loaded_share(outcomes: Mapping[str, int]) -> float:
+    """The share of a window's conversations so far that were loaded (new or changed); 1.0
+    before the first is merged."""
+    seen = sum(outcomes.values())
+    return (outcomes[NEW] + outcomes[CHANGED]) / seen if seen else 1.0
 
 
 def _parsed(text: bytes | str, digest: Digest) -> dict[str, Any]:

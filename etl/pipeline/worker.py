@@ -1,11 +1,24 @@
-"""The extract worker: a forked process reads a window's export and sends it on, hashed, in batches.
+"""The extract worker: a forked process reads a window's export and sends it on, in batches.
 
 Data flows one way. The worker owns the export stream (downloading, decompressing, cutting
-and parsing it) and hashes each conversation; the loading process receives batches of
-`(digest, conversation)` through a `multiprocessing` pipe, normalizes them, and its loading
-thread keeps the changed ones. A conversation crosses as text, which costs less to
-parse again than pickled objects cost to send: the bytes orjson parsed it from, or orjson's or
-the standard library's JSON for one the splitter did not cut out (`_as_text`).
+and parsing it), hashes each conversation and, while the window's conversations are being
+loaded, normalizes them too; the loading process receives batches through a
+`multiprocessing` pipe and its loading thread keeps the new and changed conversations.
+
+Where a conversation is normalized follows what the window's loading has done so far
+(`ExtractWorker.loaded_share`), as normalizing takes longer than anything else either
+process does with it:
+- mostly loaded (a first load, a backfill): here, and its rows cross as orjson's text
+  (normalize.wire; one that is not plain crosses as its text). The loading process then
+  only merges, and its loading thread, which waits on the warehouse between statements,
+  seldom waits for the GIL.
+- mostly unchanged (a re-run): the loading process normalizes it, as its text, while the
+  worker reads the next ones: the rows of an unchanged conversation are dropped unused, so
+  that work is better spread over both processes than done here alone.
+Either way the rows are those of `normalize_conversation`; only the process differs.
+
+A conversation's text is what orjson parsed it from, or orjson's or the standard library's
+JSON for one the splitter did not cut out (`_as_text`).
 """
 
 from __future__ import annotations
@@ -28,13 +41,16 @@ import orjson
 from etl.errors import EtlError
 from etl.extract import ExportStream
 from etl.extract.split import finer_than_microseconds
-from etl.normalize import Digest, NormalizeError, content_digest
+from etl.normalize import Digest, NormalizeError, content_digest, normalize_conversation
 from etl.normalize.digest import TOO_DEEP
 from etl.normalize.rejects import Rejected, rejected
+from etl.normalize.wire import encoded
 
-# A conversation as it crosses: JSON for orjson (bytes) or for the standard library (str),
-# and its 0-based position in the export stream.
-Extracted = tuple[Digest, bytes | str, int]
+# A conversation as it crosses: its digest; its text, JSON for orjson (bytes) or for the
+# standard library (str), or None when its rows crossed and no quarantine needs the text;
+# its 0-based position in the export stream; its rows (normalize.wire) when the worker
+# normalized it.
+Extracted = tuple[Digest, bytes | str | None, int, bytes | None]
 # A batch: the conversations, and those quarantined on the way (pipeline.on_bad_conversation).
 Batch = tuple[list[Extracted], list[Rejected]]
 
@@ -52,6 +68,10 @@ _STOP_POLL_SECONDS = 0.25
 # waitpid on one child, one gets ECHILD, and that Process reads as still running for good
 # ("Cannot close a process while it is still running").
 _PROCESSES = threading.Lock()
+
+# A batch is normalized here when at least this share of the window's conversations so far
+# were loaded (new or changed): see the module's docstring.
+NORMALIZE_HERE_FROM = 0.5
 
 # A window's first batch is small so that the warehouse starts within milliseconds instead of
 # waiting for a whole batch to be read; each next one doubles up to the batch size. On windows
@@ -89,8 +109,9 @@ class ExtractWorker:
 
     The pipe holds about one batch: the worker reads at most a batch ahead, so memory stays
     flat whatever the window's size. Closing (normally, on error or on KeyboardInterrupt) kills
-    and reaps the worker. With `quarantine`, a conversation that cannot even be hashed (no
-    usable id, messages not a list) comes in the batch's rejects instead of failing the window.
+    and reaps the worker. With `quarantine`, a conversation that cannot be hashed or
+    normalized here comes in the batch's rejects instead of failing the window. `keep_raw`:
+    see normalize_conversation. `loaded_share`: what to expect until told (`loaded_share()`).
     """
 
     def __init__(
@@ -99,14 +120,25 @@ class ExtractWorker:
         batch_size: int,
         *,
         quarantine: bool = False,
+        keep_raw: bool = False,
+        loaded_share: float = 1.0,
         stop: threading.Event | None = None,
     ) -> None:
         self._stop = stop
         with _PROCESSES:
+            # Shared memory, which the worker reads as each batch starts.
+            self._loaded_share = _CONTEXT.RawValue("d", loaded_share)
             self._receiver, sender = _CONTEXT.Pipe(duplex=False)
             self._process = _CONTEXT.Process(
                 target=_extract,
-                args=(stream, sender, self._receiver, batch_size, os.getpid(), quarantine),
+                args=(
+                    stream,
+                    sender,
+                    self._receiver,
+                    batch_size,
+                    os.getpid(),
+                    _Choices(quarantine, keep_raw, self._loaded_share),
+                ),
                 name="etl-extract",
                 daemon=True,
             )
@@ -135,6 +167,10 @@ class ExtractWorker:
             else:
                 raise payload
 
+    def loaded_share(self, share: float) -> None:
+        """Tell the worker what share of the window's conversations were loaded so far."""
+        self._loaded_share.value = share
+
     def _status(self) -> str:
         with _PROCESSES:
             self._process.join(timeout=5)
@@ -158,15 +194,23 @@ class ExtractWorker:
         self.close()
 
 
+@dataclass(frozen=True)
+class _Choices:
+    quarantine: bool
+    keep_raw: bool
+    loaded_share: Any  # a multiprocessing RawValue("d")
+
+
 def _extract(
     stream: ExportStream,
     out: Connection,
     parents_end: Connection,
     batch_size: int,
     parent: int,
-    quarantine: bool,
+    choices: _Choices,
 ) -> None:
-    """The worker: read, hash and send; every failure goes to the parent as an error."""
+    """The worker: read, hash, maybe normalize, and send; every failure goes to the parent
+    as an error."""
     # Only the parent reads: when it dies, a send fails at once (EPIPE) instead of waiting.
     parents_end.close()
     gc.freeze()  # what the parent left behind is never garbage here: do not scan it again
@@ -181,15 +225,27 @@ def _extract(
         limits = batch_limits(batch_size)
         limit = next(limits)
         finite_floats = stream.finite_floats
+        quarantine, keep_raw = choices.quarantine, choices.keep_raw
+        normalizing = True
         for conversation, text in stream.conversations():
             position = stream.received - 1
+            if not batch and not rejects:
+                normalizing = choices.loaded_share.value >= NORMALIZE_HERE_FROM
             try:
-                item = as_sent(conversation, text, finite_floats=finite_floats, position=position)
-                sent = item[1]
+                digest = content_digest(
+                    conversation, finite_floats=finite_floats, position=position
+                )
+                sent = text if text is not None else _as_text(conversation, digest)
                 finer += finer_than_microseconds(
                     sent if isinstance(sent, bytes) else sent.encode("utf-8", "surrogatepass")
                 )
-                batch.append(item)
+                if normalizing and digest.plain and not digest.needs_cleaning:
+                    rows = encoded(
+                        normalize_conversation(conversation, keep_raw=keep_raw, digest=digest)
+                    )
+                    batch.append((digest, sent if quarantine else None, position, rows))
+                else:
+                    batch.append((digest, sent, position, None))
             except NormalizeError as exc:
                 if not quarantine:
                     raise
@@ -223,10 +279,11 @@ def as_sent(
     finite_floats: bool = False,
     position: int = 0,
 ) -> Extracted:
-    """A conversation as the worker sends it: hashed, with `text` (what orjson parsed it from)
-    or, without one, JSON made here (`_as_text`). `finite_floats`: see content_digest."""
+    """A conversation as the worker sends it for the loading process to normalize: hashed, with
+    `text` (what orjson parsed it from) or, without one, JSON made here (`_as_text`). `finite_floats`: see
+    content_digest."""
     digest = content_digest(conversation, finite_floats=finite_floats, position=position)
-    return digest, text if text is not None else _as_text(conversation, digest), position
+    return digest, text if text is not None else _as_text(conversation, digest), position, None
 
 
 def _as_text(conversation: dict[str, Any], digest: Digest) -> bytes | str:

@@ -13,8 +13,11 @@ import orjson
 import pytest
 
 from etl.extract import BrokenStreamError, ExportStream
-from etl.normalize import NormalizeError, content_digest
+from etl.normalize import NormalizeError, content_digest, normalize_conversation
+from etl.normalize.wire import decoded
+from etl.pipeline.runner import loaded_share, normalize_batch
 from etl.pipeline.worker import ExtractWorker, WorkerFailed, batch_limits
+from tests.conftest import SEED_EXPORT
 
 
 def _stream(elements: list[Any]) -> ExportStream:
@@ -38,16 +41,21 @@ def _conversations(n: int, first: int = 1) -> list[dict[str, Any]]:
 
 
 def _received(worker: ExtractWorker) -> list[list[tuple[Any, Any]]]:
+    """Each batch's (digest, conversation) pairs, from conversations sent as text."""
     batches = []
     for items, rejects in worker:
         assert rejects == []  # no quarantine asked for
-        batches.append([(d, orjson.loads(p) if isinstance(p, bytes) else p) for d, p, _ in items])
+        assert all(rows is None for _, _, _, rows in items)
+        batches.append(
+            [(d, orjson.loads(p) if isinstance(p, bytes) else p) for d, p, _, _ in items]
+        )
     return batches
 
 
 def test_batches_carry_every_conversation_hashed_in_order() -> None:
     conversations = _conversations(200)
-    with ExtractWorker(_stream(_export(conversations, note="end")), batch_size=100) as worker:
+    stream = _stream(_export(conversations, note="end"))
+    with ExtractWorker(stream, batch_size=100, loaded_share=0.0) as worker:
         batches = _received(worker)
         end = worker.end
     assert [len(b) for b in batches] == [64, 100, 36]
@@ -67,7 +75,7 @@ def test_a_stream_error_comes_after_the_conversations_read_before_it() -> None:
         first, _ = next(batches)
         with pytest.raises(BrokenStreamError, match="without post_query_info"):
             next(batches)
-    assert [(d.id, position) for d, _, position in first] == [(1, 0), (2, 1), (3, 2)]
+    assert [(d.id, position) for d, _, position, _ in first] == [(1, 0), (2, 1), (3, 2)]
 
 
 def test_an_error_keeps_its_class_message_and_attributes_across_the_pipe() -> None:
@@ -110,9 +118,88 @@ def test_with_quarantine_an_unhashable_conversation_comes_as_a_reject_in_its_bat
     with ExtractWorker(_stream(elements), batch_size=100, quarantine=True) as worker:
         ((items, rejects),) = list(worker)
         end = worker.end
-    assert [(d.id, position) for d, _, position in items] == [(1, 0), (2, 1), (9, 3)]
+    assert [(d.id, position) for d, _, position, _ in items] == [(1, 0), (2, 1), (9, 3)]
     (reject,) = rejects
     assert (reject.position, reject.conversation_id) == (2, None)
     assert "no integer id (got 'abc')" in reject.error
     assert json.loads(reject.body) == bad
     assert end is not None and end.received == 4
+
+
+def _conversation(cid: int, message_id: Any) -> dict[str, Any]:
+    return {
+        "type": "conversation",
+        "id": cid,
+        "time": {"created": "2024-03-25T10:00:00.5+01:00"},
+        "messages": [
+            {"id": message_id, "type": "question", "time": "2024-03-25T10:00:01+01:00",
+             "question": {"input": "hi", "surprise": [1, 2]}},
+        ],
+    }  # fmt: skip
+
+
+def test_while_the_window_loads_what_it_reads_the_worker_sends_rows_not_text() -> None:
+    conversations = [_conversation(cid, 100 + cid) for cid in range(1, 4)]
+    with ExtractWorker(_stream(_export(conversations)), batch_size=100) as worker:
+        ((items, rejects),) = list(worker)
+    assert rejects == []
+    assert [(d, text, position) for d, text, position, _ in items] == [
+        (content_digest(c), None, i) for i, c in enumerate(conversations)
+    ]
+    for (_, _, _, rows), conversation in zip(items, conversations, strict=True):
+        assert rows is not None
+        expected = normalize_conversation(conversation).rows
+        assert decoded(rows) == {t: [list(r) for r in expected[t]] for t in expected}
+
+
+def test_with_quarantine_rows_come_with_their_text_and_a_bad_one_comes_as_a_reject() -> None:
+    """The loader may still have to quarantine a normalized conversation (a message id that
+    another conversation holds), so its text crosses too; one the worker cannot normalize
+    comes as a reject in its batch, with its text."""
+    good, bad = _conversation(1, 11), _conversation(2, "eleven")
+    with ExtractWorker(_stream(_export([good, bad])), batch_size=100, quarantine=True) as worker:
+        ((items, rejects),) = list(worker)
+    ((digest, text, position, rows),) = items
+    assert (digest.id, position, rows is not None) == (1, 0, True)
+    assert isinstance(text, bytes) and orjson.loads(text) == good
+    (reject,) = rejects
+    assert (reject.position, reject.conversation_id) == (1, 2)
+    assert "message id must be an integer, got 'eleven'" in reject.error
+    assert json.loads(reject.body) == bad
+
+
+def test_without_quarantine_a_conversation_the_worker_cannot_normalize_fails_the_window() -> None:
+    elements = _export([_conversation(1, 11), _conversation(2, "eleven")])
+    with ExtractWorker(_stream(elements), batch_size=100) as worker:
+        batches = iter(worker)
+        first, _ = next(batches)  # what was read before it comes first
+        with pytest.raises(NormalizeError) as info:
+            next(batches)
+    assert [d.id for d, _, _, _ in first] == [1]
+    assert info.value.conversation_id == 2 and info.value.field == "messages[0].id"
+
+
+def test_the_loaded_share_counts_new_and_changed_among_every_outcome() -> None:
+    outcomes = {"new": 3, "changed": 1, "unchanged": 10, "older": 2, "rejected": 3, "forgotten": 1}
+    assert loaded_share(outcomes) == 4 / 20
+    assert loaded_share(dict.fromkeys(outcomes, 0)) == 1.0  # nothing merged yet: a first load
+
+
+def _rows_of_window(conversations: list[dict[str, Any]], share: float) -> list[Any]:
+    normalized = []
+    with ExtractWorker(_stream(_export(conversations)), 100, loaded_share=share) as worker:
+        for items, rejects in worker:
+            assert rejects == []
+            for n in normalize_batch(items, keep_raw=False):
+                rows = {t: [list(r) for r in rows] for t, rows in n.rows.items()}
+                normalized.append((n.id, n.content_hash, n.plain, rows))
+    return normalized
+
+
+def test_a_window_gives_the_same_rows_whichever_process_normalizes_it(sim_dataset: Any) -> None:
+    conversations = [orjson.loads(sim_dataset.payload(i)) for i in range(len(sim_dataset))]
+    conversations.append(json.loads(SEED_EXPORT.read_text())[1])
+    in_the_worker = _rows_of_window(conversations, share=1.0)
+    in_the_loading_process = _rows_of_window(conversations, share=0.0)
+    assert len(in_the_worker) == len(conversations)
+    assert in_the_worker == in_the_loading_process
