@@ -203,3 +203,20 @@ def test_a_window_gives_the_same_rows_whichever_process_normalizes_it(sim_datase
     in_the_loading_process = _rows_of_window(conversations, share=0.0)
     assert len(in_the_worker) == len(conversations)
     assert in_the_worker == in_the_loading_process
+
+
+def test_once_told_the_window_loads_little_the_worker_sends_texts() -> None:
+    """A batch is normalized where the share the run loop last reported says. Each batch
+    here is larger than the pipe holds, so the worker cannot start the third before the
+    second is read, which is after the share was reported (the second may go either way)."""
+    padding = "x" * 40_000
+    conversations = [{**_conversation(cid, 100 + cid), "reference": padding} for cid in range(6)]
+    with ExtractWorker(_stream(_export(conversations)), batch_size=2) as worker:
+        batches = iter(worker)
+        first, _ = next(batches)
+        worker.loaded_share(0.2)
+        next(batches)
+        third, _ = next(batches)
+    assert all(rows is not None and text is None for _, text, _, rows in first)
+    assert all(rows is None and isinstance(text, bytes) for _, text, _, rows in third)
+    assert [d.id for d, _, _, _ in third] == [4, 5]
