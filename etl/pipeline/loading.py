@@ -1,17 +1,24 @@
-"""The loading thread: it merges each batch into the warehouse while the caller prepares the next.
+"""The loading thread: it turns each batch into rows and merges them while the caller reads on.
 
-A batch's COPY ends by waiting for the server to parse, index and write what it was sent.
-The caller (the run loop, normalizing the next batch) and the server then work at once:
-threads, because the thread spends that time waiting on the connection, without the GIL.
+The caller (the run loop) takes each batch off the extract worker's pipe as soon as it comes,
+so that the worker, which reads the export and normalizes most of what a first load writes,
+never waits on the warehouse; the thread turns the batch into rows (decoding what the worker
+normalized, normalizing the rest: `rows_of`) and merges them. A COPY ends by waiting for the
+server to parse, index and write what it was sent: threads, because the thread spends that
+time waiting on the connection, without the GIL.
+
+Memory stays flat and the same from window to window: one batch as rows (the thread's) and
+the next as it crossed the pipe (the caller's, JSON text), whichever of the worker and the
+warehouse is ahead.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 from etl import testhooks
 from etl.load.loader import WindowLoader
@@ -19,21 +26,25 @@ from etl.normalize import NormalizedConversation
 from etl.normalize.rejects import Rejected
 
 _END: Final = None
-_Batch = tuple[Sequence[NormalizedConversation], Sequence[Rejected]]
+_Batch = tuple[Any, list[Rejected]]
+# A batch as received, and its rejects (to which a conversation that cannot be normalized is
+# added, with a quarantine) -> its rows.
+RowsOf = Callable[[Any, list[Rejected]], Sequence[NormalizedConversation]]
 
 
 class LoadingThread:
-    """Runs `loader.merge(batch, rejects)` for each batch `put`, in order, in one thread.
+    """For each batch `put`, in order, in one thread: `loader.merge(rows_of(batch, rejects),
+    rejects)`.
 
     The loader's connection belongs to the thread from the start of the block until `drain()`
     returns or the block ends: the caller must not use it meanwhile. An error in the thread is
     raised in the caller at its next `put` or `drain`; after one, the thread skips the rest.
-    The caller prepares one batch while the thread merges the one before, so memory stays
-    flat: two batches at most.
+    The caller holds one batch (as received) while the thread merges the one before.
     """
 
-    def __init__(self, loader: WindowLoader) -> None:
+    def __init__(self, loader: WindowLoader, rows_of: RowsOf) -> None:
         self._loader = loader
+        self._rows_of = rows_of
         self._batches: queue.Queue[_Batch | None] = queue.Queue(1)
         self._error: BaseException | None = None
         self._stopping = False
@@ -43,13 +54,11 @@ class LoadingThread:
         self._thread.start()
         return self
 
-    def put(
-        self, batch: Sequence[NormalizedConversation], rejects: Sequence[Rejected] = ()
-    ) -> None:
+    def put(self, batch: Any, rejects: list[Rejected] | None = None) -> None:
         """Hand a batch (and the conversations quarantined from it) over; returns once the
         thread has taken it (after the batch before)."""
         self._raise_error()
-        self._batches.put((batch, rejects))
+        self._batches.put((batch, [] if rejects is None else rejects))
         self._batches.join()  # so at most two batches are held: this one and the next
 
     def drain(self) -> None:
@@ -83,9 +92,9 @@ class LoadingThread:
             if self._stopping or self._error is not None:
                 continue  # let the caller's puts through until it stops
             try:
-                self._loader.merge(*batch)
+                self._loader.merge(self._rows_of(*batch), batch[1])
             except BaseException as exc:  # noqa: BLE001 - raised in the caller
                 self._error = exc
-            # Let go of the merged rows now, not at the next batch: the caller is building
-            # that one meanwhile, and two batches of rows would be held for no use.
+            # Let go of the batch now, not at the next one: the caller may be holding that
+            # one already, and both would be held for no use.
             batch = None

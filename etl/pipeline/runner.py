@@ -595,6 +595,13 @@ class Pipeline:
                 received = 0
                 keep_raw = self.settings.warehouse.keep_raw
                 quarantine = self.settings.pipeline.quarantine
+
+                def rows_of(
+                    items: list[Extracted], rejects: list[Rejected]
+                ) -> list[NormalizedConversation]:
+                    kept = rejects if quarantine else None
+                    return normalize_batch(items, keep_raw=keep_raw, rejects=kept)
+
                 with (
                     ExtractWorker(
                         stream,
@@ -604,16 +611,13 @@ class Pipeline:
                         loaded_share=self._loaded_share,
                         stop=self._stopping,
                     ) as worker,
-                    LoadingThread(loader) as loading,
+                    LoadingThread(loader, rows_of) as loading,
                 ):
                     for items, rejects in worker:
                         if self._stopping.is_set():  # Ctrl-C in the main thread (parallel)
                             raise KeyboardInterrupt("stopped")
                         count = len(items) + len(rejects)  # before normalizing adds to rejects
-                        kept = rejects if quarantine else None
-                        loading.put(
-                            normalize_batch(items, keep_raw=keep_raw, rejects=kept), rejects
-                        )
+                        loading.put(items, rejects)
                         worker.loaded_share(loaded_share(loader.outcomes))
                         received += count
                         self.progress.conversations(count)

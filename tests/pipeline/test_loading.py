@@ -13,6 +13,10 @@ import pytest
 from etl.pipeline.loading import LoadingThread
 
 
+def _as_is(batch: Any, rejects: Any) -> Any:
+    return batch
+
+
 class _Recorder:
     """Stands in for a WindowLoader: records what it merged, and in which thread."""
 
@@ -33,7 +37,7 @@ class _Recorder:
 
 def test_batches_are_merged_in_order_in_another_thread() -> None:
     loader = _Recorder()
-    with LoadingThread(loader) as loading:  # type: ignore[arg-type]
+    with LoadingThread(loader, _as_is) as loading:  # type: ignore[arg-type]
         for batch in range(10):
             loading.put(batch)
         loading.drain()
@@ -44,7 +48,7 @@ def test_batches_are_merged_in_order_in_another_thread() -> None:
 def test_an_error_in_the_thread_is_raised_in_the_caller_and_the_rest_is_skipped() -> None:
     loader = _Recorder(fail_on=2)
     with pytest.raises(ValueError, match="batch 2 refused"):
-        with LoadingThread(loader) as loading:  # type: ignore[arg-type]
+        with LoadingThread(loader, _as_is) as loading:  # type: ignore[arg-type]
             for batch in range(6):
                 loading.put(batch)
             loading.drain()
@@ -55,7 +59,7 @@ def test_an_error_in_the_caller_waits_for_the_batch_in_hand() -> None:
     """The connection may be rolled back only once the thread has let go of it."""
     gate = threading.Event()
     loader = _Recorder(gate=gate)
-    loading = LoadingThread(loader)  # type: ignore[arg-type]
+    loading = LoadingThread(loader, _as_is)  # type: ignore[arg-type]
     with pytest.raises(KeyboardInterrupt):
         with loading:
             loading.put(0)  # taken by the thread, which waits at the gate
@@ -68,7 +72,7 @@ def test_an_error_in_the_caller_waits_for_the_batch_in_hand() -> None:
 def test_put_returns_once_the_thread_took_the_batch_so_two_at_most_are_held() -> None:
     gate = threading.Event()
     loader = _Recorder(gate=gate)
-    with LoadingThread(loader) as loading:  # type: ignore[arg-type]
+    with LoadingThread(loader, _as_is) as loading:  # type: ignore[arg-type]
         loading.put(0)  # taken at once
         second = threading.Thread(target=loading.put, args=(1,))
         second.start()
@@ -96,7 +100,7 @@ def test_a_merged_batch_is_let_go_before_the_next_one_comes() -> None:
 
     batch = _Batch([1, 2, 3])
     watched = weakref.ref(batch)
-    with LoadingThread(_Merger()) as loading:  # type: ignore[arg-type]
+    with LoadingThread(_Merger(), _as_is) as loading:  # type: ignore[arg-type]
         loading.put(batch)
         del batch
         assert merged.wait(5)
@@ -107,3 +111,27 @@ def test_a_merged_batch_is_let_go_before_the_next_one_comes() -> None:
             time.sleep(0.01)
         assert watched() is None
         loading.drain()
+
+
+def test_each_batch_is_turned_into_rows_in_the_thread_with_its_rejects() -> None:
+    """The caller only hands the batch over as received; the rows are made in the thread,
+    which may add to the batch's rejects before merging both."""
+    made_in: set[int] = set()
+
+    def rows_of(batch: Any, rejects: list[Any]) -> Any:
+        made_in.add(threading.get_ident())
+        rejects.append(f"bad {batch}")
+        return [batch * 10]
+
+    merged: list[Any] = []
+
+    class _Merger:
+        def merge(self, rows: Any, rejects: Any = ()) -> None:
+            merged.append((rows, list(rejects)))
+
+    with LoadingThread(_Merger(), rows_of) as loading:  # type: ignore[arg-type]
+        loading.put(1, ["quarantined on the way"])
+        loading.put(2)
+        loading.drain()
+    assert merged == [([10], ["quarantined on the way", "bad 1"]), ([20], ["bad 2"])]
+    assert made_in and threading.get_ident() not in made_in
