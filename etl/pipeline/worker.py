@@ -3,16 +3,16 @@
 Data flows one way. The worker owns the export stream (downloading, decompressing, cutting
 and parsing it), hashes each conversation and, while the window's conversations are being
 loaded, normalizes them too; the loading process receives batches through a
-`multiprocessing` pipe and its loading thread keeps the new and changed conversations.
+`multiprocessing` pipe and its loading thread (pipeline.loading) makes their rows and keeps
+the new and changed conversations.
 
 Where a conversation is normalized follows what the window's loading has done so far
 (`ExtractWorker.loaded_share`), as normalizing takes longer than anything else either
 process does with it:
 - mostly loaded (a first load, a backfill): here, and its rows cross as orjson's text
   (normalize.wire; one that is not plain crosses as its text). The loading process then
-  only merges, and its loading thread, which waits on the warehouse between statements,
-  seldom waits for the GIL.
-- mostly unchanged (a re-run): the loading process normalizes it, as its text, while the
+  decodes and merges, and the worker and the warehouse each have a core of their own.
+- mostly unchanged (a re-run): the loading thread normalizes it, from its text, while the
   worker reads the next ones: the rows of an unchanged conversation are dropped unused, so
   that work is better spread over both processes than done here alone.
 Either way the rows are those of `normalize_conversation`; only the process differs.
