@@ -604,10 +604,11 @@ def entry_point() -> NoReturn:
     # less often, and never scan the objects start-up left (modules, classes) again.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    # The loading thread waits on the warehouse some sixteen times a batch while the main thread
-    # normalizes the next one without pause; after each wait it needs the GIL back, which a
-    # busy thread gives up only every switch interval (5 ms by default). Those hand-offs,
-    # not the warehouse, then set the pace of a load (bench/README.md, "Where a load's time
+    # The loading thread waits on the warehouse some sixteen times a batch while other threads
+    # of the process may be busy (with --workers N, other windows' loading threads making
+    # rows, a run loop unpickling a batch); after each wait it needs the GIL back, which a
+    # busy thread gives up only every switch interval (5 ms by default). Those hand-offs, not
+    # the warehouse, then set the pace of a load (bench/README.md, "Where a load's time
     # goes").
     sys.setswitchinterval(0.001)
     try:

@@ -3,10 +3,12 @@
 The worker normalizes and the loading process merges, so rows cross between processes.
 Pickling them is slow on both sides (a datetime is a call per value); orjson writes and reads
 the same rows several times faster, and gives every value back exactly when the conversation
-is plain (NormalizedConversation.plain), with two differences: datetimes come back as ISO-8601
-text, which `decoded` turns back into datetimes at the time columns, and a row comes back as a
-list, which the loaders take as they take a tuple. A conversation that is not plain (integers
-beyond 64 bits, text that was cleaned, JSON nested deeper than orjson writes) crosses as its
+is plain (NormalizedConversation.plain), but for datetimes, which come back as ISO-8601 text
+that `decoded` turns back into datetimes at the time columns. orjson also refuses JSON nested
+deeper than its limit (255 levels), which a plain conversation's rows may reach where the conversation
+itself did not (an unknown key sits two levels deeper in `extra`, the whole conversation in
+`raw`): `encoded` then raises orjson.JSONEncodeError. A conversation that is not plain
+(integers beyond 64 bits, text that was cleaned) or whose rows orjson refuses crosses as its
 text instead, and the loading process normalizes it.
 """
 
@@ -42,11 +44,13 @@ def encoded(normalized: NormalizedConversation) -> bytes:
 def decoded(payload: bytes) -> Rows:
     """The rows `encoded` was given, from what it returned."""
     tables: list[list[list[Any]]] = orjson.loads(payload)
-    for rows, times_at in zip(tables, _TIMES_AT, strict=True):
+    decoded_rows: Rows = {}
+    for table, rows, times_at in zip(_TABLES, tables, _TIMES_AT, strict=True):
         if times_at:
             for row in rows:
                 for i in times_at:
                     value = row[i]
                     if value is not None:
                         row[i] = _fromisoformat(value)
-    return dict(zip(_TABLES, tables, strict=True))  # type: ignore[arg-type]
+        decoded_rows[table] = list(map(tuple, rows))  # rows are tuples (normalize.core.Row)
+    return decoded_rows

@@ -2,14 +2,15 @@
 
 The caller (the run loop) takes each batch off the extract worker's pipe as soon as it comes,
 so that the worker, which reads the export and normalizes most of what a first load writes,
-never waits on the warehouse; the thread turns the batch into rows (decoding what the worker
-normalized, normalizing the rest: `rows_of`) and merges them. A COPY ends by waiting for the
-server to parse, index and write what it was sent: threads, because the thread spends that
-time waiting on the connection, without the GIL.
+can build the next one while the thread merges (it waits only once a batch is queued); the
+thread turns the batch into rows (decoding what the worker normalized, normalizing the rest:
+`rows_of`) and merges them. A COPY ends by waiting for the server to parse, index and write
+what it was sent: threads, because the thread spends that time waiting on the connection,
+without the GIL.
 
 Memory stays flat and the same from window to window: one batch as rows (the thread's) and
-the next as it crossed the pipe (the caller's, JSON text), whichever of the worker and the
-warehouse is ahead.
+the next as it crossed the pipe (the caller's: JSON text, and with a quarantine the
+conversations' own text too), whichever of the worker and the warehouse is ahead.
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ class LoadingThread:
         self._stopping = et is not None
         testhooks.wake(self._thread)
         self._stop()
+        # The thread's error came from a batch read before whatever the caller met since (a
+        # stream that broke later, the worker's error on a later conversation): it is the one
+        # to report, as a data error must not pass for a retriable stream error. An interrupt
+        # stays an interrupt.
+        if isinstance(ev, Exception):
+            self._raise_error()
 
     def _stop(self) -> None:
         if self._thread.is_alive():

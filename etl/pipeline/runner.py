@@ -618,7 +618,7 @@ class Pipeline:
                             raise KeyboardInterrupt("stopped")
                         count = len(items) + len(rejects)  # before normalizing adds to rejects
                         loading.put(items, rejects)
-                        worker.loaded_share(loaded_share(loader.outcomes))
+                        worker.report_loaded_share(loaded_share(loader.outcomes))
                         received += count
                         self.progress.conversations(count)
                         pause_point("mid-stream", received)  # tests only: ETL_TEST_PAUSE_AT
@@ -742,14 +742,18 @@ def normalize_batch(
     The rows of those the extract worker normalized are decoded, the others normalized here.
     Consumes `batch`: it is emptied, and each conversation's text is let go once its rows
     are made, so a batch is not held twice over (as text and as rows) while it turns into rows.
-    `rejects`: where a conversation that cannot be normalized goes (the quarantine), each
-    row set then keeping its position and text for the loader; None: it raises NormalizeError.
+    `rejects`: the batch's quarantined conversations, where one that cannot be normalized here
+    goes too, each row set then keeping its position and text for the loader; None: it raises
+    NormalizeError. A later copy wins over a quarantined one as over any other, and the other
+    way round, whichever process found it bad.
     """
     latest: dict[int, Extracted] = {}
     for item in batch:
         latest.pop(item[0].id, None)
         latest[item[0].id] = item
     batch.clear()
+    if rejects:
+        _latest_copy_wins(latest, rejects)
     pending = list(latest.values())
     latest.clear()
     pending.reverse()  # popped from the end: in stream order
@@ -779,6 +783,28 @@ def normalize_batch(
         rows.position, rows.body = position, text
         normalized.append(rows)
     return normalized
+
+
+def _latest_copy_wins(latest: dict[int, Extracted], rejects: list[Rejected]) -> None:
+    """Drop from `latest` a conversation quarantined later in the batch, and from `rejects`
+    one that comes again later, so that only each conversation's last copy counts."""
+    rejected_at: dict[int, int] = {}
+    for reject in rejects:
+        if reject.conversation_id is not None and reject.position is not None:
+            rejected_at[reject.conversation_id] = max(
+                reject.position, rejected_at.get(reject.conversation_id, -1)
+            )
+    for cid, at in rejected_at.items():
+        item = latest.get(cid)
+        if item is not None and item[2] < at:
+            del latest[cid]
+    rejects[:] = [
+        r
+        for r in rejects
+        if r.conversation_id not in latest
+        or r.position is None
+        or latest[r.conversation_id][2] < r.position
+    ]
 
 
 def loaded_share(outcomes: Mapping[str, int]) -> float:

@@ -7,11 +7,11 @@ loaded, normalizes them too; the loading process receives batches through a
 the new and changed conversations.
 
 Where a conversation is normalized follows what the window's loading has done so far
-(`ExtractWorker.loaded_share`), as normalizing takes longer than anything else either
+(`ExtractWorker.report_loaded_share`), as normalizing takes longer than anything else either
 process does with it:
 - mostly loaded (a first load, a backfill): here, and its rows cross as orjson's text
-  (normalize.wire; one that is not plain crosses as its text). The loading process then
-  decodes and merges, and the worker and the warehouse each have a core of their own.
+  (normalize.wire; one that is not plain, or whose rows orjson cannot write, crosses as its
+  text). The loading thread then only decodes and merges, and seldom waits for the GIL.
 - mostly unchanged (a re-run): the loading thread normalizes it, from its text, while the
   worker reads the next ones: the rows of an unchanged conversation are dropped unused, so
   that work is better spread over both processes than done here alone.
@@ -23,9 +23,11 @@ JSON for one the splitter did not cut out (`_as_text`).
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import itertools
 import json
+import mmap
 import multiprocessing
 import os
 import signal
@@ -41,7 +43,13 @@ import orjson
 from etl.errors import EtlError
 from etl.extract import ExportStream
 from etl.extract.split import finer_than_microseconds
-from etl.normalize import Digest, NormalizeError, content_digest, normalize_conversation
+from etl.normalize import (
+    Digest,
+    NormalizedConversation,
+    NormalizeError,
+    content_digest,
+    normalize_conversation,
+)
 from etl.normalize.digest import TOO_DEEP
 from etl.normalize.rejects import Rejected, rejected
 from etl.normalize.wire import encoded
@@ -71,7 +79,7 @@ _PROCESSES = threading.Lock()
 
 # A batch is normalized here when at least this share of the window's conversations so far
 # were loaded (new or changed): see the module's docstring.
-NORMALIZE_HERE_FROM = 0.5
+NORMALIZE_IN_WORKER_FROM_SHARE = 0.5
 
 # A window's first batch is small so that the warehouse starts within milliseconds instead of
 # waiting for a whole batch to be read; each next one doubles up to the batch size. On windows
@@ -111,7 +119,8 @@ class ExtractWorker:
     flat whatever the window's size. Closing (normally, on error or on KeyboardInterrupt) kills
     and reaps the worker. With `quarantine`, a conversation that cannot be hashed or
     normalized here comes in the batch's rejects instead of failing the window. `keep_raw`:
-    see normalize_conversation. `loaded_share`: what to expect until told (`loaded_share()`).
+    see normalize_conversation. `loaded_share`: what to expect until told otherwise
+    (`report_loaded_share`).
     """
 
     def __init__(
@@ -126,8 +135,13 @@ class ExtractWorker:
     ) -> None:
         self._stop = stop
         with _PROCESSES:
-            # Shared memory, which the worker reads as each batch starts.
-            self._loaded_share = _CONTEXT.RawValue("d", loaded_share)
+            # Anonymous shared memory, which the worker reads as each batch starts (written by
+            # one process, read by the other, one aligned double: no lock). Not a
+            # multiprocessing Value: that one needs /dev/shm or leaves a temporary directory
+            # behind when the process ends with os._exit, as `etl` does.
+            self._shared = mmap.mmap(-1, ctypes.sizeof(ctypes.c_double))
+            self._loaded_share = ctypes.c_double.from_buffer(self._shared)
+            self._loaded_share.value = loaded_share
             self._receiver, sender = _CONTEXT.Pipe(duplex=False)
             self._process = _CONTEXT.Process(
                 target=_extract,
@@ -137,7 +151,7 @@ class ExtractWorker:
                     self._receiver,
                     batch_size,
                     os.getpid(),
-                    _Choices(quarantine, keep_raw, self._loaded_share),
+                    _WorkerOptions(quarantine, keep_raw, self._loaded_share),
                 ),
                 name="etl-extract",
                 daemon=True,
@@ -167,7 +181,7 @@ class ExtractWorker:
             else:
                 raise payload
 
-    def loaded_share(self, share: float) -> None:
+    def report_loaded_share(self, share: float) -> None:
         """Tell the worker what share of the window's conversations were loaded so far."""
         self._loaded_share.value = share
 
@@ -195,10 +209,10 @@ class ExtractWorker:
 
 
 @dataclass(frozen=True)
-class _Choices:
+class _WorkerOptions:
     quarantine: bool
     keep_raw: bool
-    loaded_share: Any  # a multiprocessing RawValue("d")
+    loaded_share: ctypes.c_double  # in memory shared with the parent
 
 
 def _extract(
@@ -207,7 +221,7 @@ def _extract(
     parents_end: Connection,
     batch_size: int,
     parent: int,
-    choices: _Choices,
+    options: _WorkerOptions,
 ) -> None:
     """The worker: read, hash, maybe normalize, and send; every failure goes to the parent
     as an error."""
@@ -225,31 +239,34 @@ def _extract(
         limits = batch_limits(batch_size)
         limit = next(limits)
         finite_floats = stream.finite_floats
-        quarantine, keep_raw = choices.quarantine, choices.keep_raw
+        quarantine, keep_raw = options.quarantine, options.keep_raw
         normalizing = True
         for conversation, text in stream.conversations():
             position = stream.received - 1
             if not batch and not rejects:
-                normalizing = choices.loaded_share.value >= NORMALIZE_HERE_FROM
+                normalizing = options.loaded_share.value >= NORMALIZE_IN_WORKER_FROM_SHARE
+            sent: bytes | str | None = text
             try:
-                digest = content_digest(
-                    conversation, finite_floats=finite_floats, position=position
+                digest, sent, _, _ = as_sent(
+                    conversation, text, finite_floats=finite_floats, position=position
                 )
-                sent = text if text is not None else _as_text(conversation, digest)
                 finer += finer_than_microseconds(
                     sent if isinstance(sent, bytes) else sent.encode("utf-8", "surrogatepass")
                 )
+                rows = None
                 if normalizing and digest.plain and not digest.needs_cleaning:
-                    rows = encoded(
+                    rows = _rows(
                         normalize_conversation(conversation, keep_raw=keep_raw, digest=digest)
                     )
-                    batch.append((digest, sent if quarantine else None, position, rows))
-                else:
+                if rows is None:
                     batch.append((digest, sent, position, None))
+                else:
+                    batch.append((digest, sent if quarantine else None, position, rows))
             except NormalizeError as exc:
                 if not quarantine:
                     raise
-                rejects.append(rejected(position, conversation, text, exc.what))
+                # The same text as the loading process would keep, had it normalized it.
+                rejects.append(rejected(position, conversation, sent, exc.what))
             if len(batch) + len(rejects) >= limit:
                 out.send(("batch", (batch, rejects)))
                 batch, rejects = [], []
@@ -272,16 +289,26 @@ def _extract(
         _send_error(out, (batch, rejects), exc)
 
 
+def _rows(normalized: NormalizedConversation) -> bytes | None:
+    """The rows to send (normalize.wire), or None when orjson cannot write them: a plain
+    conversation's JSON sits deeper in its rows than in itself (an unknown key in `extra`,
+    the whole conversation in `raw`), beyond the depth orjson writes. Its text goes instead."""
+    try:
+        return encoded(normalized)
+    except orjson.JSONEncodeError:
+        return None
+
+
 def as_sent(
     conversation: dict[str, Any],
     text: bytes | None = None,
     *,
     finite_floats: bool = False,
     position: int = 0,
-) -> Extracted:
-    """A conversation as the worker sends it for the loading process to normalize: hashed, with
-    `text` (what orjson parsed it from) or, without one, JSON made here (`_as_text`). `finite_floats`: see
-    content_digest."""
+) -> tuple[Digest, bytes | str, int, None]:
+    """A conversation as the worker sends it for the loading process to normalize: hashed,
+    with `text` (what orjson parsed it from) or, without one, JSON made here (`_as_text`).
+    `finite_floats`: see content_digest."""
     digest = content_digest(conversation, finite_floats=finite_floats, position=position)
     return digest, text if text is not None else _as_text(conversation, digest), position, None
 

@@ -66,3 +66,27 @@ def test_a_conversation_the_normalizer_refuses_is_a_data_error_and_loads_nothing
     assert str(path) in result.stderr
     assert "bug" not in result.stderr and "Traceback" not in result.output
     assert count(migrated, "conversations") == count(migrated, "messages") == 0
+
+
+def test_a_refused_conversation_is_reported_over_a_stream_that_broke_after_it(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """The conversation is not plain (a NUL in its text), so the loading process normalizes
+    it while the worker reads on and meets the end of a file cut short: the data error, which
+    came first, is the one reported."""
+    query_info, conversation, _ = json.loads(SEED_EXPORT.read_text())
+    broken = copy.deepcopy(conversation)
+    broken["id"] = 1000002
+    broken["reference"] = "nul\x00here"
+    for k, message in enumerate(broken["messages"]):
+        message["id"] = 2000000 + k
+    broken["messages"][1]["id"] = "eleven"
+    query_info["conversations"] = 2
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps([query_info, conversation, broken]))  # no post_query_info
+
+    result = etl("load-file", str(path), wh=migrated)
+    assert result.code == 5, result.output
+    assert "conversation 1000002, field 'messages[1].id'" in result.stderr, result.stderr
+    assert "post_query_info" not in result.stderr
+    assert count(migrated, "conversations") == 0

@@ -135,3 +135,23 @@ def test_each_batch_is_turned_into_rows_in_the_thread_with_its_rejects() -> None
         loading.drain()
     assert merged == [([10], ["quarantined on the way", "bad 1"]), ([20], ["bad 2"])]
     assert made_in and threading.get_ident() not in made_in
+
+
+def test_the_threads_error_is_raised_over_one_the_caller_met_later() -> None:
+    """A batch that could not be merged was read before whatever the caller met since (a
+    stream that broke after it): its error, a data error, is the one to report."""
+    loader = _Recorder(fail_on=1)
+    with pytest.raises(ValueError, match="batch 1 refused") as info:
+        with LoadingThread(loader, _as_is) as loading:  # type: ignore[arg-type]
+            loading.put(0)
+            loading.put(1)
+            raise ConnectionError("the stream broke after batch 1")
+    assert isinstance(info.value.__context__, ConnectionError)
+
+
+def test_an_interrupt_stays_an_interrupt_whatever_the_thread_met() -> None:
+    loader = _Recorder(fail_on=0)
+    with pytest.raises(KeyboardInterrupt):
+        with LoadingThread(loader, _as_is) as loading:  # type: ignore[arg-type]
+            loading.put(0)
+            raise KeyboardInterrupt

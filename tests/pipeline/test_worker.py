@@ -148,8 +148,7 @@ def test_while_the_window_loads_what_it_reads_the_worker_sends_rows_not_text() -
     ]
     for (_, _, _, rows), conversation in zip(items, conversations, strict=True):
         assert rows is not None
-        expected = normalize_conversation(conversation).rows
-        assert decoded(rows) == {t: [list(r) for r in expected[t]] for t in expected}
+        assert decoded(rows) == normalize_conversation(conversation).rows
 
 
 def test_with_quarantine_rows_come_with_their_text_and_a_bad_one_comes_as_a_reject() -> None:
@@ -185,15 +184,19 @@ def test_the_loaded_share_counts_new_and_changed_among_every_outcome() -> None:
     assert loaded_share(dict.fromkeys(outcomes, 0)) == 1.0  # nothing merged yet: a first load
 
 
-def _rows_of_window(conversations: list[dict[str, Any]], share: float) -> list[Any]:
-    normalized = []
-    with ExtractWorker(_stream(_export(conversations)), 100, loaded_share=share) as worker:
+def _rows_of_window(
+    conversations: list[dict[str, Any]], share: float, *, quarantine: bool = False
+) -> tuple[list[Any], list[Any]]:
+    """Each conversation's rows, and the quarantined ones, as the loading thread has them."""
+    normalized, quarantined = [], []
+    stream = _stream(_export(conversations))
+    with ExtractWorker(stream, 100, quarantine=quarantine, loaded_share=share) as worker:
         for items, rejects in worker:
-            assert rejects == []
-            for n in normalize_batch(items, keep_raw=False):
-                rows = {t: [list(r) for r in rows] for t, rows in n.rows.items()}
-                normalized.append((n.id, n.content_hash, n.plain, rows))
-    return normalized
+            kept = rejects if quarantine else None
+            for n in normalize_batch(items, keep_raw=False, rejects=kept):
+                normalized.append((n.id, n.content_hash, n.plain, n.rows, n.position, n.body))
+            quarantined.extend(rejects)
+    return normalized, quarantined
 
 
 def test_a_window_gives_the_same_rows_whichever_process_normalizes_it(sim_dataset: Any) -> None:
@@ -201,7 +204,7 @@ def test_a_window_gives_the_same_rows_whichever_process_normalizes_it(sim_datase
     conversations.append(json.loads(SEED_EXPORT.read_text())[1])
     in_the_worker = _rows_of_window(conversations, share=1.0)
     in_the_loading_process = _rows_of_window(conversations, share=0.0)
-    assert len(in_the_worker) == len(conversations)
+    assert len(in_the_worker[0]) == len(conversations)
     assert in_the_worker == in_the_loading_process
 
 
@@ -214,9 +217,43 @@ def test_once_told_the_window_loads_little_the_worker_sends_texts() -> None:
     with ExtractWorker(_stream(_export(conversations)), batch_size=2) as worker:
         batches = iter(worker)
         first, _ = next(batches)
-        worker.loaded_share(0.2)
+        worker.report_loaded_share(0.2)
         next(batches)
         third, _ = next(batches)
     assert all(rows is not None and text is None for _, text, _, rows in first)
     assert all(rows is None and isinstance(text, bytes) for _, text, _, rows in third)
     assert [d.id for d, _, _, _ in third] == [4, 5]
+
+
+def test_rows_too_deep_for_orjson_cross_as_text_and_give_the_same_rows() -> None:
+    deep: Any = []
+    for _ in range(252):
+        deep = [deep]
+    conversations = [{**_conversation(1, 11), "surprise": deep}, _conversation(2, 12)]
+    with ExtractWorker(_stream(_export(conversations)), batch_size=100) as worker:
+        ((items, _),) = list(worker)
+    assert [rows is None for _, _, _, rows in items] == [True, False]
+    rows = normalize_batch(items, keep_raw=False)
+    assert [n.rows for n in rows] == [normalize_conversation(c).rows for c in conversations]
+
+
+def test_a_quarantined_conversation_keeps_the_same_text_whichever_process_rejects_it() -> None:
+    """The body's last conversation is parsed by ijson and has no text as sent: both
+    processes keep the JSON the worker made for it, so a re-run finds the same reject."""
+    conversations = [_conversation(1, 11), {**_conversation(2, "eleven"), "reference": "é"}]
+    by_worker = _rows_of_window(conversations, share=1.0, quarantine=True)[1]
+    by_loading_process = _rows_of_window(conversations, share=0.0, quarantine=True)[1]
+    assert [r.conversation_id for r in by_worker] == [2]
+    assert by_worker == by_loading_process
+
+
+@pytest.mark.parametrize("bad_first", [False, True], ids=["bad-last", "bad-first"])
+def test_the_last_copy_of_a_conversation_wins_over_a_quarantined_one(bad_first: bool) -> None:
+    good, bad = _conversation(1, 11), {**_conversation(1, "eleven"), "reference": "new"}
+    conversations = [bad, good] if bad_first else [good, bad]
+    for share in (1.0, 0.0):
+        loaded, quarantined = _rows_of_window(conversations, share=share, quarantine=True)
+        if bad_first:
+            assert [n[0] for n in loaded] == [1] and quarantined == []
+        else:
+            assert loaded == [] and [r.position for r in quarantined] == [1]
