@@ -373,6 +373,4 @@ def normalize_conversation(
                 table_rows[:] = [clean_row(r, columns, extra_at) for r in table_rows]
         except RecursionError:
             raise NormalizeError(TOO_DEEP, conversation_id=cid) from None
-    return NormalizedConversation(
-        cid, digest.content_hash, rows, digest.plain and not digest.needs_cleaning
-    )
+    return NormalizedConversation(cid, digest.content_hash, rows, digest.plain_rows)

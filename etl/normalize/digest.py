@@ -113,6 +113,12 @@ class Digest:
     needs_cleaning: bool
     plain: bool = False
 
+    @property
+    def plain_rows(self) -> bool:
+        """Whether the rows it normalizes to are plain JSON too (NormalizedConversation.plain):
+        cleaning replaces what orjson would refuse with text the stdlib encoder must write."""
+        return self.plain and not self.needs_cleaning
+
 
 def content_digest(
     conv: Mapping[str, Any], *, finite_floats: bool = False, position: int | None = None

@@ -5,9 +5,9 @@ Pickling them is slow on both sides (a datetime is a call per value); orjson wri
 the same rows several times faster, and gives every value back exactly when the conversation
 is plain (NormalizedConversation.plain), but for datetimes, which come back as ISO-8601 text
 that `decoded` turns back into datetimes at the time columns. orjson also refuses JSON nested
-deeper than its limit (255 levels), which a plain conversation's rows may reach where the conversation
-itself did not (an unknown key sits two levels deeper in `extra`, the whole conversation in
-`raw`): `encoded` then raises orjson.JSONEncodeError. A conversation that is not plain
+deeper than its limit (255 levels), which a plain conversation's rows may reach where the
+conversation itself did not (an unknown key sits two levels deeper in `extra`, the whole
+conversation in `raw`): `encoded` then raises orjson.JSONEncodeError. A conversation that is not plain
 (integers beyond 64 bits, text that was cleaned) or whose rows orjson refuses crosses as its
 text instead, and the loading process normalizes it.
 """

@@ -254,7 +254,7 @@ def _extract(
                     sent if isinstance(sent, bytes) else sent.encode("utf-8", "surrogatepass")
                 )
                 rows = None
-                if normalizing and digest.plain and not digest.needs_cleaning:
+                if normalizing and digest.plain_rows:
                     rows = _rows(
                         normalize_conversation(conversation, keep_raw=keep_raw, digest=digest)
                     )
