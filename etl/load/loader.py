@@ -31,6 +31,7 @@ from etl.normalize import (
     NormalizeError,
 )
 from etl.normalize.digest import TOO_DEEP
+from etl.normalize.references import Order, reference_order
 from etl.normalize.rejects import Rejected, rejected
 
 Row = tuple[Any, ...]
@@ -119,10 +120,10 @@ def outcome(
 class ReferenceFold:
     """A window's references to one dimension (intents or actions), folded per id as they come.
 
-    Per attribute, the value of the latest reference (by `last_seen_at`, then by arrival: the
-    later one on a tie; undated references count as the oldest) that has one: a reference
-    without a title never blanks the title an earlier one gave. Each id holds one running row
-    and, per attribute, the (dated, time, arrival) key of the value it holds: memory stays one
+    Per attribute, the value of the latest reference (`reference_order`: by `last_seen_at`,
+    then by arrival, the later one on a tie; undated references count as the oldest) that has
+    one: a reference without a title never blanks the title an earlier one gave. Each id holds
+    one running row and, per attribute, the order of the value it holds: memory stays one
     row per id and each reference costs one pass over its few columns, however many distinct
     values (a per-occurrence `confidence` in `extra`, say) the window carries. Rows are laid out
     as TABLE_COLUMNS: id first, then the attributes, last_seen_at and extra last; `rows()`
@@ -132,7 +133,7 @@ class ReferenceFold:
     __slots__ = ("_arrivals", "_rows")
 
     def __init__(self) -> None:
-        self._rows: dict[Any, tuple[list[Any], list[tuple[bool, datetime, int]]]] = {}
+        self._rows: dict[Any, tuple[list[Any], list[Order]]] = {}
         self._arrivals = 0
 
     def add(self, rows: Iterable[Row]) -> None:
@@ -147,7 +148,7 @@ class ReferenceFold:
                 row = (*row[:-1], rest or None)
             arrival += 1
             seen = row[-2]
-            key = (seen is not None, seen or _EPOCH, arrival)
+            key = reference_order(seen, arrival)
             held = held_rows.get(row[0])
             if held is None:
                 held_rows[row[0]] = (list(row), [key] * len(row))
@@ -176,9 +177,6 @@ class ReferenceFold:
 
     def clear(self) -> None:
         self._rows.clear()
-
-
-_EPOCH: Final = datetime(1, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from etl.normalize.fields import (
     BadField,
     FieldMap,
 )
+from etl.normalize.references import latest_references
 
 Row = tuple[Any, ...]
 
@@ -78,7 +79,8 @@ _check_layout()
 
 @dataclass(slots=True)
 class NormalizedConversation:
-    """One conversation as rows: `rows[table]` holds tuples in `TABLE_COLUMNS[table]` order."""
+    """One conversation as rows: `rows[table]` holds tuples in `TABLE_COLUMNS[table]` order;
+    `intents` and `actions` its references, to be folded per id (normalize.references)."""
 
     id: int
     content_hash: str
@@ -117,7 +119,8 @@ def _dimension(
 
     Returns the copied values and the rest of the object (unknown keys, misfits), which the
     referring row keeps in its `extra`: the values of each occurrence stay with it, as the
-    same id may carry other values in another message. The dimension row gets them too.
+    same id may carry other values in another message. The dimension row gets them too (until
+    `latest_references` drops the rows that another one with the same values outdates).
     """
     values: list[Any] = [None] * WIDTH[fields.table]
     rest = fields.copy_into(obj, values)
@@ -346,8 +349,8 @@ def _build(conv: Mapping[str, Any], cid: int, messages: list[Any]) -> dict[str, 
         "content": builder.content,
         "buttons": builder.buttons,
         "intent_analysis": builder.analysis,
-        "intents": builder.intents,
-        "actions": builder.actions,
+        "intents": latest_references(builder.intents),
+        "actions": latest_references(builder.actions),
     }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -76,10 +75,6 @@ def _item(row: dict[str, Any], mapping: dict[str, str]) -> Any:
     return _finish(row, _pick(row, mapping))
 
 
-def _dimension(rows: Iterator[dict[str, Any]], mapping: dict[str, str]) -> dict[str, Any]:
-    return _item(next(rows), mapping)
-
-
 BUTTON_COLUMNS = ("button_type", "text", "url", "hidden", "attributes")
 INTENT = {"id": "id", "title": "title", "inherit_skill": "inherit_skill"}
 ACTION = {
@@ -93,7 +88,9 @@ ACTION = {
 def reconstruct(nc: NormalizedConversation) -> dict[str, Any]:
     """The conversation as exported, minus expected `type` tags, nulls and empty containers."""
     t = _as_dicts(nc)
-    intents, actions = iter(t["intents"]), iter(t["actions"])
+    # Each reference with a usable id (its column is set), as the referring row rebuilds it:
+    # the dimension rows must hold the same values, once each (normalize.references).
+    references: dict[str, list[Any]] = {"intents": [], "actions": []}
     crow = t["conversations"][0]
     conv = _pick(
         crow,
@@ -139,8 +136,8 @@ def reconstruct(nc: NormalizedConversation) -> dict[str, Any]:
                     },
                 )
                 analysed = _finish(a, item)
-                if a["intent_id"] is not None:  # its dimension row holds the same values
-                    assert _prune(_dimension(intents, INTENT)) == _prune(analysed["intent"])
+                if a["intent_id"] is not None:
+                    references["intents"].append(_prune(analysed["intent"]))
                 question["analysis"].append(analysed)
             msg["question"] = question
             # Each reference is rebuilt from the message's own row; the dimension rows are
@@ -190,16 +187,18 @@ def reconstruct(nc: NormalizedConversation) -> dict[str, Any]:
                     item["buttons"] = buttons
                 msg["content"].append(_finish(c, item))
         message = _merge(msg, m["_extra"])
-        for group, kind, names, rows, mapping in (
-            ("intents", "intent", ("predicted", "came_from"), intents, INTENT),
-            ("actions", "action", ("displayed", "came_from"), actions, ACTION),
+        for group, kind, names in (
+            ("intents", "intent", ("predicted", "came_from")),
+            ("actions", "action", ("displayed", "came_from")),
         ):
             for name in names:
-                # A reference with a usable id (its column is set) has a dimension row.
                 if m["type"] in KNOWN_MESSAGE and m[f"{name}_{kind}_id"] is not None:
-                    assert _prune(_dimension(rows, mapping)) == _prune(message[group][name])
+                    references[group].append(_prune(message[group][name]))
         conv["messages"].append(message)
-    assert next(intents, None) is None and next(actions, None) is None
+    for group, mapping in (("intents", INTENT), ("actions", ACTION)):
+        held = [_prune(_item(row, mapping)) for row in t[group]]
+        assert all(ref in held for ref in references[group]), f"a reference lost from {group}"
+        assert all(row in references[group] for row in held), f"a row of {group} from nowhere"
     return _merge(conv, crow["_extra"])
 
 

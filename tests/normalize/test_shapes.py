@@ -108,7 +108,8 @@ def test_optional_fields_missing() -> None:
     }
     nc = normalize_conversation(conv)
     assert [r[0] for r in nc.rows["messages"]] == [10, 11, 12, 13, 14, 15]
-    assert nc.rows["intents"] == [(5, None, None, None, None), (5, None, None, None, None)]
+    # Two references to intent 5, with the same (no) values: one row is enough to fold.
+    assert nc.rows["intents"] == [(5, None, None, None, None)]
     assert len(nc.rows["intent_analysis"]) == 1
     assert nc.rows["actions"] == []
     assert nc.rows["content"] == [(15, 0, 1, "link", None, *[None] * 7)]
