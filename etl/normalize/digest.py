@@ -113,6 +113,12 @@ class Digest:
     needs_cleaning: bool
     plain: bool = False
 
+    def __reduce__(self) -> tuple[type[Digest], tuple[int, str, bool, bool]]:
+        # Every conversation's digest crosses the extract worker's pipe. A slots dataclass
+        # unpickles through dataclasses' generic __setstate__, which looks its fields up
+        # again for each object; calling the class does not.
+        return (Digest, (self.id, self.content_hash, self.needs_cleaning, self.plain))
+
     @property
     def plain_rows(self) -> bool:
         """Whether the rows it normalizes to are plain JSON too (NormalizedConversation.plain):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.normalize.digest import content_digest
+from etl.normalize.digest import Digest, content_digest
 
 _json: st.SearchStrategy[Any] = st.recursive(
     st.none()
@@ -35,3 +36,12 @@ def test_without_the_promise_a_nan_is_not_hashed_as_null() -> None:
     with_null = {"id": 7, "messages": [], "score": None}
     assert content_digest(with_nan).content_hash != content_digest(with_null).content_hash
     assert content_digest(with_nan).plain is False
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.dictionaries(st.sampled_from(["a", "user_information"]), _json, max_size=2))
+def test_a_digest_crosses_the_pipe_unchanged(fields: dict[str, Any]) -> None:
+    """The extract worker pickles each digest (Digest.__reduce__): every field comes back."""
+    digest = content_digest({"id": 7, "messages": [], **fields})
+    crossed = pickle.loads(pickle.dumps(digest, pickle.HIGHEST_PROTOCOL))
+    assert crossed == digest and type(crossed) is Digest
