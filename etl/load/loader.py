@@ -266,6 +266,25 @@ class WindowLoader(ABC):
         if rejects:
             self._quarantine(rejects)
 
+    def unchanged(self, conversations: Sequence[tuple[int, str]]) -> set[int]:
+        """Of conversations not normalized yet, given as (id, content hash), the ids of those
+        stored with the same hash: counted UNCHANGED and returned now, as `merge` would count
+        them, so that the caller need not normalize them only to have them dropped.
+
+        Read without locks, as `changed` reads them: whatever another window writes
+        meanwhile, the result is that of this window coming first. `etl forget` deletes what
+        it erases, so an erased conversation is not among them (one erased while this read
+        runs counts as unchanged rather than forgotten; nothing is written either way).
+        """
+        if not conversations:
+            return set()
+        stored = self._stored([cid for cid, _ in conversations])
+        same = {cid for cid, content_hash in conversations
+                if (held := stored.get(cid)) is not None and held[0] == content_hash}  # fmt: skip
+        self.outcomes[UNCHANGED] += len(same)
+        self.returned.update(same)
+        return same
+
     def changed(self, batch: Sequence[NormalizedConversation]) -> list[str]:
         """What each conversation of a batch (ids unique within it) does: see `outcome`.
 

@@ -3,10 +3,10 @@
 The caller (the run loop) takes each batch off the extract worker's pipe as soon as it comes,
 so that the worker, which reads the export and normalizes most of what a first load writes,
 can build the next one while the thread merges (it waits only once a batch is queued); the
-thread turns the batch into rows (decoding what the worker normalized, normalizing the rest:
-`rows_of`) and merges them. A COPY ends by waiting for the server to parse, index and write
-what it was sent: threads, because the thread spends that time waiting on the connection,
-without the GIL.
+thread turns the batch into rows (decoding what the worker normalized, normalizing the rest
+but what is stored as it is: `rows_of`) and merges them. A COPY ends by waiting for the
+server to parse, index and write what it was sent: threads, because the thread spends that
+time waiting on the connection, without the GIL.
 
 Memory stays flat and the same from window to window: one batch as rows (the thread's) and
 the next as it crossed the pipe (the caller's: JSON text, and with a quarantine the

@@ -600,7 +600,9 @@ class Pipeline:
                     items: list[Extracted], rejects: list[Rejected]
                 ) -> list[NormalizedConversation]:
                     kept = rejects if quarantine else None
-                    return normalize_batch(items, keep_raw=keep_raw, rejects=kept)
+                    return normalize_batch(
+                        items, keep_raw=keep_raw, rejects=kept, unchanged=loader.unchanged
+                    )
 
                 with (
                     ExtractWorker(
@@ -735,7 +737,11 @@ def _fate(outcomes: dict[str, int]) -> str:
 
 
 def normalize_batch(
-    batch: list[Extracted], *, keep_raw: bool, rejects: list[Rejected] | None = None
+    batch: list[Extracted],
+    *,
+    keep_raw: bool,
+    rejects: list[Rejected] | None = None,
+    unchanged: Callable[[Sequence[tuple[int, str]]], set[int]] | None = None,
 ) -> list[NormalizedConversation]:
     """A batch's conversations as rows; a later copy of the same conversation in it wins.
 
@@ -745,7 +751,9 @@ def normalize_batch(
     `rejects`: the batch's quarantined conversations, where one that cannot be normalized here
     goes too, each row set then keeping its position and text for the loader; None: it raises
     NormalizeError. A later copy wins over a quarantined one as over any other, and the other
-    way round, whichever process found it bad.
+    way round, whichever process found it bad. `unchanged` (WindowLoader.unchanged) is asked
+    which of those still to normalize are stored as they are: they are left out, unnormalized
+    (a re-run's whole batch, as a rule).
     """
     latest: dict[int, Extracted] = {}
     for item in batch:
@@ -756,6 +764,11 @@ def normalize_batch(
         _latest_copy_wins(latest, rejects)
     pending = list(latest.values())
     latest.clear()
+    if unchanged is not None:
+        asked = [(item[0].id, item[0].content_hash) for item in pending if item[3] is None]
+        same = unchanged(asked) if asked else set()
+        if same:
+            pending = [item for item in pending if item[3] is not None or item[0].id not in same]
     pending.reverse()  # popped from the end: in stream order
     normalized = []
     while pending:

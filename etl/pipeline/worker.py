@@ -12,9 +12,9 @@ process does with it:
 - mostly loaded (a first load, a backfill): here, and its rows cross as orjson's text
   (normalize.wire; one that is not plain, or whose rows orjson cannot write, crosses as its
   text). The loading thread then only decodes and merges, and seldom waits for the GIL.
-- mostly unchanged (a re-run): the loading thread normalizes it, from its text, while the
-  worker reads the next ones: the rows of an unchanged conversation are dropped unused, so
-  that work is better spread over both processes than done here alone.
+- mostly unchanged (a re-run): its text crosses, and the loading thread normalizes only
+  what the warehouse does not hold as it is (WindowLoader.unchanged, one query a batch):
+  normalizing here would make rows only for the loading process to drop them.
 Either way the rows are those of `normalize_conversation`; only the process differs.
 
 A conversation's text is what orjson parsed it from, or orjson's or the standard library's

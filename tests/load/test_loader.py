@@ -50,7 +50,8 @@ def load_window(
             )
             for start in range(0, len(window), batch_size):
                 chunk = window[start : start + batch_size]
-                loader.merge(normalize_batch([as_sent(c) for c in chunk], keep_raw=False))
+                items = [as_sent(c) for c in chunk]
+                loader.merge(normalize_batch(items, keep_raw=False, unchanged=loader.unchanged))
             loader.finish()
             return loader.rows
     finally:
@@ -113,6 +114,53 @@ def test_reload_changes_no_row_and_stale_export_is_ignored(migrated: TestWarehou
     older["messages"] = older["messages"][:2]
     load_window(migrated, [older], T0 - timedelta(days=1))
     assert dump_tables(migrated, volatile=True) == before
+
+
+def test_a_stored_unchanged_conversation_is_counted_and_not_normalized_again(
+    migrated: TestWarehouse,
+) -> None:
+    """A re-run's batch: the loader is asked which texts are stored as they are, and those
+    are not even parsed again (here the text of the unchanged one would not parse)."""
+
+    def another(offset: int) -> dict[str, Any]:
+        conversation = seed_conversation()
+        conversation["id"] += offset
+        for message in conversation["messages"]:
+            message["id"] += offset
+        return conversation
+
+    stored, other, new = seed_conversation(), another(1_000_000), another(2_000_000)
+    load_window(migrated, [stored, other], T0)
+    edited = copy.deepcopy(other)
+    edited["messages"][0]["session_id"] = "another session"
+    unchanged, changed, added = as_sent(stored), as_sent(edited), as_sent(new)
+    unchanged = (unchanged[0], b"{not json", *unchanged[2:])
+    asked: list[tuple[int, str]] = []
+    engine = migrated.engine()
+    try:
+        with engine.begin() as conn:
+            loader = open_loader(
+                conn, build_metadata(migrated.schema), run_id="t", exported_at=T0 + timedelta(1)
+            )
+
+            def ask(conversations: Any) -> set[int]:
+                asked.extend(conversations)
+                return loader.unchanged(conversations)
+
+            rows = normalize_batch([unchanged, changed, added], keep_raw=False, unchanged=ask)
+            assert [c.id for c in rows] == [edited["id"], new["id"]]
+            loader.merge(rows)
+            loader.finish()
+            assert {k: v for k, v in loader.outcomes.items() if v} == {
+                "unchanged": 1,
+                "changed": 1,
+                "new": 1,
+            }
+            assert loader.returned == {stored["id"], edited["id"], new["id"]}
+    finally:
+        engine.dispose()
+    assert asked == [(c[0].id, c[0].content_hash) for c in (unchanged, changed, added)]
+    assert scalar(migrated, f"SELECT count(*) FROM {migrated.table('conversations')}") == 3
 
 
 def test_reexport_with_more_messages_and_masking_leaves_no_stale_rows(
