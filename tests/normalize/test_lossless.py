@@ -141,7 +141,7 @@ def reconstruct(nc: NormalizedConversation) -> dict[str, Any]:
                 question["analysis"].append(analysed)
             msg["question"] = question
             # Each reference is rebuilt from the message's own row; the dimension rows are
-            # checked against it once the message is whole.
+            # checked against the references once the conversation is whole.
             msg["intents"] = {
                 name: _pick(m, {k: f"{name}_intent_{k}" for k in INTENT})
                 for name in ("predicted", "came_from")
