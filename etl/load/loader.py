@@ -279,8 +279,10 @@ class WindowLoader(ABC):
         if not conversations:
             return set()
         stored = self._stored([cid for cid, _ in conversations])
+        exported_at, replace = self._exported_at, self._replace_all
         same = {cid for cid, content_hash in conversations
-                if (held := stored.get(cid)) is not None and held[0] == content_hash}  # fmt: skip
+                if outcome(exported_at, content_hash, stored.get(cid), replace=replace)
+                == UNCHANGED}  # fmt: skip
         self.outcomes[UNCHANGED] += len(same)
         self.returned.update(same)
         return same
