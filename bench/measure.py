@@ -84,6 +84,9 @@ class Measurement:
     # The 1-minute load average as the run started: it includes the bench's own previous runs,
     # so only its jumps say that other work competed.
     loadavg_before: float = 0.0
+    # CPU the database server's processes used during the run (user + system), when the driver
+    # can see them (bench.run.Postgres.server_cpu): set by the driver, not by run_measured.
+    server_cpu_s: float | None = None
 
     @property
     def ok(self) -> bool:

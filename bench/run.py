@@ -110,6 +110,31 @@ def last_json_line(text: str) -> dict[str, Any] | None:
 
 # ---- PostgreSQL ---------------------------------------------------------------------------------
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat from its third field (state, ppid, ...) on, or None if it cannot be read.
+
+    The second field, the command name in parentheses, may hold spaces: the rest follows the
+    last ")".
+    """
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _children(parent: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _proc_stat(int(entry.name))
+            if fields is not None and fields[1] == str(parent):
+                children.append(int(entry.name))
+    return children
+
 
 class Postgres:
     """The driver's own connection: schema resets and row counts (never inside a measurement)."""
@@ -122,6 +147,53 @@ class Postgres:
 
     def close(self) -> None:
         self._conn.close()
+
+    def _postmaster(self) -> int | None:
+        """The server's main process when it runs on this machine as this user, else None."""
+        row = self._conn.execute("SELECT pg_backend_pid()").fetchone()
+        backend = int(row[0]) if row else 0
+        try:
+            # A PID of another machine's server may name some process here: a backend's
+            # command line says what it is ("postgres: user db host(port) idle").
+            if not Path(f"/proc/{backend}/cmdline").read_bytes().startswith(b"postgres:"):
+                return None
+        except OSError:
+            return None
+        fields = _proc_stat(backend)
+        return int(fields[1]) if fields else None
+
+    def server_cpu(self) -> float | None:
+        """CPU seconds (user + system) the server's processes have used so far, or None when
+        they cannot be seen (a server on another machine, or run by another user).
+
+        The main process's exited children (a connection's backend, once it closes) and its
+        live ones (background and IO workers, autovacuum, open connections). Autovacuum that a
+        run set off and that goes on after it counts towards the next run.
+        """
+        postmaster = self._postmaster()
+        fields = _proc_stat(postmaster) if postmaster else None
+        if postmaster is None or fields is None:
+            return None
+        ticks = int(fields[13]) + int(fields[14])  # cutime, cstime
+        for child in _children(postmaster):
+            child_fields = _proc_stat(child)
+            if child_fields is not None:
+                ticks += int(child_fields[11]) + int(child_fields[12])  # utime, stime
+        return ticks / _CLOCK_TICKS
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until no other client is connected: a run's backends end after it does, and
+        their CPU counts once they have."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = self._conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if not row or row[0] == 0:
+                break
+            time.sleep(0.02)
+        time.sleep(0.05)  # from leaving pg_stat_activity to being reaped by the postmaster
 
     def version(self) -> str:
         row = self._conn.execute("SHOW server_version").fetchone()
@@ -328,6 +400,7 @@ class Variant:
                     "returncode": m.returncode,
                     "timed_out": m.timed_out,
                     "loadavg_before": round(m.loadavg_before, 2),
+                    "server_cpu_s": None if m.server_cpu_s is None else round(m.server_cpu_s, 3),
                 }
                 for m in self.runs
             ],
@@ -341,12 +414,14 @@ class Variant:
             walls = [m.wall_s for m in runs]
             rss = [m.peak_rss_mb for m in runs]
             cpu = [m.user_s + m.sys_s for m in runs]
+            server = [m.server_cpu_s for m in runs if m.server_cpu_s is not None]
             median = statistics.median(walls)
             out.update(
                 seconds_median=round(median, 3),
                 seconds_min=round(min(walls), 3),
                 seconds_max=round(max(walls), 3),
                 cpu_seconds_median=round(statistics.median(cpu), 3),
+                server_cpu_seconds_median=round(statistics.median(server), 3) if server else None,
                 peak_rss_mb_median=round(statistics.median(rss), 1),
                 peak_rss_mb_min=round(min(rss), 1),
                 peak_rss_mb_max=round(max(rss), 1),
@@ -399,13 +474,19 @@ class Bench:
     ) -> Measurement | None:
         if variant.failed:
             return None
+        self.pg.settle()
+        server_before = self.pg.server_cpu()
         m = run_measured(argv, env=env or self.base_env, cwd=ROOT, timeout=self.args.timeout)
+        self.pg.settle()
+        server_after = self.pg.server_cpu()
+        if server_before is not None and server_after is not None:
+            m.server_cpu_s = server_after - server_before
         variant.runs.append(m)
         what = f"  {variant.label}{run_label}"
         if m.ok:
             say(
                 f"{what:<52} {m.wall_s:8.2f} s  {m.peak_rss_mb:7.1f} MB  "
-                f"cpu {m.user_s + m.sys_s:7.2f} s"
+                f"cpu {m.user_s + m.sys_s:7.2f} s  server {fmt(m.server_cpu_s, '6.2f')} s"
             )
             return m
         reason = "timed out" if m.timed_out else f"exit {m.returncode}"
@@ -834,11 +915,40 @@ def fmt(value: float | None, spec: str = ",.0f", missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
+def say_cpu_budget(bench: Bench) -> None:
+    """What the load floor and the project's first loads cost in CPU, their own and the
+    server's. With as many busy processes as cores, a run takes at least its CPU over the
+    cores, which caps the efficiency whatever runs in parallel."""
+    cores = os.cpu_count() or 1
+    floor_s = bench.variants["b"].seconds()
+    lines = []
+    for key in ("b", "c_load_file", "c_backfill"):
+        v = bench.variants[key]
+        if v.group not in bench.groups or v.failed or not v.ok_runs:
+            continue
+        s = v.summary()
+        own, server = s["cpu_seconds_median"], s["server_cpu_seconds_median"]
+        if server is None:
+            return
+        line = (
+            f"  {v.label:<40} {own:6.2f} + {server:5.2f} = {own + server:6.2f} CPU-s, "
+            f"at least {(own + server) / cores:5.2f} s on {cores} CPU(s)"
+        )
+        if v.project and floor_s:
+            line += f"; efficiency at most {floor_s / ((own + server) / cores):.2f}"
+        lines.append(line)
+    if lines:
+        say("CPU per run, its own + the server's (medians; the simulator's not counted):")
+        for line in lines:
+            say(line)
+
+
 def print_report(bench: Bench, data: Dataset, ratios: Mapping[str, Any], checks: Any) -> None:
     say()
     header = (
         f"{'variant':<40} {'runs':>4}  {'seconds':>8} {'[min-max]':>15}  {'conv/s':>8} "
-        f"{'rows':>9} {'rows/s':>9}  {'peak RSS MB':>11} {'[min-max]':>13}  {'cpu s':>7}"
+        f"{'rows':>9} {'rows/s':>9}  {'peak RSS MB':>11} {'[min-max]':>13}  {'cpu s':>7} "
+        f"{'server s':>8}"
     )
     say(header)
     say("-" * len(header))
@@ -858,12 +968,15 @@ def print_report(bench: Bench, data: Dataset, ratios: Mapping[str, Any], checks:
         say(
             f"{v.label:<40} {len(v.ok_runs):>4}  {s['seconds_median']:>8.2f} {spread:>15}  "
             f"{fmt(s['conversations_per_s']):>8} {fmt(v.rows):>9} {fmt(s['rows_per_s']):>9}  "
-            f"{s['peak_rss_mb_median']:>11.1f} {rss:>13}  {s['cpu_seconds_median']:>7.2f}"
+            f"{s['peak_rss_mb_median']:>11.1f} {rss:>13}  {s['cpu_seconds_median']:>7.2f} "
+            f"{fmt(s['server_cpu_seconds_median'], '8.2f'):>8}"
         )
     say(
-        "(cpu s: the measured process's own user+sys CPU, PostgreSQL's work not included; "
-        "rows: the five fact tables, all data tables for dlt)"
+        "(cpu s: the measured process's own user+sys CPU, its children's included; server s: "
+        "PostgreSQL's processes during the run, when it runs here; rows: the five fact tables, "
+        "all data tables for dlt)"
     )
+    say_cpu_budget(bench)
     received = bench.variants["c_backfill"].source_bytes
     if received:
         say(
