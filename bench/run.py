@@ -181,17 +181,19 @@ class Postgres:
                 ticks += int(child_fields[11]) + int(child_fields[12])  # utime, stime
         return ticks / _CLOCK_TICKS
 
-    def settle(self, timeout: float = 5.0) -> None:
-        """Wait until no other client is connected: a run's backends end after it does, and
-        their CPU counts once they have."""
+    def clients(self) -> set[int]:
+        """The backends of the other connections to the server."""
+        rows = self._conn.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchall()
+        return {int(row[0]) for row in rows}
+
+    def settle(self, earlier: set[int], timeout: float = 5.0) -> None:
+        """Wait until the backends of connections opened since `earlier` (the clients then)
+        have ended: a run's backends end after it does, and their CPU counts once they have."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            row = self._conn.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-            ).fetchone()
-            if not row or row[0] == 0:
-                break
+        while self.clients() - earlier and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.05)  # from leaving pg_stat_activity to being reaped by the postmaster
 
@@ -474,13 +476,14 @@ class Bench:
     ) -> Measurement | None:
         if variant.failed:
             return None
-        self.pg.settle()
+        clients = self.pg.clients()
         server_before = self.pg.server_cpu()
         m = run_measured(argv, env=env or self.base_env, cwd=ROOT, timeout=self.args.timeout)
-        self.pg.settle()
-        server_after = self.pg.server_cpu()
-        if server_before is not None and server_after is not None:
-            m.server_cpu_s = server_after - server_before
+        if server_before is not None:
+            self.pg.settle(clients)
+            server_after = self.pg.server_cpu()
+            if server_after is not None:
+                m.server_cpu_s = server_after - server_before
         variant.runs.append(m)
         what = f"  {variant.label}{run_label}"
         if m.ok:
