@@ -818,9 +818,7 @@ def machine_info(pg: Postgres) -> dict[str, Any]:
             versions[dist] = "-"
     return {
         "hostname": platform.node(),
-        "nproc": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
+        "nproc": usable_cpus(),
         "cpu_model": cpu_model,
         "memory_mb": mem_mb,
         "kernel": platform.release(),
@@ -918,11 +916,18 @@ def fmt(value: float | None, spec: str = ",.0f", missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity), else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def say_cpu_budget(bench: Bench) -> None:
     """What the load floor and the project's first loads cost in CPU, their own and the
     server's. With as many busy processes as cores, a run takes at least its CPU over the
     cores, which caps the efficiency whatever runs in parallel."""
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     floor_s = bench.variants["b"].seconds()
     lines = []
     for key in ("b", "c_load_file", "c_backfill"):
