@@ -149,7 +149,8 @@ class Postgres:
         self._conn.close()
 
     def _postmaster(self) -> int | None:
-        """The server's main process when it runs on this machine as this user, else None."""
+        """The server's main process when it runs on this machine (its processes show in
+        /proc), else None."""
         row = self._conn.execute("SELECT pg_backend_pid()").fetchone()
         backend = int(row[0]) if row else 0
         try:
@@ -164,7 +165,7 @@ class Postgres:
 
     def server_cpu(self) -> float | None:
         """CPU seconds (user + system) the server's processes have used so far, or None when
-        they cannot be seen (a server on another machine, or run by another user).
+        they cannot be seen (a server on another machine, or in a container of its own).
 
         The main process's exited children (a connection's backend, once it closes) and its
         live ones (background and IO workers, autovacuum, open connections). Autovacuum that a
