@@ -43,14 +43,16 @@ def latest_references(rows: list[Row]) -> list[Row]:
     if len(rows) < 2:
         return rows
     greatest: dict[Row, Order] = {}
+    compared = 0
     for arrival, row in enumerate(rows):
         if row[-1] is None:
+            compared += 1
             order = reference_order(row[-2], arrival)
             values = row[:-2]
             held = greatest.get(values)
             if held is None or order > held:
                 greatest[values] = order
-    if len(greatest) == len(rows):
+    if len(greatest) == compared:  # no two compared references with the same values
         return rows
     kept = {order[2] for order in greatest.values()}
     return [row for arrival, row in enumerate(rows) if arrival in kept or row[-1] is not None]
