@@ -924,13 +924,14 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def say_cpu_budget(bench: Bench) -> None:
+def cpu_budget(bench: Bench) -> list[dict[str, Any]]:
     """What the load floor and the project's first loads cost in CPU, their own and the
-    server's. With as many busy processes as cores, a run takes at least its CPU over the
-    cores, which caps the efficiency whatever runs in parallel."""
+    server's (medians), or nothing when the server's CPU cannot be read. With as many busy
+    processes as cores, a run takes at least its CPU over the cores, which caps a first load's
+    efficiency against the floor whatever runs in parallel (`efficiency_at_most`)."""
     cores = usable_cpus()
     floor_s = bench.variants["b"].seconds()
-    lines = []
+    budget: list[dict[str, Any]] = []
     for key in ("b", "c_load_file", "c_backfill"):
         v = bench.variants[key]
         if v.group not in bench.groups or v.failed or not v.ok_runs:
@@ -938,21 +939,46 @@ def say_cpu_budget(bench: Bench) -> None:
         s = v.summary()
         own, server = s["cpu_seconds_median"], s["server_cpu_seconds_median"]
         if server is None:
-            return
-        line = (
-            f"  {v.label:<40} {own:6.2f} + {server:5.2f} = {own + server:6.2f} CPU-s, "
-            f"at least {(own + server) / cores:5.2f} s on {cores} CPU(s)"
+            return []
+        least = (own + server) / cores
+        budget.append(
+            {
+                "variant": key,
+                "label": v.label,
+                "own_cpu_s": own,
+                "server_cpu_s": server,
+                "cores": cores,
+                "least_seconds": round(least, 3),
+                "efficiency_at_most": round(floor_s / least, 4)
+                if v.project and floor_s and least > 0
+                else None,
+            }
         )
-        if v.project and floor_s:
-            line += f"; efficiency at most {floor_s / ((own + server) / cores):.2f}"
-        lines.append(line)
-    if lines:
-        say("CPU per run, its own + the server's (medians; the simulator's not counted):")
-        for line in lines:
-            say(line)
+    return budget
 
 
-def print_report(bench: Bench, data: Dataset, ratios: Mapping[str, Any], checks: Any) -> None:
+def say_cpu_budget(budget: Sequence[Mapping[str, Any]]) -> None:
+    if not budget:
+        return
+    say("CPU per run, its own + the server's (medians; the simulator's not counted):")
+    for row in budget:
+        own, server = row["own_cpu_s"], row["server_cpu_s"]
+        line = (
+            f"  {row['label']:<40} {own:6.2f} + {server:5.2f} = {own + server:6.2f} CPU-s, "
+            f"at least {row['least_seconds']:5.2f} s on {row['cores']} CPU(s)"
+        )
+        if row["efficiency_at_most"] is not None:
+            line += f"; efficiency at most {row['efficiency_at_most']:.2f}"
+        say(line)
+
+
+def print_report(
+    bench: Bench,
+    data: Dataset,
+    ratios: Mapping[str, Any],
+    checks: Any,
+    budget: Sequence[Mapping[str, Any]],
+) -> None:
     say()
     header = (
         f"{'variant':<40} {'runs':>4}  {'seconds':>8} {'[min-max]':>15}  {'conv/s':>8} "
@@ -985,7 +1011,7 @@ def print_report(bench: Bench, data: Dataset, ratios: Mapping[str, Any], checks:
         "PostgreSQL's processes during the run, when it runs here; rows: the five fact tables, "
         "all data tables for dlt)"
     )
-    say_cpu_budget(bench)
+    say_cpu_budget(budget)
     received = bench.variants["c_backfill"].source_bytes
     if received:
         say(
@@ -1148,12 +1174,13 @@ def run(args: argparse.Namespace, url: str) -> int:
         if args.scale_out:
             bench.run_scale_out()
         ratios, checks = build_checks(bench)
-        print_report(bench, data, ratios, checks)
+        budget = cpu_budget(bench)
+        print_report(bench, data, ratios, checks, budget)
         views_ok = True
         if args.views:
             views_ok, bench.views = views.run(url, keep=args.keep_data)
         elapsed = time.perf_counter() - started
-        write_results(args, bench, data, machine, ratios, checks, elapsed)
+        write_results(args, bench, data, machine, ratios, checks, budget, elapsed)
         say(f"\nResults: {args.output} ({elapsed / 60:.1f} min in all)")
     finally:
         bench.cleanup()
@@ -1170,6 +1197,7 @@ def write_results(
     machine: Mapping[str, Any],
     ratios: Mapping[str, Any],
     checks: Any,
+    budget: Sequence[Mapping[str, Any]],
     elapsed: float,
 ) -> None:
     result = {
@@ -1198,6 +1226,7 @@ def write_results(
         },
         "ratios": {k: (round(v, 4) if v is not None else None) for k, v in ratios.items()},
         "targets": checks,
+        "cpu_budget": list(budget),
         "scaling": bench.scaling,
         "scaling_failure": bench.scaling_failure,
         "scale_out": {str(k): v.summary() for k, v in sorted(bench.scale_out.items())},
