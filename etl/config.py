@@ -73,7 +73,12 @@ class WarehouseSettings:
     @property
     def display_url(self) -> str:
         """The URL with any password masked, safe to print."""
-        return make_url(self.url).render_as_string(hide_password=True)
+        url = make_url(self.url)
+        if "password" not in url.query:
+            return url.render_as_string(hide_password=True)
+        # libpq also takes the password from the query string.
+        shown = url.update_query_dict({"password": "MASKED"}).render_as_string(hide_password=True)
+        return shown.replace("password=MASKED", "password=***")
 
 
 # pipeline.on_bad_conversation: what a conversation that cannot be loaded does to its window.
@@ -167,6 +172,8 @@ _KNOWN: dict[str, set[str]] = {
     "reporting": {"timezone"},
 }
 _SECRET_KEYS = {"token", "client_secret", "password", "api_token"}
+# Keys that hold a table of keys ([api.oauth]), not a value.
+_TABLES = {*_KNOWN, "api.filters"}
 
 
 def load_settings(
@@ -182,6 +189,7 @@ def load_settings(
         source = str(path)
         raw = _read_toml(path)
     _check_keys(raw, source)
+    _check_no_password(raw, source)
     merged = _merge_env(raw, env)
     for dotted, value in (overrides or {}).items():
         if value is not None:
@@ -197,6 +205,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist: check --config") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text: save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {path} cannot be read ({exc.strerror or type(exc).__name__}): check "
+            "--config and the file's permissions"
+        ) from None
 
 
 def _check_keys(raw: Mapping[str, Any], source: str, prefix: str = "") -> None:
@@ -214,8 +229,31 @@ def _check_keys(raw: Mapping[str, Any], source: str, prefix: str = "") -> None:
             raise ConfigError(
                 f"unknown key {dotted!r} in {source}: see config/etl.toml for the keys"
             )
-        if isinstance(value, dict):
+        if dotted in _TABLES:
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"{dotted} in {source} must be a table of keys ([{dotted}]), not "
+                    f"{type(value).__name__}: see config/etl.toml"
+                )
             _check_keys(value, source, f"{dotted}.")
+
+
+def _check_no_password(raw: Mapping[str, Any], source: str) -> None:
+    """A password in the file's warehouse.url: secrets never come from config files."""
+    url = raw.get("warehouse", {}).get("url")
+    if not isinstance(url, str):
+        return
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return  # reported as a bad URL by _database_url
+    if parsed.password or "password" in parsed.query:
+        register(str(parsed.password or parsed.query["password"]))
+        raise ConfigError(
+            f"warehouse.url in {source} holds a password: secrets are never read from config "
+            "files; set ETL_DATABASE_URL in the environment, or keep the password in libpq's "
+            "password file (~/.pgpass, or PGPASSFILE)"
+        )
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -290,16 +328,23 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         initial_wait=_float(source, "retry.initial_wait", rt_raw.get("initial_wait", 1.0)),
         max_wait=_float(source, "retry.max_wait", rt_raw.get("max_wait", 120.0)),
     )
+    url = _database_url(source, str(wh_raw.get("url", DEFAULT_DATABASE_URL)))
+    schema = _text(source, "warehouse.schema", wh_raw.get("schema")) or None
+    if schema is not None and make_url(url).get_backend_name() != "postgresql":
+        raise ConfigError(
+            f"warehouse.schema in {source} (or ETL_DATABASE_SCHEMA) is {schema!r}, but schemas "
+            "are a PostgreSQL feature: unset it for a SQLite warehouse"
+        )
     warehouse = WarehouseSettings(
-        url=_database_url(source, str(wh_raw.get("url", DEFAULT_DATABASE_URL))),
-        schema=wh_raw.get("schema") or None,
+        url=url,
+        schema=schema,
         batch_size=_int(
             source,
             "warehouse.batch_size",
             wh_raw.get("batch_size", WarehouseSettings.batch_size),
             minimum=1,
         ),
-        keep_raw=bool(wh_raw.get("keep_raw", False)),
+        keep_raw=_bool(source, "warehouse.keep_raw", wh_raw.get("keep_raw", False)),
         retention=_positive(source, "warehouse.retention", wh_raw["retention"])
         if wh_raw.get("retention") is not None
         else None,
@@ -359,6 +404,19 @@ def _positive(source: str, key: str, value: Any) -> timedelta:
     return result
 
 
+def _text(source: str, key: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{key} in {source}: {value!r} is not text: put it in quotes")
+    return value
+
+
+def _bool(source: str, key: str, value: Any) -> bool:
+    # bool("false") is True: only TOML's own true and false are taken.
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} in {source}: {value!r} is not true or false (without quotes)")
+    return value
+
+
 def _int(source: str, key: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ConfigError(f"{key} in {source}: {value!r} is not a whole number")
@@ -381,18 +439,20 @@ def _float(source: str, key: str, value: Any) -> float:
     return number
 
 
-def _api_url(source: str, value: Any) -> str | None:
+def _api_url(
+    source: str, value: Any, key: str = "api.url", variable: str = env_vars.API_URL
+) -> str | None:
     if value in (None, ""):
         return None
     parts = urlsplit(str(value))
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            f"api.url in {source} (or ETL_API_URL): {value!r} is not an http(s) URL; "
+            f"{key} in {source} (or {variable}): {value!r} is not an http(s) URL; "
             "give the site's base URL, e.g. https://yoursite.example.com"
         )
     if parts.username or parts.password:
         raise ConfigError(
-            f"api.url in {source}: credentials in the URL are not allowed; use ETL_API_TOKEN"
+            f"{key} in {source}: credentials in the URL are not allowed; use ETL_API_TOKEN"
         )
     return str(value).rstrip("/")
 
@@ -400,7 +460,7 @@ def _api_url(source: str, value: Any) -> str | None:
 def _database_url(source: str, value: str) -> str:
     try:
         url: URL = make_url(value)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
             f"warehouse.url in {source} (or ETL_DATABASE_URL) is not a SQLAlchemy URL: write "
             "sqlite:///warehouse.db or postgresql+psycopg://user@host/db"
@@ -409,6 +469,8 @@ def _database_url(source: str, value: str) -> str:
         raise ConfigError(f"warehouse.url in {source}: only sqlite and postgresql are supported")
     if url.password:
         register(str(url.password))
+    if "password" in url.query:  # libpq takes it from the query string too
+        register(str(url.query["password"]))
     if url.get_backend_name() == "postgresql" and url.drivername != "postgresql+psycopg":
         url = url.set(drivername="postgresql+psycopg")
     return url.render_as_string(hide_password=False)
@@ -460,7 +522,7 @@ def _oauth(source: str, raw: Mapping[str, Any], env: Mapping[str, str]) -> OAuth
             "OAuth is configured but has no client secret: set ETL_OAUTH_CLIENT_SECRET or "
             "ETL_OAUTH_CLIENT_SECRET_FILE"
         )
-    _api_url(source, raw["token_url"])
+    _api_url(source, raw["token_url"], "api.oauth.token_url", env_vars.OAUTH_TOKEN_URL)
     return OAuthSettings(
         token_url=str(raw["token_url"]),
         client_id=str(raw["client_id"]),

@@ -29,13 +29,18 @@ class Window:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
 
-def parse_duration(text: str | int | float) -> timedelta:
-    """`"1d"`, `"2h"`, `"30m"`, `"90s"`, `"1w"`, or a number of seconds."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        if text < 0:
-            raise ValueError(f"duration {text!r} is negative")
-        return timedelta(seconds=text)
-    match = _DURATION.match(str(text))
+def parse_duration(text: str) -> timedelta:
+    """`"1d"`, `"2h"`, `"30m"`, `"90s"` or `"1w"`.
+
+    A bare number is refused, not read as seconds: `retention = 400` meant as days would
+    otherwise prune everything older than 6 minutes 40 seconds.
+    """
+    if not isinstance(text, str):
+        raise ValueError(
+            f'{text!r} is not a duration: give it a unit, as text, e.g. "90s", "30m", '
+            '"2h", "1d" or "1w"'
+        )
+    match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration: write e.g. 90s, 30m, 2h, 1d or 1w")
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2).lower()])
@@ -43,6 +48,8 @@ def parse_duration(text: str | int | float) -> timedelta:
 
 def parse_zone(name: str) -> tzinfo:
     """An IANA zone name (`Europe/Oslo`) or `UTC`."""
+    if not isinstance(name, str):
+        raise ValueError(f'{name!r} is not a time zone name: write e.g. "Europe/Oslo" or "UTC"')
     if name.upper() == "UTC":
         return UTC
     try:
@@ -59,6 +66,8 @@ def parse_instant(text: str | date | datetime, zone: tzinfo) -> datetime:
         value = text
     elif isinstance(text, date):
         value = datetime(text.year, text.month, text.day)
+    elif not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a date or date-time: write 2024-03-25")
     else:
         raw = text.strip()
         try:

@@ -65,6 +65,21 @@ def test_shipped_config_files_are_valid() -> None:
         ("[pipeline]\nclaim_timeout = '0s'\n", "pipeline.claim_timeout in"),
         ("[api]\nmax_concurrency = 'many'\n", "api.max_concurrency in"),
         ("not toml [", "not valid TOML"),
+        # A bare number is not read as seconds: 400 meant as days would prune nearly all.
+        ("[warehouse]\nretention = 400\n", "warehouse.retention in"),
+        ("[pipeline]\nwindow = 1\n", "pipeline.window in"),
+        ("[pipeline]\nlag = 7200\n", "pipeline.lag in"),
+        ("[retry]\nmax_total_wait = 600\n", "retry.max_total_wait in"),
+        # Values of the wrong type name their key instead of failing as a bug later.
+        ("[warehouse]\nkeep_raw = 'false'\n", "warehouse.keep_raw in"),
+        ("[warehouse]\nschema = 5\n", "warehouse.schema in"),
+        ("[pipeline]\ntimezone = 5\n", "pipeline.timezone in"),
+        ("[pipeline]\nstart = 5\n", "pipeline.start in"),
+        ("pipeline = 3\n", "pipeline in"),
+        ("[api]\nfilters = 'x'\n", "api.filters in"),
+        ("[api]\noauth = 'x'\n", "api.oauth in"),
+        ("[warehouse]\nurl = 'postgresql://u:pw-in-file@h/db'\n", "secrets are never read"),
+        ("[warehouse]\nurl = 'postgresql://u@h/db?password=pw-in-file'\n", "holds a password"),
     ],
 )
 def test_invalid_config_names_key_and_file(tmp_path: Path, text: str, needle: str) -> None:
@@ -99,6 +114,61 @@ def test_database_password_is_hidden_in_display_url() -> None:
     assert "hunter2pw" not in s.warehouse.display_url
     assert s.warehouse.url.startswith("postgresql+psycopg://")
     assert scrub("password is hunter2pw") == "password is **********"
+
+
+def test_a_password_in_the_query_string_is_hidden_too() -> None:
+    url = "postgresql://u@db/x?password=QueryPw4321&sslmode=require"
+    s = load_settings(None, env={"ETL_DATABASE_URL": url})
+    assert "QueryPw4321" not in s.warehouse.display_url
+    assert s.warehouse.display_url.endswith("?password=***&sslmode=require")
+    assert "QueryPw4321" in s.warehouse.url  # libpq still gets it
+    assert scrub("connecting with QueryPw4321") == "connecting with **********"
+
+
+def test_a_password_in_the_config_files_url_is_refused_and_never_shown(tmp_path: Path) -> None:
+    path = write(tmp_path, "[warehouse]\nurl = 'postgresql://u:FilePw98765@db/x'\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert "FilePw98765" not in str(info.value)
+    assert "ETL_DATABASE_URL" in str(info.value)
+
+
+def test_a_schema_on_sqlite_is_refused_when_the_config_is_read() -> None:
+    env = {"ETL_DATABASE_URL": "sqlite:///x.db", "ETL_DATABASE_SCHEMA": "marts"}
+    with pytest.raises(ConfigError, match=r"warehouse\.schema .*ETL_DATABASE_SCHEMA.*PostgreSQL"):
+        load_settings(None, env=env)
+
+
+def test_a_database_url_with_a_bad_port_is_a_config_error() -> None:
+    env = {"ETL_DATABASE_URL": "postgresql://u:pw@h:notaport/db"}
+    with pytest.raises(ConfigError, match="ETL_DATABASE_URL"):
+        load_settings(None, env=env)
+
+
+def test_an_oauth_token_url_error_names_its_own_key() -> None:
+    env = {
+        "ETL_OAUTH_TOKEN_URL": "ftp://x",
+        "ETL_OAUTH_CLIENT_ID": "client",
+        "ETL_OAUTH_CLIENT_SECRET": "client-secret-1",
+    }
+    with pytest.raises(ConfigError, match=r"api\.oauth\.token_url .*ETL_OAUTH_TOKEN_URL"):
+        load_settings(None, env=env)
+
+
+def test_a_config_file_that_cannot_be_read_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_settings(tmp_path, env={})  # a directory
+    path = tmp_path / "etl.toml"
+    path.write_bytes(b"[pipeline]\nwindow = '\xff'\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(path, env={})
+
+
+def test_toml_booleans_and_dates_are_taken_as_they_are(tmp_path: Path) -> None:
+    path = write(tmp_path, "[warehouse]\nkeep_raw = true\n[pipeline]\nstart = 2024-01-01\n")
+    s = load_settings(path, env={})
+    assert s.warehouse.keep_raw is True
+    assert s.pipeline.start == datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def test_missing_secret_file_names_it(tmp_path: Path) -> None:
