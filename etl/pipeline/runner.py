@@ -274,23 +274,31 @@ class Pipeline:
 
     def _load_file_with(self, path: Path, replace: bool, *, pure_python: bool) -> WindowReport:
         started = time.monotonic()
-        stream = open_export_file(path, pure_python=pure_python)
-        window = _file_window(stream, path)
-        report = WindowReport(
-            self.run_id, self.key, self.command, window, self.clock(), attempts=1, file=str(path)
-        )
-        self.progress.window_started(report.label, 1)
-        # A saved file's export time is what its query_info says, or unknown.
-        exported_at = _export_time(stream.query_info)
-        report.export_time_known = exported_at is not None
         try:
+            # Opening reads the file's head (its compression, query_info): a file that is not
+            # an export fails here, and is as much a data error as one cut short further in.
+            stream = open_export_file(path, pure_python=pure_python)
+        except ExactParseNeeded:
+            raise
+        except BrokenStreamError as exc:
+            raise _not_a_whole_export(exc) from None
+        try:
+            window = _file_window(stream, path)
+            report = WindowReport(
+                self.run_id, self.key, self.command, window, self.clock(), attempts=1,
+                file=str(path),
+            )  # fmt: skip
+            self.progress.window_started(report.label, 1)
+            # A saved file's export time is what its query_info says, or unknown.
+            exported_at = _export_time(stream.query_info)
+            report.export_time_known = exported_at is not None
             self._load_stream(
                 stream, report, started=started, exported_at=exported_at, replace=replace
             )
         except ExactParseNeeded:
             raise
         except BrokenStreamError as exc:
-            raise DataError(f"{exc}; the file is incomplete, nothing of it was loaded") from None
+            raise _not_a_whole_export(exc) from None
         finally:
             stream.close()
         self.progress.window_done(report)
@@ -845,6 +853,16 @@ def _export_time(query_info: dict[str, Any]) -> datetime | None:
     except ValueError:
         return None
     return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _not_a_whole_export(exc: BrokenStreamError) -> DataError:
+    """A saved file that is not a whole export: reading it again gives the same, so it is a
+    data error (exit 5), not an upstream one to retry (exit 4)."""
+    reason = str(exc).removesuffix("; the window is incomplete")
+    return DataError(
+        f"{reason}; the file is not a whole Export API v3 body, nothing of it was loaded: "
+        "check that it is the export's response saved in full"
+    )
 
 
 def _file_window(stream: ExportStream, path: Path) -> Window | None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from tests.conftest import SEED_EXPORT, TestWarehouse
@@ -89,4 +91,30 @@ def test_a_refused_conversation_is_reported_over_a_stream_that_broke_after_it(
     assert result.code == 5, result.output
     assert "conversation 1000002, field 'messages[1].id'" in result.stderr, result.stderr
     assert "post_query_info" not in result.stderr
+    assert count(migrated, "conversations") == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("page.json", b"<html>Service unavailable</html>"),
+        ("object.json", b'{"a": 1}'),
+        ("empty-array.json", b"[]"),
+        ("empty.json", b""),
+        ("cut.json.gz", gzip.compress(SEED_EXPORT.read_bytes())[:40]),
+    ],
+    ids=["html", "object", "empty-array", "empty", "cut-gzip"],
+)
+def test_a_file_that_is_not_a_whole_export_is_a_data_error(
+    migrated: TestWarehouse, tmp_path: Path, name: str, body: bytes
+) -> None:
+    """Exit 5 like a file cut short further in, not 4 ("the API kept failing, run again
+    later"): reading the same file again gives the same."""
+    path = tmp_path / name
+    path.write_bytes(body)
+    result = etl("load-file", str(path), wh=migrated)
+    assert result.code == 5, result.output
+    assert f"{path}: " in result.stderr
+    assert "is not a whole Export API v3 body, nothing of it was loaded" in result.stderr
+    assert "window is incomplete" not in result.stderr
     assert count(migrated, "conversations") == 0
