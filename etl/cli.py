@@ -116,6 +116,7 @@ def migrate(obj: _Context, as_sql: bool) -> None:
         recomputed = _with_db_errors(
             lambda: migrations.upgrade(engine, wh.schema, reporting_zone=zone),
             f"migrating {wh.display_url}",
+            "the schema is as the last completed step left it: check the database, run it again",
         )
     finally:
         engine.dispose()
@@ -454,6 +455,7 @@ def status(obj: _Context, output: str | None, as_json: bool, runs: int) -> None:
         snapshot = _with_db_errors(
             lambda: collect_status(engine, build_metadata(settings.warehouse.schema), runs=runs),
             f"reading {settings.warehouse.display_url}",
+            "no status could be read: check the database",
         )
     except EtlError:
         if output == "prometheus":  # still valid output for a scraper: convo_etl_up 0
@@ -515,6 +517,7 @@ def report(obj: _Context, from_: str, to: str, out: Path, environment: str | Non
                 engine, settings, out, start=start, end=end, environment=environment
             ),
             f"reading {settings.warehouse.display_url}",
+            "no report was written: check the database",
         )
     finally:
         engine.dispose()
@@ -545,7 +548,7 @@ def _pipeline(obj: _Context, settings: Settings, command: str) -> Any:
     return Pipeline(settings, command=command, progress=progress)
 
 
-def _with_db_errors(action: Callable[[], Any], where: str) -> Any:
+def _with_db_errors(action: Callable[[], Any], where: str, undone: str) -> Any:
     from sqlalchemy.exc import DBAPIError
 
     from etl.pipeline.runner import database_error
@@ -553,7 +556,7 @@ def _with_db_errors(action: Callable[[], Any], where: str) -> Any:
     try:
         return action()
     except DBAPIError as exc:
-        raise database_error(exc, where) from None
+        raise database_error(exc, where, undone=undone) from None
 
 
 def _terminate(signum: int, _frame: Any) -> NoReturn:

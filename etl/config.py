@@ -73,12 +73,17 @@ class WarehouseSettings:
     @property
     def display_url(self) -> str:
         """The URL with any password masked, safe to print."""
-        url = make_url(self.url)
-        if "password" not in url.query:
-            return url.render_as_string(hide_password=True)
-        # libpq also takes the password from the query string.
-        shown = url.update_query_dict({"password": "MASKED"}).render_as_string(hide_password=True)
-        return shown.replace("password=MASKED", "password=***")
+        return display_url(self.url)
+
+
+def display_url(url: str | URL) -> str:
+    """A database URL with any password masked, safe to print."""
+    parsed = make_url(url)
+    if "password" not in parsed.query:
+        return parsed.render_as_string(hide_password=True)
+    # libpq also takes the password from the query string.
+    masked = parsed.update_query_dict({"password": "MASKED"}).render_as_string(hide_password=True)
+    return masked.replace("password=MASKED", "password=***")
 
 
 # pipeline.on_bad_conversation: what a conversation that cannot be loaded does to its window.

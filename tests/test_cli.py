@@ -129,3 +129,29 @@ def test_log_format_json_lines(sqlite_warehouse: TestWarehouse) -> None:
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
     assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     assert any("1 conversations" in line["message"] for line in lines)
+
+
+def test_an_unreachable_warehouse_is_named_so_and_nothing_claims_a_rollback(
+    sqlite_warehouse: TestWarehouse,
+) -> None:
+    """Nothing was connected, so nothing was lost or rolled back; the password stays hidden."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://etl:Unreach4ble-pw@127.0.0.1:{port}/warehouse"
+    for command in (("status",), ("migrate",), ("run", "--dry-run")):
+        result = etl(
+            *command,
+            wh=sqlite_warehouse,
+            extra_env={
+                "ETL_DATABASE_URL": url,
+                "ETL_API_URL": "http://127.0.0.1:1",
+                "ETL_API_TOKEN": SIM_TOKEN,
+            },
+        )
+        assert result.code == 7, (command, result.output)
+        assert "the warehouse is unreachable" in result.stderr, command
+        assert "was lost" not in result.stderr and "rolled back" not in result.stderr, command
+        assert "Unreach4ble-pw" not in result.output, command

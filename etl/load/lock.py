@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from etl.config import display_url
 from etl.errors import DatabaseError, LockedError
 
 _MESSAGE = (
@@ -77,7 +78,7 @@ class RunLock:
         except DBAPIError as exc:
             detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
             raise DatabaseError(
-                f"taking the run lock in {self._engine.url.render_as_string(hide_password=True)}: "
+                f"taking the run lock in {display_url(self._engine.url)}: "
                 f"the warehouse is unreachable ({detail}); nothing was loaded: check the "
                 "database and run again"
             ) from None

@@ -96,6 +96,11 @@ def database_error(
         lost = isinstance(exc, OperationalError | SAInterfaceError) or exc.connection_invalidated
     else:
         lost = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    # psycopg's connect raises "connection failed: ..." (refused, unknown host, bad password):
+    # there was no connection to lose.
+    unreachable = isinstance(orig, psycopg.OperationalError) and str(orig).startswith(
+        "connection failed"
+    )
     # A protocol violation is the server refusing what was sent (a COPY row that does not fit
     # a column's type), on a connection that is fine: retrying would send the same again.
     if isinstance(orig, psycopg.errors.ProtocolViolation):
@@ -114,6 +119,8 @@ def database_error(
         else "gave up waiting (pipeline.claim_timeout) for rows another window holds; if "
         "that run is stuck, stop it"
         if waited
+        else "is unreachable"
+        if unreachable
         else "connection was lost"
         if lost
         else "refused the write"
@@ -171,7 +178,9 @@ class Pipeline:
             current = current_revision(self.engine, self.settings.warehouse.schema)
         except DBAPIError as exc:
             raise database_error(
-                exc, f"connecting to {self.settings.warehouse.display_url}"
+                exc,
+                f"connecting to {self.settings.warehouse.display_url}",
+                undone="nothing was done: check the database and run again",
             ) from None
         refuse_other_revision(current, self.settings.warehouse.display_url)
         if loads:
