@@ -46,6 +46,7 @@ class DecodedReader:
         self._chunks = chunks
         self._window = window
         self._decomp = _decompressor(layers[0] if layers else "", window)
+        self._gzip = bool(layers) and layers[0] in ("gzip", "x-gzip")
         self._max = max_bytes
         self._buffer = b""
         self._eof = False
@@ -78,6 +79,10 @@ class DecodedReader:
     def _fill_once(self) -> bytes:
         """The next piece of decoded body (b"" at its end)."""
         decomp = self._decomp
+        if decomp is not None and decomp.eof:
+            # Checked first: past the end of the stream zlib keeps what follows it in
+            # unconsumed_tail too, and decompressing that again never consumes it.
+            return self._after_stream_end(decomp.unused_data)
         if decomp is not None and decomp.unconsumed_tail:
             out = decomp.decompress(decomp.unconsumed_tail, _READ_SIZE)
         else:
@@ -89,6 +94,25 @@ class DecodedReader:
             out = chunk if decomp is None else decomp.decompress(chunk, _READ_SIZE)
         self._count(out)
         return out
+
+    def _after_stream_end(self, rest: bytes) -> bytes:
+        """What follows the end of a gzip or deflate stream. A gzip body may hold further
+        members (RFC 1952), decoded as one body, as `gzip -d` does; anything else after the
+        end (a newline, padding) is ignored, as curl and urllib3 do: whether the body is whole
+        is for its JSON to say (the closed array, post_query_info, the counts)."""
+        while len(rest) < 2:  # enough to see a gzip header's magic bytes
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                break
+            self.bytes_in += len(chunk)
+            rest += chunk
+        if self._gzip and rest.startswith(b"\x1f\x8b"):
+            self._decomp = decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out = decomp.decompress(rest, _READ_SIZE)
+            self._count(out)
+            return out
+        self._eof = True
+        return b""
 
     def _finish(self) -> None:
         self._eof = True

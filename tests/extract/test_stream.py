@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import signal
 from typing import Any
 
 import pytest
@@ -89,6 +90,59 @@ def test_a_large_read_of_a_gzip_body_is_exact() -> None:
     first = reader.read(MAX_PARSE_READ)  # 8 MiB, assembled from many decompressed pieces
     assert first == body[:MAX_PARSE_READ]
     assert first + reader.read(len(body)) == body
+
+
+def _decoded(packed: bytes, encoding: str = "gzip", chunk: int = 7000) -> bytes:
+    """The whole decoded body; a reader that loops instead of ending fails after 10 s."""
+
+    def stuck(signum: int, frame: Any) -> None:
+        raise AssertionError("the reader did not reach the end of the body in 10 s")
+
+    chunks = iter([packed[i : i + chunk] for i in range(0, len(packed), chunk)])
+    reader = DecodedReader(chunks, encoding, max_bytes=10**9)
+    pieces = []
+    previous = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(10)
+    try:
+        while piece := reader.read(65536):
+            pieces.append(piece)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    return b"".join(pieces)
+
+
+_BODY = json.dumps([{"n": i, "s": "x" * (i % 97)} for i in range(5_000)]).encode()  # 280 kB
+
+
+@pytest.mark.parametrize(
+    ("packed", "chunk"),
+    [
+        (gzip.compress(_BODY) + b"\n", 7000),
+        (gzip.compress(_BODY) + b"not gzip", 7000),
+        (gzip.compress(_BODY[:100_000]) + gzip.compress(_BODY[100_000:]), 7000),
+        (gzip.compress(_BODY[:100_000]) + gzip.compress(_BODY[100_000:]) + b"\r\n", 7000),
+        # The second member's magic bytes split between two chunks.
+        (
+            gzip.compress(_BODY[:100_000]) + gzip.compress(_BODY[100_000:]),
+            len(gzip.compress(_BODY[:100_000])) + 1,
+        ),
+    ],
+    ids=["newline-after", "bytes-after", "two-members", "two-members-newline", "magic-split"],
+)
+def test_what_follows_a_gzip_stream_is_read_as_members_or_ignored(
+    packed: bytes, chunk: int
+) -> None:
+    """A body that goes on after its gzip stream ends (a newline, a second member) once made
+    the reader loop for ever at full CPU: zlib keeps the bytes after the end in
+    unconsumed_tail, and decompressing them again never consumes them."""
+    assert _decoded(packed, chunk=chunk) == _BODY
+
+
+def test_a_second_gzip_member_cut_short_is_a_broken_stream() -> None:
+    packed = gzip.compress(_BODY[:100_000]) + gzip.compress(_BODY[100_000:])[:60]
+    with pytest.raises(BrokenStreamError, match="truncated download"):
+        _decoded(packed)
 
 
 @pytest.mark.parametrize("error_at", [1, 2], ids=["between", "after-the-last"])
