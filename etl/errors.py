@@ -5,6 +5,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any
 
+from etl.secrets import scrub
+
 
 class ExitCode(IntEnum):
     """Documented process exit codes (README: "Exit codes")."""
@@ -25,6 +27,11 @@ class EtlError(Exception):
 
     exit_code: ExitCode = ExitCode.FAILURE
     retryable: bool = False
+
+    def __str__(self) -> str:
+        # Messages quote what servers said, and a server may echo the token it refused: the
+        # text is stored (etl_runs, etl_windows) and shown (etl status) as well as logged.
+        return scrub(super().__str__())
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Errors cross from the extract worker to the loading process pickled. The default

@@ -29,6 +29,7 @@ from etl.errors import DatabaseError, LockedError
 from etl.load.engine import begin_write, dialect_insert
 from etl.load.lock import RunLock
 from etl.load.schema import table_of
+from etl.secrets import scrub
 from etl.windows import Window
 
 log = logging.getLogger("etl.pipeline")
@@ -210,7 +211,7 @@ class WindowLedger:
                         state=FAILED,
                         claimed_by=None,
                         heartbeat_at=None,
-                        error=error,
+                        error=scrub(error),
                         attempts=func.coalesce(table.c.attempts, 0) + attempts,
                     )
                 )

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, MetaData, Table, desc, func, select
 from etl.load.engine import dialect_insert
 from etl.load.schema import table_of
 from etl.normalize.clean import storable
+from etl.secrets import scrub
 from etl.windows import Window
 
 
@@ -204,7 +205,7 @@ class StateStore:
                 bytes=report.bytes,
                 seconds=round(report.seconds, 3),
                 outcome=report.outcome,
-                error=report.error,
+                error=None if report.error is None else scrub(report.error),
                 **{
                     f"conversations_{name}": count
                     for name, count in report.conversation_outcomes.items()

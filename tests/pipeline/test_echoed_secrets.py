@@ -1,0 +1,68 @@
+"""A server that echoes the token it refused: the token reaches no output and no table."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import TestWarehouse
+from tests.pipeline.cli_helpers import etl
+
+TOKEN = "echoed-token-Zq81xv"
+
+
+class _EchoingRefusal(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"invalid bearer token {self.headers.get('Authorization', '')}".encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echoing_api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingRefusal)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_token_the_server_echoes_is_kept_out_of_logs_tables_and_status(
+    migrated: TestWarehouse, echoing_api: str
+) -> None:
+    env = {"ETL_API_URL": echoing_api, "ETL_API_TOKEN": TOKEN}
+    result = etl("backfill", "--from", "2024-03-25", "--to", "2024-03-26", wh=migrated,
+                 extra_env=env)  # fmt: skip
+    assert result.code == 3, result.output
+    assert "invalid bearer token" in result.stderr  # the server's words are kept ...
+    assert TOKEN not in result.output  # ... but not the token in them
+    engine = migrated.engine()
+    try:
+        with engine.connect() as conn:
+            stored = [
+                row[0]
+                for table in ("etl_runs", "etl_windows")
+                for row in conn.execute(text(f"SELECT error FROM {migrated.table(table)}"))
+            ]
+    finally:
+        engine.dispose()
+    assert any(error and "invalid bearer token" in error for error in stored), stored
+    assert not any(error and TOKEN in error for error in stored), stored
+    for output in ("text", "json"):
+        status = etl("status", "--format", output, wh=migrated, extra_env=env)
+        assert TOKEN not in status.output, output
