@@ -11,6 +11,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
+import urllib3
 
 from etl import __version__
 from etl.config import ApiSettings
@@ -54,11 +55,25 @@ def parse_retry_after(value: str | None) -> float | None:
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
+# An error response's body is read this far, for its message: a failing server may send a
+# page of any size, cut it off, stall in it or send it corrupt, and none of that may turn the
+# status it answered with into another error.
+_ERROR_BODY_BYTES = 65536
+
+
 def _server_message(response: requests.Response) -> str:
     try:
-        body = json.loads(response.content[:65536] or b"null")
+        if response.raw is not None and not response.raw.closed:
+            raw = response.raw.read(_ERROR_BODY_BYTES, decode_content=True) or b""
+        else:
+            raw = response.content[:_ERROR_BODY_BYTES]
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        log.debug("could not read the body of an HTTP %s: %r", response.status_code, exc)
+        return ""
+    try:
+        body = json.loads(raw or b"null")
     except ValueError:
-        return response.text[:200].strip()
+        return raw[:200].decode("utf-8", "replace").strip()
     if isinstance(body, dict):
         return str(body.get("message") or body.get("error") or "")[:500]
     return ""

@@ -297,3 +297,77 @@ def test_request_sends_explicit_offsets() -> None:
     assert datetime.fromisoformat(body["to"]) - datetime.fromisoformat(body["from"]) == timedelta(
         hours=23
     )
+
+
+class _RawServer:
+    """Answers each connection with `reply` (head and body bytes), then waits `linger`
+    seconds before closing: error responses whose body is cut off, stalls or is corrupt."""
+
+    def __init__(self, reply: bytes, linger: float) -> None:
+        import socket
+        import threading
+
+        self._reply, self._linger = reply, linger
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+
+        self._sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length")), b"0"))  # fmt: skip
+                while len(body) < length:
+                    body += conn.recv(65536)
+                conn.sendall(self._reply)
+                self._stop.wait(self._linger)
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "linger"),
+    [
+        (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 500\r\n\r\nthe body is cut", 0.0),
+        (b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n40\r\nabc", 0.0),
+        (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 500\r\n\r\nthen nothing", 3.0),
+        (b"HTTP/1.1 502 Bad Gateway\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\n"
+         b"not gzip!", 0.0),
+    ],
+    ids=["cut", "chunk-cut", "stall", "corrupt-gzip"],
+)  # fmt: skip
+def test_an_error_status_stays_retriable_whatever_its_body_does(
+    reply: bytes, linger: float
+) -> None:
+    """The status decides: a 5xx is retried, even when its body breaks off, stalls or does
+    not decode (these once ended in exit 1, 'This is a bug')."""
+    server = _RawServer(reply, linger)
+    try:
+        client = ExportClient(
+            ApiSettings(url=server.url, token=Secret(SIM_TOKEN), read_timeout=1.0)
+        )
+        with pytest.raises(RetriableAPIError, match=r"the API failed with HTTP 50[23]"):
+            read_all(client)
+    finally:
+        server.close()
