@@ -167,7 +167,19 @@ class ExportStream:
         except ijson.JSONError as exc:
             raise self._parse_error(exc) from None
         except UnicodeDecodeError as exc:
-            # yajl passes a surrogate encoded as UTF-8 bytes (ED A0 80), Python refuses it.
+            # yajl passes a surrogate escape on as UTF-8 bytes (ED A0 80 for \ud800), which
+            # Python refuses. SurrogateGuard raises first for almost every lone one, but takes
+            # an escaped backslash before "ud800" for an escape, and then a lone "\udc00"
+            # after it for the second half of a pair: the exact parser reads either as it is.
+            bad = exc.object[exc.start : exc.start + 2]
+            if len(bad) == 2 and bad[0] == 0xED and 0xA0 <= bad[1] <= 0xBF:
+                raise ExactParseNeeded(
+                    "the export holds an unpaired surrogate escape, which the fast C parser "
+                    "cannot pass on; the window is re-read with the pure-Python parser "
+                    "(slower), which keeps it",
+                    self.source,
+                    retry_after=0.0,
+                ) from None
             raise BrokenStreamError(
                 f"the export body is not valid JSON (invalid UTF-8: bytes {exc.object[exc.start : exc.end]!r} "
                 "in a string); the window is incomplete",

@@ -118,3 +118,32 @@ def test_a_file_that_is_not_a_whole_export_is_a_data_error(
     assert "is not a whole Export API v3 body, nothing of it was loaded" in result.stderr
     assert "window is incomplete" not in result.stderr
     assert count(migrated, "conversations") == 0
+
+
+def test_an_escaped_backslash_before_a_lone_surrogate_escape_loads(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """`\\\\ud800` is a backslash and the text "ud800", so the `\\udc00` after it is a lone
+    surrogate: the fast parser took the two for a pair, then failed on every attempt."""
+    query_info, conversation, post_query_info = json.loads(SEED_EXPORT.read_text())
+    text_in = "regex \\ud800\udc00 end"
+    conversation["messages"][1]["question"]["input"] = text_in
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps([query_info, conversation, post_query_info]))  # ASCII escapes
+    assert b'"regex \\\\ud800\\udc00 end"' in path.read_bytes()
+
+    result = etl("load-file", str(path), wh=migrated)
+    assert result.code == 0, result.output
+    engine = migrated.engine()
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(
+                text(
+                    f"SELECT input, extra FROM {migrated.table('messages')} WHERE input LIKE 'regex%'"
+                )
+            ).one()
+    finally:
+        engine.dispose()
+    # The column holds U+FFFD for the lone surrogate; `extra` keeps the exact original.
+    assert stored[0] == "regex \\ud800\ufffd end"
+    assert "udc00" in json.dumps(stored[1])
