@@ -438,7 +438,13 @@ def _counts(rows: dict[str, int]) -> str:
     ),
 )
 @click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
-@click.option("--runs", default=10, show_default=True, help="How many recent windows to list.")
+@click.option(
+    "--runs",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="How many recent windows to list.",
+)
 @pass_ctx
 def status(obj: _Context, output: str | None, as_json: bool, runs: int) -> None:
     """Watermark, lag behind now, the last windows loaded, row counts per table."""

@@ -155,3 +155,10 @@ def test_an_unreachable_warehouse_is_named_so_and_nothing_claims_a_rollback(
         assert "the warehouse is unreachable" in result.stderr, command
         assert "was lost" not in result.stderr and "rolled back" not in result.stderr, command
         assert "Unreach4ble-pw" not in result.output, command
+
+
+def test_status_refuses_a_negative_number_of_runs(sqlite_warehouse: TestWarehouse) -> None:
+    """Not 'LIMIT must not be negative' from PostgreSQL and every run from SQLite."""
+    result = etl("status", "--runs", "-1", wh=sqlite_warehouse)
+    assert result.code == 2
+    assert "--runs" in result.stderr
