@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from hashlib import blake2b
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -58,6 +59,15 @@ def begin_write(engine: Engine) -> Iterator[Connection]:
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def take_turns(conn: Connection, name: str) -> None:
+    """Make transactions that call this with the same `name` run what follows one at a time,
+    to their commit: on PostgreSQL an advisory lock held to the end of the transaction; SQLite
+    runs one writing transaction at a time anyway."""
+    if conn.dialect.name == "postgresql":
+        lock_id = int.from_bytes(blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
 
 
 def dialect_insert(conn: Connection, table: Table) -> Any:

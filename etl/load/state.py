@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, MetaData, Table, desc, func, select
 
-from etl.load.engine import dialect_insert
+from etl.load.engine import dialect_insert, take_turns
 from etl.load.schema import table_of
 from etl.normalize.clean import storable
 from etl.secrets import scrub
@@ -121,11 +121,12 @@ class StateStore:
         (etl_windows) that starts at it, or at `floor` when there is no watermark yet; return
         where it is. Windows committed out of order leave it where the first hole is.
 
-        The state row is read with a lock held to the commit: two windows committing at once
-        take turns here, and the second sees the first's ledger row, so the watermark never
-        stops short of a window that committed. When there is no row yet, either may create
-        it; the other then finds it and goes over it again.
+        Two windows committing at once take turns here, to the commit, and the second sees
+        the first's ledger row, so the watermark never stops short of a window that committed.
+        The state row's lock is not enough for that: before the first window of a state key
+        commits there is no row to lock, and the second would not see the first's ledger row.
         """
+        take_turns(conn, f"etl_state {key}")
         for _ in range(2):
             current = _aware(
                 conn.execute(

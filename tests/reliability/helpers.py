@@ -376,7 +376,11 @@ def terminate_backends(admin_url: str, pid: int, *, lock: bool | None = None) ->
                         ""
                         if lock is None
                         else f" AND pid {'' if lock else 'NOT '}IN "
-                        "(SELECT pid FROM pg_locks WHERE locktype = 'advisory')"
+                        # The run lock is a session's advisory lock, held outside any
+                        # transaction; a window's transaction holds one too while it moves the
+                        # watermark (etl.load.engine.take_turns), to its commit.
+                        "(SELECT l.pid FROM pg_locks AS l JOIN pg_stat_activity AS a "
+                        "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND a.xact_start IS NULL)"
                     )
                 ),
                 {"ports": ports},
