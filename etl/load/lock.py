@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -32,6 +33,14 @@ _LOCK_SESSION_SETTINGS = (
     ("tcp_keepalives_count", "3"),
     ("idle_session_timeout", "0"),
 )
+
+
+# The SQLite lock files this process holds. A POSIX record lock belongs to the process, not
+# to the file handle: a second RunLock of the same file in this process (two pipelines in one
+# Dagster process, a liveness probe of this process's own claim) would be granted it, and its
+# release, or any close of the file, would drop the lock for both.
+_HELD_FILES: set[Path] = set()
+_HELD_FILES_LOCK = threading.Lock()
 
 
 def _server_version(conn: Connection) -> tuple[int, ...]:
@@ -91,7 +100,19 @@ class RunLock:
         database = make_url(str(self._engine.url)).database
         if not database or database == ":memory:":
             return
-        path = Path(f"{database}.{self._key[:12]}.lock")
+        path = Path(f"{database}.{self._key[:12]}.lock").resolve()
+        with _HELD_FILES_LOCK:
+            if path in _HELD_FILES:
+                raise LockedError(_MESSAGE.format(key=self._key[:12]))
+            _HELD_FILES.add(path)
+        try:
+            self._lock_file(path)
+        except BaseException:
+            with _HELD_FILES_LOCK:
+                _HELD_FILES.discard(path)
+            raise
+
+    def _lock_file(self, path: Path) -> None:
         try:
             handle = path.open("a+b")
         except OSError as exc:
@@ -153,11 +174,14 @@ class RunLock:
                 self._conn.close()
                 self._conn = None
         if self._file is not None:
+            path = Path(self._file.name)
             if remove:  # before unlocking: whoever opens it next finds a new file
-                Path(self._file.name).unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
             fcntl.lockf(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+            with _HELD_FILES_LOCK:
+                _HELD_FILES.discard(path)
 
     def __enter__(self) -> RunLock:
         self.acquire()
