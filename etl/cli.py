@@ -200,6 +200,8 @@ def run(
             windows = pipeline.plan_run(end)
             if windows:
                 _finished("run", pipeline.run(windows))
+            elif end is not None:
+                log.info("up to date: the watermark is at or past --until; nothing to load")
             else:
                 log.info("up to date: the watermark is within pipeline.lag of now; nothing to load")
         retention = settings.warehouse.retention

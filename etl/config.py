@@ -196,10 +196,10 @@ def load_settings(
     _check_keys(raw, source)
     _check_no_password(raw, source)
     merged = _merge_env(raw, env)
-    for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(merged, dotted, value)
-    return _build(merged, env, source)
+    flagged = frozenset(k for k, v in (overrides or {}).items() if v is not None)
+    for dotted in flagged:
+        _set_dotted(merged, dotted, (overrides or {})[dotted])
+    return _build(merged, env, source, flagged)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -292,7 +292,13 @@ def _merge_env(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]
     return merged
 
 
-def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Settings:
+def _build(
+    tree: Mapping[str, Any], env: Mapping[str, str], source: str, flagged: frozenset[str]
+) -> Settings:
+    def src(key: str) -> str:
+        """Where `key`'s value came from, for its error message."""
+        return "a command-line option" if key in flagged else source
+
     api_raw = tree.get("api", {})
     wh_raw = tree.get("warehouse", {})
     pl_raw = tree.get("pipeline", {})
@@ -303,38 +309,62 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
             f"api.verify = false in {source}: TLS verification cannot be turned off; "
             "set api.ca_bundle to your CA's PEM file instead"
         )
-    zone = _convert(source, "pipeline.timezone", pl_raw.get("timezone", "UTC"), parse_zone)
+    zone = _convert(
+        src("pipeline.timezone"), "pipeline.timezone", pl_raw.get("timezone", "UTC"), parse_zone
+    )
     pipeline = PipelineSettings(
         start=_convert(
-            source, "pipeline.start", pl_raw.get("start"), lambda v: parse_instant(v, zone)
+            src("pipeline.start"),
+            "pipeline.start",
+            pl_raw.get("start"),
+            lambda v: parse_instant(v, zone),
         )
         if pl_raw.get("start") is not None
         else None,
-        window=_positive(source, "pipeline.window", pl_raw.get("window", "1d")),
-        lag=_convert(source, "pipeline.lag", pl_raw.get("lag", "2h"), parse_duration),
+        window=_positive(src("pipeline.window"), "pipeline.window", pl_raw.get("window", "1d")),
+        lag=_convert(src("pipeline.lag"), "pipeline.lag", pl_raw.get("lag", "2h"), parse_duration),
         timezone=zone,
         on_bad_conversation=_choice(
-            source,
+            src("pipeline.on_bad_conversation"),
             "pipeline.on_bad_conversation",
             pl_raw.get("on_bad_conversation", FAIL),
             BAD_CONVERSATION_POLICIES,
         ),
-        workers=_int(source, "pipeline.workers", pl_raw.get("workers", 1), minimum=1),
-        claim_timeout=_positive(
-            source, "pipeline.claim_timeout", pl_raw.get("claim_timeout", "10m")
+        workers=_int(
+            src("pipeline.workers"), "pipeline.workers", pl_raw.get("workers", 1), minimum=1
         ),
-        deletes=_choice(source, "pipeline.deletes", pl_raw.get("deletes", IGNORE), DELETE_POLICIES),
+        claim_timeout=_positive(
+            src("pipeline.claim_timeout"),
+            "pipeline.claim_timeout",
+            pl_raw.get("claim_timeout", "10m"),
+        ),
+        deletes=_choice(
+            src("pipeline.deletes"),
+            "pipeline.deletes",
+            pl_raw.get("deletes", IGNORE),
+            DELETE_POLICIES,
+        ),
     )
     retry = RetrySettings(
-        max_attempts=_int(source, "retry.max_attempts", rt_raw.get("max_attempts", 5), minimum=1),
-        max_total_wait=_convert(
-            source, "retry.max_total_wait", rt_raw.get("max_total_wait", "10m"), parse_duration
+        max_attempts=_int(
+            src("retry.max_attempts"),
+            "retry.max_attempts",
+            rt_raw.get("max_attempts", 5),
+            minimum=1,
         ),
-        initial_wait=_float(source, "retry.initial_wait", rt_raw.get("initial_wait", 1.0)),
-        max_wait=_float(source, "retry.max_wait", rt_raw.get("max_wait", 120.0)),
+        max_total_wait=_convert(
+            src("retry.max_total_wait"),
+            "retry.max_total_wait",
+            rt_raw.get("max_total_wait", "10m"),
+            parse_duration,
+        ),
+        initial_wait=_float(
+            src("retry.initial_wait"), "retry.initial_wait", rt_raw.get("initial_wait", 1.0)
+        ),
+        max_wait=_float(src("retry.max_wait"), "retry.max_wait", rt_raw.get("max_wait", 120.0)),
     )
     url = _database_url(source, str(wh_raw.get("url", DEFAULT_DATABASE_URL)))
-    schema = _text(source, "warehouse.schema", wh_raw.get("schema")) or None
+    schema = _text(src("warehouse.schema"), "warehouse.schema", wh_raw.get("schema")) or None
     if schema is not None and make_url(url).get_backend_name() != "postgresql":
         raise ConfigError(
             f"warehouse.schema in {source} (or ETL_DATABASE_SCHEMA) is {schema!r}, but schemas "
@@ -344,13 +374,15 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         url=url,
         schema=schema,
         batch_size=_int(
-            source,
+            src("warehouse.batch_size"),
             "warehouse.batch_size",
             wh_raw.get("batch_size", WarehouseSettings.batch_size),
             minimum=1,
         ),
-        keep_raw=_bool(source, "warehouse.keep_raw", wh_raw.get("keep_raw", False)),
-        retention=_positive(source, "warehouse.retention", wh_raw["retention"])
+        keep_raw=_bool(
+            src("warehouse.keep_raw"), "warehouse.keep_raw", wh_raw.get("keep_raw", False)
+        ),
+        retention=_positive(src("warehouse.retention"), "warehouse.retention", wh_raw["retention"])
         if wh_raw.get("retention") is not None
         else None,
     )
@@ -359,21 +391,29 @@ def _build(tree: Mapping[str, Any], env: Mapping[str, str], source: str) -> Sett
         token=_token(source, api_raw, env),
         oauth=_oauth(source, api_raw.get("oauth", {}), env),
         filters=dict(api_raw.get("filters", {})),
-        connect_timeout=_float(source, "api.connect_timeout", api_raw.get("connect_timeout", 10.0)),
-        read_timeout=_float(source, "api.read_timeout", api_raw.get("read_timeout", 300.0)),
+        connect_timeout=_float(
+            src("api.connect_timeout"), "api.connect_timeout", api_raw.get("connect_timeout", 10.0)
+        ),
+        read_timeout=_float(
+            src("api.read_timeout"), "api.read_timeout", api_raw.get("read_timeout", 300.0)
+        ),
         max_decompressed_bytes=_int(
-            source,
+            src("api.max_decompressed_bytes"),
             "api.max_decompressed_bytes",
             api_raw.get("max_decompressed_bytes", 4 * 1024**3),
             minimum=1,
         ),
         ca_bundle=_ca_bundle(source, api_raw.get("ca_bundle")),
-        max_concurrency=_int(source, "api.max_concurrency", api_raw["max_concurrency"], minimum=1)
+        max_concurrency=_int(
+            src("api.max_concurrency"), "api.max_concurrency", api_raw["max_concurrency"], minimum=1
+        )
         if api_raw.get("max_concurrency") is not None
         else None,
     )
     reporting = ReportingSettings(
-        timezone=_convert(source, "reporting.timezone", rp_raw["timezone"], parse_zone)
+        timezone=_convert(
+            src("reporting.timezone"), "reporting.timezone", rp_raw["timezone"], parse_zone
+        )
         if rp_raw.get("timezone") is not None
         else zone
     )

@@ -189,3 +189,14 @@ def test_reporting_zone_defaults_to_the_pipeline_zone(tmp_path: Path) -> None:
     assert str(load_settings(path, env={}).reporting.timezone) == "Europe/Oslo"
     path.write_text("[pipeline]\ntimezone = 'Europe/Oslo'\n[reporting]\ntimezone = 'UTC'\n")
     assert load_settings(path, env={}).reporting.timezone == UTC
+
+
+def test_a_bad_flag_is_blamed_on_the_command_line_not_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[pipeline]\nwindow = '1d'\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={}, overrides={"pipeline.window": "0h"})
+    assert "pipeline.window in a command-line option: must be longer than zero" in str(info.value)
+    assert str(path) not in str(info.value)
+    path = write(tmp_path, "[pipeline]\nwindow = '0h'\n")
+    with pytest.raises(ConfigError, match=f"pipeline.window in {path}"):
+        load_settings(path, env={}, overrides={"pipeline.workers": 2})

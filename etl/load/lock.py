@@ -18,8 +18,9 @@ from etl.config import display_url
 from etl.errors import DatabaseError, LockedError
 
 _MESSAGE = (
-    "another etl run or backfill holds the lock for this warehouse and state key {key}; "
-    "wait for it to finish (a killed run releases its lock automatically)"
+    "another etl process loading this warehouse (run, backfill, load-file or "
+    "reprocess-rejects) holds the lock for this state key {key}; wait for it to finish (a "
+    "killed process releases its lock automatically)"
 )
 
 
