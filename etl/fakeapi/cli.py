@@ -225,7 +225,13 @@ def fake_api(**kw: Any) -> None:
         dataset = (
             Dataset.from_file(opts.from_file) if opts.from_file else Dataset.build(spec, opts.zone)
         )
-        n = save_export(dataset, kw["save"], opts.zone, opts.now)
+        try:
+            n = save_export(dataset, kw["save"], opts.zone, opts.now)
+        except OSError as exc:
+            raise click.UsageError(
+                f"--save: cannot write {kw['save']} ({exc.strerror or type(exc).__name__}): "
+                "check that its directory exists and is writable"
+            ) from None
         click.echo(f"saved {n} conversations to {kw['save']}")
         return
     _serve(opts)

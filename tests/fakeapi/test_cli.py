@@ -38,6 +38,13 @@ def test_help_documents_every_flag() -> None:
     assert "sim-token" not in out and "sim-secret" not in out
 
 
+def test_save_into_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "export.json"
+    result = CliRunner().invoke(fake_api, ["--save", str(target), "--days", "1", "--per-day", "5"])
+    assert result.exit_code == 2, result.output
+    assert f"cannot write {target}" in result.output
+
+
 def test_save_writes_the_whole_export(tmp_path: Path) -> None:
     runner = CliRunner()
     for name in ("export.json", "export.json.gz"):
