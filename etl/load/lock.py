@@ -38,8 +38,8 @@ _LOCK_SESSION_SETTINGS = (
 
 # The SQLite lock files this process holds. A POSIX record lock belongs to the process, not
 # to the file handle: a second RunLock of the same file in this process (two pipelines in one
-# Dagster process, a liveness probe of this process's own claim) would be granted it, and its
-# release, or any close of the file, would drop the lock for both.
+# Dagster process) would be granted it, and its release, or any close of the file, would drop
+# the lock for both.
 _HELD_FILES: set[Path] = set()
 _HELD_FILES_LOCK = threading.Lock()
 
