@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import itertools
 import json
 import logging
 import os
@@ -587,6 +588,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
             "interrupted: the window in progress was rolled back; run again to resume",
         )
     except click.ClickException as exc:
+        if not logging.getLogger().handlers and _json_asked(sys.argv[1:] if argv is None else argv):
+            # Refused before the group's options were taken (an unknown command, --config
+            # naming a directory): logging is not set up yet, but a scheduler asked for JSON.
+            from etl.log import setup_logging
+
+            setup_logging(0, "json")
         if _logging_json():  # a usage error is one more JSON line, not a plain-text block
             _fail(ExitCode.CONFIG, f"usage: {exc.format_message()} (see etl --help)")
         exc.show()
@@ -636,6 +643,13 @@ def entry_point() -> NoReturn:
             except (OSError, ValueError):  # closed or a broken pipe: nothing more to tell
                 pass
         os._exit(code)
+
+
+def _json_asked(args: list[str]) -> bool:
+    """Whether the command line asks for JSON log lines (--log-format json, or =json)."""
+    return "--log-format=json" in args or any(
+        a == "--log-format" and b == "json" for a, b in itertools.pairwise(args)
+    )
 
 
 def _logging_json() -> bool:

@@ -162,3 +162,18 @@ def test_status_refuses_a_negative_number_of_runs(sqlite_warehouse: TestWarehous
     result = etl("status", "--runs", "-1", wh=sqlite_warehouse)
     assert result.code == 2
     assert "--runs" in result.stderr
+
+
+def test_usage_errors_are_json_lines_when_json_logs_are_asked_for(
+    sqlite_warehouse: TestWarehouse, tmp_path: Path
+) -> None:
+    """Also when click refuses the command line before the logging options are taken."""
+    for args in (
+        ("--log-format", "json", "nosuchcommand"),
+        ("--log-format=json", "--config", str(tmp_path), "status"),  # a directory
+        ("--log-format", "json", "status", "--runs", "-1"),
+    ):
+        result = etl(*args, wh=sqlite_warehouse)
+        assert result.code == 2, args
+        lines = result.stderr.strip().splitlines()
+        assert lines and all(json.loads(line)["level"] == "error" for line in lines), args
