@@ -5,7 +5,7 @@ The views define the dashboard numbers once (docs/metrics.md, whose SQL a test c
 spelling (a duration, a UTC date), and every count is cast to BIGINT so that PostgreSQL's SUM
 does not turn it into a numeric.
 
-Migrations create the views from here (revisions 0005 and 0006). What `view_sql` returns for
+Migrations create the views from here (revisions 0005, 0006 and 0007). What `view_sql` returns for
 a revision must never change: a new definition is a new migration that recreates the views,
 and a parameter here that the older revisions pass to keep theirs.
 """
@@ -16,10 +16,22 @@ from collections.abc import Callable
 from typing import Final
 
 # Seconds from `start` to `end`, exact to the microsecond on both warehouses. SQLite stores
-# UTC text "YYYY-MM-DD HH:MM:SS.ffffff": whole seconds from strftime, microseconds from the
-# text, so that the one division rounds like PostgreSQL's cast of an exact numeric.
+# UTC text "YYYY-MM-DD HH:MM:SS.ffffff": whole seconds from strftime of the text cut before
+# its fraction (strftime rounds a fraction to milliseconds, so ".999577" counted as the next
+# second: durations one second off), microseconds from the text, so that the one division
+# rounds like PostgreSQL's cast of an exact numeric.
 _DURATION: Final = {
     "postgresql": "CAST(EXTRACT(EPOCH FROM ({end} - {start})) AS DOUBLE PRECISION)",
+    "sqlite": (
+        "((CAST(strftime('%s', substr({end}, 1, 19)) AS INTEGER)"
+        " - CAST(strftime('%s', substr({start}, 1, 19)) AS INTEGER))"
+        " * 1000000 + CAST(substr({end}, 21, 6) AS INTEGER)"
+        " - CAST(substr({start}, 21, 6) AS INTEGER)) / 1000000.0"
+    ),
+}
+# As revisions 0005 and 0006 created conversation_facts (view_sql's `exact_seconds` False).
+_DURATION_BEFORE_0007: Final = {
+    "postgresql": _DURATION["postgresql"],
     "sqlite": (
         "((CAST(strftime('%s', {end}) AS INTEGER) - CAST(strftime('%s', {start}) AS INTEGER))"
         " * 1000000 + CAST(substr({end}, 21, 6) AS INTEGER)"
@@ -38,8 +50,11 @@ _QUESTIONS = "COALESCE(SUM(CASE WHEN m.type = 'question' THEN 1 ELSE 0 END), 0)"
 _HANDED_OVER = f"COALESCE(MAX(CASE WHEN {_HANDOVER} THEN 1 ELSE 0 END), 0)"
 
 
-def _conversation_facts(t: Callable[[str], str], dialect: str) -> str:
-    duration = _DURATION[dialect].format(start="c.created_at", end="c.last_message_at")
+def _conversation_facts(
+    t: Callable[[str], str], dialect: str, *, exact_seconds: bool = True
+) -> str:
+    durations = _DURATION if exact_seconds else _DURATION_BEFORE_0007
+    duration = durations[dialect].format(start="c.created_at", end="c.last_message_at")
     return f"""SELECT
     c.id AS conversation_id,
     c.environment,
@@ -282,25 +297,38 @@ _PERSONAL_DATA_ROWS: Final = {
 
 
 def view_sql(
-    name: str, dialect: str, schema: str | None = None, *, personal_data: bool = True
+    name: str,
+    dialect: str,
+    schema: str | None = None,
+    *,
+    personal_data: bool = True,
+    exact_seconds: bool = True,
 ) -> str:
     """The SELECT behind view `name` on `dialect` ("postgresql", "sqlite"); with
-    `personal_data` False, as revision 0005 created it (before deleted_at existed)."""
+    `personal_data` False, as revision 0005 created it (before deleted_at existed); with
+    `exact_seconds` False, as revisions 0005 and 0006 did (SQLite durations could be a second
+    off, see _DURATION)."""
 
     def qualified(table: str) -> str:
         target = f"{quoted(schema)}.{table}" if schema else table
         where = _PERSONAL_DATA_ROWS.get(table) if personal_data else None
         return f"(SELECT * FROM {target} WHERE {where})" if where else target
 
+    if name == "conversation_facts":  # the one view revision 0007 changed
+        return _conversation_facts(qualified, dialect, exact_seconds=exact_seconds)
     return VIEWS[name](qualified, dialect)
 
 
-def create_views(dialect: str, schema: str | None, *, personal_data: bool) -> list[str]:
+def create_views(
+    dialect: str, schema: str | None, *, personal_data: bool, exact_seconds: bool
+) -> list[str]:
     """The statements that create every view, with their comments on PostgreSQL."""
     prefix = f"{quoted(schema)}." if schema else ""
     statements = []
     for name in VIEWS:
-        sql = view_sql(name, dialect, schema, personal_data=personal_data)
+        sql = view_sql(
+            name, dialect, schema, personal_data=personal_data, exact_seconds=exact_seconds
+        )
         statements.append(f"CREATE VIEW {prefix}{name} AS\n{sql}")
         if dialect == "postgresql":
             statements.append(f"COMMENT ON VIEW {prefix}{name} IS {_literal(VIEW_COMMENTS[name])}")

@@ -96,7 +96,7 @@ def upgrade() -> None:
         postgresql_where=clicked,
         sqlite_where=clicked,
     )
-    for statement in create_views(dialect, schema, personal_data=False):
+    for statement in create_views(dialect, schema, personal_data=False, exact_seconds=False):
         op.execute(statement)
 
 

@@ -131,7 +131,7 @@ def upgrade() -> None:
         schema=schema,
         comment="Erased conversations: the id and when, nothing else (no personal data).",
     )
-    for statement in create_views(dialect, schema, personal_data=True):
+    for statement in create_views(dialect, schema, personal_data=True, exact_seconds=False):
         op.execute(statement)
 
 
@@ -152,5 +152,5 @@ def downgrade() -> None:
     with op.batch_alter_table("conversations", schema=schema) as batch:
         batch.drop_column("deleted_at")
         batch.drop_column("state_key")
-    for statement in create_views(dialect, schema, personal_data=False):
+    for statement in create_views(dialect, schema, personal_data=False, exact_seconds=False):
         op.execute(statement)

@@ -451,3 +451,34 @@ def test_a_new_reporting_zone_is_refused_until_migrate_recomputes(
     assert same(got, facts_from_export(export, tokyo_zone))
     again = etl("migrate", wh=warehouse, config=tokyo, check=True)
     assert "local dates of" not in again.stderr
+
+
+def test_a_duration_is_exact_when_a_time_falls_late_in_its_second(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """SQLite's strftime rounds a fraction to milliseconds: before revision 0007 a start or an
+    end at ".9995" or later in its second made the SQLite duration one second off."""
+    from tests.conftest import SEED_EXPORT
+
+    query_info, conversation, post_query_info = json.loads(SEED_EXPORT.read_text())
+    conversations = []
+    for cid, (created, last) in enumerate(
+        [
+            ("2024-03-28T10:00:00.000000+00:00", "2024-03-28T10:00:10.999577+00:00"),
+            ("2024-03-28T11:00:00.999700+00:00", "2024-03-28T11:00:09.000000+00:00"),
+        ],
+        start=1000002,
+    ):
+        copy_ = copy.deepcopy(conversation)
+        copy_["id"] = cid
+        copy_["time"] = {"created": created, "last_message_created": last}
+        for k, message in enumerate(copy_["messages"]):
+            message["id"] = cid * 100 + k
+        conversations.append(copy_)
+    query_info["conversations"] = post_query_info["conversations"] = 2
+    path = tmp_path / "late-in-the-second.json"
+    path.write_text(json.dumps([query_info, *conversations, post_query_info]))
+    etl("load-file", str(path), wh=migrated, check=True)
+    rows = view(migrated, "conversation_facts", "conversation_id")
+    durations = {r[0]: float(r[-3]) for r in rows}
+    assert durations == {1000002: pytest.approx(10.999577), 1000003: pytest.approx(8.0003)}
