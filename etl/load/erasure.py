@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, MetaData, func, or_, select
+from sqlalchemy import ColumnElement, Connection, MetaData, Table, func, or_, select
 
 from etl.load.engine import dialect_insert
 from etl.load.loader import WindowLoader, chunks
@@ -131,8 +131,22 @@ def forget(
             .on_conflict_do_nothing(index_elements=[tombstones.c.conversation_id])
         )
     loader.erase(list(ids))
-    delete_rejects(conn, metadata, request.rejects)
+    # A window loading one of them may have quarantined a copy, and committed it while erase
+    # waited for that window's locks: the quarantined copies are read again now.
+    late = sorted(set(_rejects_of(conn, metadata, ids)) - set(request.rejects))
+    delete_rejects(conn, metadata, [*request.rejects, *late])
+    counts["etl_rejects"] += len(late)
     return counts
+
+
+def _rejects_of(conn: Connection, metadata: MetaData, ids: Sequence[int]) -> list[int]:
+    """The quarantined copies (etl_rejects row ids) of the conversations `ids`."""
+    rejects = table_of(metadata, "etl_rejects")
+    found: list[int] = []
+    for chunk in chunks(ids):
+        query = select(rejects.c.id).where(rejects.c.conversation_id.in_(chunk))
+        found.extend(conn.execute(query).scalars())
+    return found
 
 
 def delete_rejects(conn: Connection, metadata: MetaData, rows: Sequence[int]) -> None:
@@ -171,16 +185,29 @@ def expired(conn: Connection, metadata: MetaData, cutoff: datetime, *, limit: in
     """Up to `limit` conversations whose last message (or, without one, whose start) is
     before `cutoff`, in id order."""
     conversations = table_of(metadata, "conversations")
-    last = conversations.c.last_message_at
     query = (
         select(conversations.c.id)
-        .where(
-            or_(
-                last < cutoff,
-                last.is_(None) & (conversations.c.created_at < cutoff),
-            )
-        )
+        .where(_expired(conversations, cutoff))
         .order_by(conversations.c.id)
         .limit(limit)
     )
     return list(conn.execute(query).scalars())
+
+
+def still_expired(
+    conn: Connection, metadata: MetaData, cutoff: datetime, ids: Collection[int]
+) -> list[int]:
+    """Those of `ids` that are expired now (read again once they are locked), in id order."""
+    conversations = table_of(metadata, "conversations")
+    found: list[int] = []
+    for chunk in chunks(sorted(ids)):
+        query = select(conversations.c.id).where(
+            conversations.c.id.in_(chunk), _expired(conversations, cutoff)
+        )
+        found.extend(conn.execute(query.order_by(conversations.c.id)).scalars())
+    return found
+
+
+def _expired(conversations: Table, cutoff: datetime) -> ColumnElement[bool]:
+    last = conversations.c.last_message_at
+    return or_(last < cutoff, last.is_(None) & (conversations.c.created_at < cutoff))

@@ -373,6 +373,11 @@ class WindowLoader(ABC):
         self.outcomes[FORGOTTEN] += sum(1 for r in rejects if r.conversation_id in forgotten)
         return [r for r in rejects if r.conversation_id not in forgotten]
 
+    def lock(self, ids: list[int]) -> set[int]:
+        """Lock conversations as a window locks what it writes, waiting for any window writing
+        one of them to end; the ids of those stored once it has."""
+        return set(self._lock_for_writing(ids, self._stored(ids))) if ids else set()
+
     def erase(self, ids: list[int]) -> None:
         """Delete conversations and their child rows, locked as a window locks what it writes
         (so that a window loading one of them meanwhile either commits first and is erased,

@@ -101,12 +101,17 @@ def prune(pipeline: Pipeline, cutoff: datetime, *, dry_run: bool = False) -> Era
                 ids = erasure.expired(conn, metadata, cutoff, limit=PRUNE_BATCH)
                 if not ids:
                     break
-                rows = erasure.count_rows(conn, metadata, ids)  # its etl_rejects: 0
                 loader = open_loader(
                     conn, metadata, run_id=pipeline.run_id, exported_at=None, erasing=True
                 )
-                loader.erase(ids)
-            done.conversations.extend(ids)
+                # Chosen before the locks: a window loading one of them may have made it
+                # recent while this waited for it, so the choice is made again under them.
+                stored = loader.lock(ids)
+                expired = erasure.still_expired(conn, metadata, cutoff, stored)
+                rows = erasure.count_rows(conn, metadata, expired)  # its etl_rejects: 0
+                # Those gone meanwhile hold only this transaction's placeholder rows now.
+                loader.erase([*expired, *(i for i in ids if i not in stored)])
+            done.conversations.extend(expired)
             for table, count in rows.items():
                 done.rows[table] = done.rows.get(table, 0) + count
     except (DBAPIError, psycopg.Error) as exc:

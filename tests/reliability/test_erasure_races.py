@@ -3,7 +3,10 @@ warehouses: whichever commits first, the conversation ends erased and stays eras
 
 from __future__ import annotations
 
+import copy
+import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +72,82 @@ def _blocked_or_done(wh: TestWarehouse, child: Any) -> None:
             return
         time.sleep(0.05)
     assert wh.kind != "postgres", "etl forget neither finished nor waited for a lock"
+
+
+def _seed_file(tmp_path: Path, name: str, change: Any) -> Path:
+    query_info, conversation, post_query_info = json.loads(h_seed().read_text())
+    change(query_info, conversation)
+    path = tmp_path / name
+    path.write_text(json.dumps([query_info, conversation, post_query_info]))
+    return path
+
+
+def h_seed() -> Path:
+    return Path(__file__).parents[1] / "fixtures" / "seed-example-export.json"
+
+
+def test_forget_erases_a_copy_a_window_quarantined_while_it_waited(
+    warehouse: TestWarehouse, tmp_path: Path
+) -> None:
+    """The window quarantines the conversation and pauses before its commit; the forget that
+    comes then waits for it. It read the quarantine before waiting, and so left the copy the
+    window committed meanwhile (the whole transcript) in etl_rejects."""
+    wh = warehouse
+    wh.migrate()
+    cfg = h.config(tmp_path)
+
+    def break_it(_query_info: dict[str, Any], conversation: dict[str, Any]) -> None:
+        conversation["messages"][0]["id"] = "not an id"
+
+    bad = _seed_file(tmp_path, "bad.json", break_it)
+    cid = json.loads(bad.read_text())[1]["id"]
+    paused = h.spawn(
+        "load-file", "--on-bad-conversation=quarantine", str(bad),
+        wh=wh, site=None, config=cfg, point="before-commit",
+    ).wait_paused()  # fmt: skip
+    forget = h.start("forget", f"--conversation-id={cid}", wh=wh, config=cfg)
+    _blocked_or_done(wh, forget)
+    paused.resume()
+    loaded, forgot = paused.finish(), h.finish(forget)
+    assert loaded.code == 0, loaded.output
+    assert forgot.code == 0, forgot.output
+    assert h.query(wh, f"SELECT conversation_id FROM {wh.table('etl_tombstones')}") == [(cid,)]
+    assert h.query(wh, f"SELECT count(*) FROM {wh.table('etl_rejects')}") == [(0,)]
+
+
+def test_prune_leaves_a_conversation_a_window_made_recent_while_it_waited(
+    warehouse: TestWarehouse, tmp_path: Path
+) -> None:
+    """An old conversation is stored; a window loading its continuation (a message an hour
+    old) pauses before its commit, and a prune comes: it picked the conversation as expired
+    before waiting for the window, and removed it after the window had made it recent."""
+    wh = warehouse
+    wh.migrate()
+    cfg = h.config(tmp_path)
+    old = _seed_file(tmp_path, "old.json", lambda _q, _c: None)
+    assert h.run("load-file", str(old), wh=wh, config=cfg).code == 0
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def continue_it(query_info: dict[str, Any], conversation: dict[str, Any]) -> None:
+        query_info["current_time"] = now.isoformat()
+        message = copy.deepcopy(conversation["messages"][1])
+        message["id"] = 99_999_999
+        message["time"] = (now - timedelta(hours=1)).isoformat()
+        conversation["messages"].append(message)
+        conversation["time"]["last_message_created"] = message["time"]
+
+    new = _seed_file(tmp_path, "new.json", continue_it)
+    cid = json.loads(new.read_text())[1]["id"]
+    paused = h.spawn(
+        "load-file", str(new), wh=wh, site=None, config=cfg, point="before-commit"
+    ).wait_paused()
+    prune = h.start("prune", "--older-than", "400d", wh=wh, config=cfg)
+    _blocked_or_done(wh, prune)
+    paused.resume()
+    loaded, pruned = paused.finish(), h.finish(prune)
+    assert loaded.code == 0, loaded.output
+    assert pruned.code == 0, pruned.output
+    assert h.query(wh, f"SELECT id FROM {wh.table('conversations')}") == [(cid,)]
+    assert h.query(
+        wh, f"SELECT count(*) FROM {wh.table('messages')} WHERE conversation_id = {cid}"
+    ) == [(len(json.loads(new.read_text())[1]["messages"]),)]
