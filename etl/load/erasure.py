@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Connection, MetaData, Table, func, or_, select
+from sqlalchemy import ColumnElement, Connection, MetaData, func, or_, select
 
 from etl.load.engine import dialect_insert
 from etl.load.loader import WindowLoader, chunks
@@ -187,7 +187,7 @@ def expired(conn: Connection, metadata: MetaData, cutoff: datetime, *, limit: in
     conversations = table_of(metadata, "conversations")
     query = (
         select(conversations.c.id)
-        .where(_expired(conversations, cutoff))
+        .where(_expired(metadata, cutoff))
         .order_by(conversations.c.id)
         .limit(limit)
     )
@@ -202,12 +202,27 @@ def still_expired(
     found: list[int] = []
     for chunk in chunks(sorted(ids)):
         query = select(conversations.c.id).where(
-            conversations.c.id.in_(chunk), _expired(conversations, cutoff)
+            conversations.c.id.in_(chunk), _expired(metadata, cutoff)
         )
         found.extend(conn.execute(query.order_by(conversations.c.id)).scalars())
     return found
 
 
-def _expired(conversations: Table, cutoff: datetime) -> ColumnElement[bool]:
-    last = conversations.c.last_message_at
-    return or_(last < cutoff, last.is_(None) & (conversations.c.created_at < cutoff))
+def _expired(metadata: MetaData, cutoff: datetime) -> ColumnElement[bool]:
+    """Its last message before `cutoff`: by the conversation's times, or, when the export gave
+    none (a conversation without `time`), by its messages' own, or when it was loaded."""
+    conversations, messages = table_of(metadata, "conversations"), table_of(metadata, "messages")
+    last, created = conversations.c.last_message_at, conversations.c.created_at
+    latest_message = (
+        select(func.max(messages.c.time))
+        .where(messages.c.conversation_id == conversations.c.id)
+        .scalar_subquery()
+    )
+    return or_(
+        last < cutoff,
+        last.is_(None) & (created < cutoff),
+        # Last, so that only conversations without either time read their messages.
+        last.is_(None)
+        & created.is_(None)
+        & (func.coalesce(latest_message, conversations.c.loaded_at) < cutoff),
+    )

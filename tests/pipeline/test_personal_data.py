@@ -235,6 +235,27 @@ def test_prune_removes_exactly_the_conversations_past_the_cut_off(
     assert windows == [(6,)]
 
 
+def test_a_conversation_exported_without_times_is_pruned_by_its_messages(
+    warehouse: TestWarehouse, tmp_path: Path
+) -> None:
+    """No `time` object: created_at and last_message_at are NULL, and prune never matched it,
+    however old its messages."""
+    config = _config(tmp_path)
+    etl("migrate", wh=warehouse, config=config, check=True)
+    seed = json.loads(SEED.read_text())
+    del seed[1]["time"]
+    (tmp_path / "untimed.json").write_text(json.dumps(seed))
+    etl("load-file", str(tmp_path / "untimed.json"), wh=warehouse, config=config, check=True)
+    assert _query(
+        warehouse, f"SELECT created_at, last_message_at FROM {warehouse.table('conversations')}"
+    ) == [(None, None)]
+    etl("prune", "--before=2021-01-01", wh=warehouse, config=config, check=True)
+    assert len(_ids(warehouse)) == 1  # its messages are from January 2021
+    etl("prune", "--before=2021-03-01", wh=warehouse, config=config, check=True)
+    assert _ids(warehouse) == []
+    assert _children(warehouse, [seed[1]["id"]]) == 0
+
+
 def test_run_prunes_at_its_end_when_retention_is_set(
     warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
 ) -> None:
