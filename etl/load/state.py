@@ -164,6 +164,12 @@ class StateStore:
                 return start
             start = end  # an aware UTC datetime, as UTCDateTime reads it
 
+    def ledger_keys(self, conn: Connection) -> list[str]:
+        """The state keys of the window ledger (etl_windows): those of etl_state, and any whose
+        first window has not loaded yet, which has no etl_state row until it does."""
+        query = select(self.windows.c.state_key).distinct().order_by(self.windows.c.state_key)
+        return list(conn.execute(query).scalars())
+
     def holes(self, conn: Connection, key: str, after: datetime | None) -> list[dict[str, Any]]:
         """The windows after the watermark `after`, in order: loaded ones (past a hole),
         failed and claimed ones: what keeps the watermark where it is."""

@@ -61,6 +61,27 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
                     "last_ok_finished_at": _iso(ok["last_finished_at"]) if ok else None,
                 }
             )
+        # A state key whose first window has not loaded (failed, or still claimed) has no
+        # etl_state row yet, and so no watermark; its windows are in the ledger all the same.
+        listed = {state["state_key"] for state in states}
+        for key in store.ledger_keys(conn):
+            if key in listed:
+                continue
+            ok = loaded.get(key)
+            states.append(
+                {
+                    "state_key": key,
+                    "site": None,
+                    "environment": None,
+                    "filters": None,
+                    "watermark": None,
+                    "lag_seconds": None,
+                    "updated_at": None,
+                    "windows_after_watermark": _windows(store.holes(conn, key, None)),
+                    "last_ok_window_end": _iso(ok["last_window_end"]) if ok else None,
+                    "last_ok_finished_at": _iso(ok["last_finished_at"]) if ok else None,
+                }
+            )
         recent = []
         for run in store.recent_runs(conn, runs):
             seconds = float(run["seconds"] or 0.0)
@@ -190,9 +211,16 @@ def format_status(status: dict[str, Any]) -> str:
     for state in status["states"]:
         lag = state["lag_seconds"]
         behind = f"{lag / 3600:.1f} h behind now" if lag is not None else "n/a"
-        lines.append(
-            f"Watermark: {state['watermark']} ({behind}) site={state['site']} filters={state['filters']}"
-        )
+        if state["watermark"] is None and state["site"] is None:
+            lines.append(
+                f"Watermark: none yet for state key {state['state_key'][:12]}: its first window "
+                "has not loaded"
+            )
+        else:
+            lines.append(
+                f"Watermark: {state['watermark']} ({behind}) site={state['site']} "
+                f"filters={state['filters']}"
+            )
         past = state["windows_after_watermark"]
         if past:
             lines.append(

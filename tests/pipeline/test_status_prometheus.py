@@ -290,3 +290,40 @@ def test_prometheus_text_labels_each_state_and_counts_its_windows_past_the_water
     assert _value(families, "convo_etl_status_timestamp_seconds") == 1711764000
     down = _families(prometheus_text(None))
     assert set(down) == {"convo_etl_up"} and _value(down, "convo_etl_up") == 0
+
+
+def test_a_state_key_whose_first_window_failed_is_shown(migrated: TestWarehouse) -> None:
+    """Until its first window loads, a state key has no etl_state row, and status said no
+    window had completed and showed none of its windows, the failed one included."""
+    metadata = build_metadata(migrated.schema)
+    windows = metadata.tables[
+        f"{migrated.schema}.etl_windows" if migrated.schema else "etl_windows"
+    ]
+    day = datetime(2024, 3, 1, tzinfo=UTC)
+    engine = migrated.engine()
+    try:
+        with engine.begin() as conn:
+            for start, state, error in ((1, "failed", "the API failed with HTTP 500"),
+                                        (2, "loaded", None), (3, "loaded", None)):  # fmt: skip
+                conn.execute(
+                    windows.insert().values(
+                        state_key="k" * 40, window_start=day.replace(day=start),
+                        window_end=day.replace(day=start + 1), state=state, error=error,
+                        committed_at=None if error else datetime.now(UTC),
+                    )
+                )  # fmt: skip
+    finally:
+        engine.dispose()
+    text = etl("status", wh=migrated, check=True).stdout
+    assert "none yet for state key kkkkkkkkkkkk: its first window has not loaded" in text
+    assert "3 window(s) past the watermark" in text and "the API failed with HTTP 500" in text
+    (state,) = json.loads(etl("status", "--json", wh=migrated, check=True).stdout)["states"]
+    assert state["watermark"] is None
+    assert [w["state"] for w in state["windows_after_watermark"]] == ["failed", "loaded", "loaded"]
+    families = _families(etl("status", "--format", "prometheus", wh=migrated, check=True).stdout)
+    past = {
+        s.labels["state"]: s.value
+        for s in families["convo_etl_windows_past_watermark"].samples
+        if s.labels["state_key"] == "k" * 40
+    }
+    assert past == {"failed": 1, "loaded": 2, "claimed": 0}
