@@ -187,11 +187,18 @@ def _intents(
         func.max(view.c.local_date).label("last_date"),
     ).group_by(view.c.intent_id, view.c.intent_title)
     questions: dict[int | None, int] = {}
-    titles: dict[int | None, tuple[date, str | None]] = {}  # the title of the latest date
+    # The title of the latest date that has one: a day whose references carried no title does
+    # not blank the title another day gave (as the intents table keeps it).
+    titles: dict[int | None, tuple[date, str | None]] = {}
     for row in conn.execute(_in_range(stmt, view, start, end, environment)):
         key = None if row.intent_id is None else int(row.intent_id)
         questions[key] = questions.get(key, 0) + int(row.questions)
-        if key not in titles or row.last_date >= titles[key][0]:
+        held = titles.get(key)
+        if (
+            held is None
+            or (row.intent_title is not None and (held[1] is None or row.last_date >= held[0]))
+            or (held[1] is None and row.last_date >= held[0])
+        ):
             titles[key] = (row.last_date, row.intent_title)
     ranked = sorted(
         (IntentCount(key, titles[key][1], count) for key, count in questions.items() if count),

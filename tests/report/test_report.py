@@ -552,3 +552,41 @@ def test_report_opens_offline_in_headless_chromium(
     shot_width, shot_height = png_size(shot)
     assert shot_width == 1200 and shot_height > 2000
     assert shot.stat().st_size > 50_000  # charts, tables and text, not a blank page
+
+
+def test_an_intents_title_survives_a_later_day_without_one(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """The report took each intent's title from its latest day, even a day whose references
+    carried none: 'Intent #1014' where the intents table and earlier days had its title."""
+    import copy
+    import json
+
+    from etl.report.queries import read_report
+    from tests.conftest import SEED_EXPORT
+
+    query_info, conversation, post_query_info = json.loads(SEED_EXPORT.read_text())
+    later = copy.deepcopy(conversation)
+    later["id"] = conversation["id"] + 1
+    for k, message in enumerate(later["messages"]):
+        message["id"] = 70_000_000 + k
+        message["time"] = message["time"].replace("2021-01-28", "2021-01-29")
+        for ref in (message.get("intents") or {}).values():
+            ref.pop("title", None)  # the same intent, referred to without its title
+    later["time"] = {k: v.replace("2021-01-28", "2021-01-29") for k, v in later["time"].items()}
+    query_info["conversations"] = post_query_info["conversations"] = 2
+    path = tmp_path / "two-days.json"
+    path.write_text(json.dumps([query_info, conversation, later, post_query_info]))
+    etl("load-file", str(path), wh=migrated, check=True)
+    engine = migrated.engine()
+    try:
+        with engine.connect() as conn:
+            data = read_report(
+                conn, schema=migrated.schema, start=date(2021, 1, 1), end=date(2021, 2, 1),
+                environment=None, timezone="UTC", warehouse="test", now=datetime.now(UTC),
+            )  # fmt: skip
+    finally:
+        engine.dispose()
+    assert [(i.intent_id, i.title) for i in data.intents if i.intent_id == 1014] == [
+        (1014, "All content")
+    ]
