@@ -347,15 +347,14 @@ def _short(exc: BaseException) -> str:
 
 
 def _parse_detail(exc: BaseException) -> str:
-    """yajl's error and the text it stopped at: "lexical error: …, at '{"a": NaN}'"."""
+    """yajl's error, without the text it stopped at: that is the export's, maybe what an end
+    user wrote, and the message is stored (etl_runs) where `etl forget` does not reach."""
     raw = exc.args[0] if exc.args else ""
     text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else str(raw)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(exc).__name__
     detail = lines[0].rstrip(".")[:200]
-    if len(lines) > 1 and "(right here)" not in lines[1]:
-        detail += f", at {lines[1][:80]!r}"
-        if any(word in lines[1] for word in ("NaN", "Infinity")):
-            detail += " (NaN and Infinity are not JSON numbers)"
+    if len(lines) > 1 and any(word in lines[1] for word in ("NaN", "Infinity")):
+        detail += " (NaN and Infinity are not JSON numbers)"
     return detail

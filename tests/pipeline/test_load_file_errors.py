@@ -147,3 +147,20 @@ def test_an_escaped_backslash_before_a_lone_surrogate_escape_loads(
     # The column holds U+FFFD for the lone surrogate; `extra` keeps the exact original.
     assert stored[0] == "regex \\ud800\ufffd end"
     assert "udc00" in json.dumps(stored[1])
+
+
+def test_a_parse_error_does_not_quote_the_exports_text(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """The message is stored in etl_runs, which `etl forget` does not reach: it names the
+    problem, not the text the parser stopped at (what an end user wrote)."""
+    body = (
+        b'[{"type":"query_info","conversations":1},{"type":"conversation","id":1,"messages":'
+        b'[{"id":2,"type":"question","question":{"input":"my card is 4929 8812 \x01 ok"}}]}]'
+    )
+    path = tmp_path / "broken.json"
+    path.write_bytes(body)
+    result = etl("load-file", str(path), wh=migrated)
+    assert result.code == 5, result.output
+    assert "not valid JSON" in result.stderr
+    assert "4929" not in result.output and "my card" not in result.output
