@@ -20,7 +20,7 @@ import click
 
 from etl import env
 from etl.config import BAD_CONVERSATION_POLICIES, IGNORE, SOFT, Settings, load_settings
-from etl.errors import EtlError, ExitCode
+from etl.errors import DatabaseError, EtlError, ExitCode
 from etl.secrets import scrub
 from etl.windows import Window, parse_instant, plan_windows
 
@@ -115,7 +115,7 @@ def migrate(obj: _Context, as_sql: bool) -> None:
     zone = settings.reporting.timezone
     try:
         recomputed = _with_db_errors(
-            lambda: migrations.upgrade(engine, wh.schema, reporting_zone=zone),
+            lambda: _upgrade(migrations, engine, wh.schema, zone, wh.display_url),
             f"migrating {wh.display_url}",
             "the schema is as the last completed step left it: check the database, run it again",
         )
@@ -465,6 +465,7 @@ def status(obj: _Context, output: str | None, as_json: bool, runs: int) -> None:
             lambda: collect_status(engine, build_metadata(settings.warehouse.schema), runs=runs),
             f"reading {settings.warehouse.display_url}",
             "no status could be read: check the database",
+            reading=True,
         )
     except EtlError:
         if output == "prometheus":  # still valid output for a scraper: convo_etl_up 0
@@ -526,7 +527,8 @@ def report(obj: _Context, from_: str, to: str, out: Path, environment: str | Non
                 engine, settings, out, start=start, end=end, environment=environment
             ),
             f"reading {settings.warehouse.display_url}",
-            "no report was written: check the database",
+            "no report was written: check the database and the role's grants",
+            reading=True,
         )
     finally:
         engine.dispose()
@@ -557,7 +559,28 @@ def _pipeline(obj: _Context, settings: Settings, command: str) -> Any:
     return Pipeline(settings, command=command, progress=progress)
 
 
-def _with_db_errors(action: Callable[[], Any], where: str, undone: str) -> Any:
+def _upgrade(migrations: Any, engine: Any, schema: str | None, zone: Any, shown: str) -> Any:
+    """migrations.upgrade, with what to do when an object of the user's own stands in its way."""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return migrations.upgrade(engine, schema, reporting_zone=zone)
+    except DBAPIError as exc:
+        if not isinstance(exc.orig, psycopg.errors.DependentObjectsStillExist):
+            raise
+        diag = exc.orig.diag
+        detail = (diag.message_detail or diag.message_primary or "").splitlines()[0]
+        raise DatabaseError(
+            f"migrating {shown}: a migration step recreates the metric views, and an object of "
+            f"yours depends on them ({detail}); nothing was changed: drop it, run `etl migrate`, "
+            "then create it again"
+        ) from None
+
+
+def _with_db_errors(
+    action: Callable[[], Any], where: str, undone: str, *, reading: bool = False
+) -> Any:
     from sqlalchemy.exc import DBAPIError
 
     from etl.pipeline.runner import database_error
@@ -565,7 +588,7 @@ def _with_db_errors(action: Callable[[], Any], where: str, undone: str) -> Any:
     try:
         return action()
     except DBAPIError as exc:
-        raise database_error(exc, where, undone=undone) from None
+        raise database_error(exc, where, undone=undone, reading=reading) from None
 
 
 def _terminate(signum: int, _frame: Any) -> NoReturn:

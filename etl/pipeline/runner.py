@@ -76,12 +76,16 @@ _COPY_CONTEXT = re.compile(r"COPY [^,\s]+, line \d+(?:, column [^:\s]+)?")
 
 
 def database_error(
-    exc: DBAPIError | psycopg.Error, where: str, *, undone: str = "the window was rolled back"
+    exc: DBAPIError | psycopg.Error,
+    where: str,
+    *,
+    undone: str = "the window was rolled back",
+    reading: bool = False,
 ) -> DatabaseError:
     """A DatabaseError naming the cause without the statement's parameters (they may be data).
 
     `exc` comes from SQLAlchemy, or straight from psycopg for the COPY loader's own statements;
-    `undone`: what the failure left undone.
+    `undone`: what the failure left undone; `reading`: the command only reads.
     """
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     detail = (
@@ -123,6 +127,8 @@ def database_error(
         if unreachable
         else "connection was lost"
         if lost
+        else "refused the read"
+        if reading
         else "refused the write"
     )
     error = DatabaseError(f"{where}: the warehouse {happened} ({detail}); {undone}")

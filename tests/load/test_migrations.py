@@ -391,3 +391,56 @@ def test_sqlite_0003_keeps_json_values_and_stores_json_as_text(tmp_path: Path) -
         assert _diff(engine, None) == []
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_0007_leaves_the_views_and_their_grants_alone(
+    _pg_schema: tuple[Engine, str],
+) -> None:
+    """0007 changes only SQLite's durations: on PostgreSQL dropping and creating the same
+    views again would take the grants a role has on the views alone, and fail on a view of
+    the user's own that reads them."""
+    engine, schema = _pg_schema
+    upgrade(engine, schema, "0006")
+    role = f"dash_{secrets.token_hex(4)}"
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {role}"))
+        conn.execute(text(f'GRANT SELECT ON "{schema}".daily_metrics TO {role}'))
+        conn.execute(text(f'CREATE VIEW "{schema}".mine AS SELECT * FROM "{schema}".daily_metrics'))
+    try:
+        upgrade(engine, schema)
+        assert current_revision(engine, schema) == HEAD_REVISION
+        with engine.connect() as conn:
+            granted = conn.execute(
+                text("SELECT has_table_privilege(:r, :v, 'SELECT')"),
+                {"r": role, "v": f'"{schema}".daily_metrics'},
+            ).scalar()
+        assert granted
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP VIEW "{schema}".mine'))
+            conn.execute(text(f'REVOKE ALL ON "{schema}".daily_metrics FROM {role}'))
+            conn.execute(text(f"DROP ROLE {role}"))
+
+
+@pytest.mark.postgres
+def test_a_view_of_the_users_own_that_stops_a_migration_is_named(
+    pg_server: str, _pg_schema: tuple[Engine, str], tmp_path: Path
+) -> None:
+    """0006 recreates the metric views: a view reading them stops it. The message names the
+    view and says what to do, and nothing is changed."""
+    from tests.conftest import TestWarehouse
+    from tests.pipeline.cli_helpers import etl
+
+    engine, schema = _pg_schema
+    upgrade(engine, schema, "0005")
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE VIEW "{schema}".mine AS SELECT * FROM "{schema}".daily_metrics'))
+    wh = TestWarehouse("postgres", pg_server, schema)
+    result = etl("migrate", wh=wh)
+    assert result.code == 7, result.output
+    assert "an object of yours depends on them" in result.stderr
+    assert "mine" in result.stderr and "drop it, run `etl migrate`" in result.stderr
+    assert current_revision(engine, schema) == "0005"
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP VIEW "{schema}".mine'))
