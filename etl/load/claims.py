@@ -107,14 +107,30 @@ class WindowLedger:
 
     def _beat(self, interval: float) -> None:
         table = self._table
+        keys = (table.c.state_key, table.c.window_start, table.c.window_end)
         while not self._stop.wait(interval):
             try:
                 with begin_write(self._engine) as conn:
-                    conn.execute(
-                        table.update()
+                    # SKIP LOCKED: a row locked now is one of this holder's windows committing,
+                    # whose transaction holds it to its end, maybe waiting meanwhile for another
+                    # run's commit. Waiting for it would stop the heartbeat of every other
+                    # window this holder is still loading, and another run would take them over.
+                    claimed = conn.execute(
+                        select(*keys)
                         .where(table.c.claimed_by == self.holder, table.c.state == CLAIMED)
-                        .values(heartbeat_at=self._clock())
-                    )
+                        .with_for_update(skip_locked=True)
+                    ).all()
+                    now = self._clock()
+                    for state_key, start, end in claimed:
+                        conn.execute(
+                            table.update()
+                            .where(
+                                table.c.state_key == state_key,
+                                table.c.window_start == start,
+                                table.c.window_end == end,
+                            )
+                            .values(heartbeat_at=now)
+                        )
             except DBAPIError as exc:  # the next beat tries again; a window's commit checks
                 log.debug("heartbeat not written: %s", exc)
 
