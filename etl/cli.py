@@ -12,9 +12,9 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -23,6 +23,9 @@ from etl.config import BAD_CONVERSATION_POLICIES, IGNORE, SOFT, Settings, load_s
 from etl.errors import DatabaseError, EtlError, ExitCode
 from etl.secrets import scrub
 from etl.windows import Window, parse_instant, plan_windows
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger("etl.cli")
 
@@ -115,7 +118,7 @@ def migrate(obj: _Context, as_sql: bool) -> None:
     zone = settings.reporting.timezone
     try:
         recomputed = _with_db_errors(
-            lambda: _upgrade(migrations, engine, wh.schema, zone, wh.display_url),
+            lambda: _upgrade(engine, wh.schema, zone, wh.display_url),
             f"migrating {wh.display_url}",
             "the schema is as the last completed step left it: check the database, run it again",
         )
@@ -559,10 +562,13 @@ def _pipeline(obj: _Context, settings: Settings, command: str) -> Any:
     return Pipeline(settings, command=command, progress=progress)
 
 
-def _upgrade(migrations: Any, engine: Any, schema: str | None, zone: Any, shown: str) -> Any:
-    """migrations.upgrade, with what to do when an object of the user's own stands in its way."""
+def _upgrade(engine: Engine, schema: str | None, zone: tzinfo, shown: str) -> int | None:
+    """etl.load.migrate.upgrade, saying what to do when an object of the user's own stands in
+    its way."""
     import psycopg
     from sqlalchemy.exc import DBAPIError
+
+    from etl.load import migrate as migrations
 
     try:
         return migrations.upgrade(engine, schema, reporting_zone=zone)
