@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TestWarehouse
+from tests.conftest import SEED_EXPORT, TestWarehouse
 from tests.reliability import helpers as h
 
 pytestmark = pytest.mark.reliability
@@ -75,15 +75,12 @@ def _blocked_or_done(wh: TestWarehouse, child: Any) -> None:
 
 
 def _seed_file(tmp_path: Path, name: str, change: Any) -> Path:
-    query_info, conversation, post_query_info = json.loads(h_seed().read_text())
+    """The seed export, as `change(query_info, conversation)` leaves it, saved as `name`."""
+    query_info, conversation, post_query_info = json.loads(SEED_EXPORT.read_text())
     change(query_info, conversation)
     path = tmp_path / name
     path.write_text(json.dumps([query_info, conversation, post_query_info]))
     return path
-
-
-def h_seed() -> Path:
-    return Path(__file__).parents[1] / "fixtures" / "seed-example-export.json"
 
 
 def test_forget_erases_a_copy_a_window_quarantined_while_it_waited(
