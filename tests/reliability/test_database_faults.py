@@ -174,6 +174,7 @@ def test_two_runs_at_once(
         assert second.code == 6, second.output  # ExitCode.LOCKED
         message = h.error_of(second)
         assert "holds the lock" in message and "wait for it to finish" in message
+        assert "(run, backfill, load-file or reprocess-rejects)" in message
     else:  # PostgreSQL: the second run leaves the window the first has claimed to it
         assert second.code == 0, second.output
         assert f"window {h.W2}: left to another run" in second.stderr
