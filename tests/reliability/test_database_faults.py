@@ -164,9 +164,9 @@ def test_two_runs_at_once(
         "run", "--until", h.UNTIL, wh=wh, site=site, config=cfg, point="mid-stream"
     ).wait_paused()
 
-    started = time.monotonic()
+    # The first stays paused until resumed below: the second ending at all means it did not
+    # wait for the first (h.run would time out).
     second = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
-    elapsed = time.monotonic() - started
     first.resume()
     first_result = first.finish()
 
@@ -178,7 +178,6 @@ def test_two_runs_at_once(
     else:  # PostgreSQL: the second run leaves the window the first has claimed to it
         assert second.code == 0, second.output
         assert f"window {h.W2}: left to another run" in second.stderr
-    assert elapsed < 5  # at once, not queued behind the first run
     assert site.api.export_requests == 1 + 1  # the preload's and the first run's
     assert first_result.code == 0, first_result.output
     h.assert_same(h.snapshot(wh), clean_reference(wh.kind))
