@@ -64,10 +64,7 @@ def matching(
             quarantined.add(row_id)
             if conversation_id is not None:
                 found.add(conversation_id)
-    rejects = table_of(metadata, "etl_rejects")
-    for id_chunk in chunks(sorted(found)):
-        query = select(rejects.c.id).where(rejects.c.conversation_id.in_(id_chunk))
-        quarantined.update(conn.execute(query).scalars())
+    quarantined.update(_rejects_of(conn, metadata, sorted(found)))
     return Request(sorted(found), sorted(quarantined))
 
 
