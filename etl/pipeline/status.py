@@ -41,43 +41,25 @@ def collect_status(engine: Engine, metadata: MetaData, *, runs: int = 10) -> dic
         totals = store.run_totals(conn)
         personal = store.personal_data_totals(conn)
         loaded = {row["state_key"]: row for row in totals if row["outcome"] == "ok"}
-        states = []
-        for state in store.states(conn):
-            mark = state["watermark"]
-            ok = loaded.get(state["state_key"])
-            states.append(
-                {
-                    "state_key": state["state_key"],
-                    "site": state["site"],
-                    "environment": state["environment"],
-                    "filters": state["filters"],
-                    "watermark": mark.isoformat() if mark else None,
-                    "lag_seconds": round((now - mark).total_seconds()) if mark else None,
-                    "updated_at": _iso(state["updated_at"]),
-                    "windows_after_watermark": _windows(
-                        store.holes(conn, state["state_key"], mark)
-                    ),
-                    "last_ok_window_end": _iso(ok["last_window_end"]) if ok else None,
-                    "last_ok_finished_at": _iso(ok["last_finished_at"]) if ok else None,
-                }
-            )
+        stored = {state["state_key"]: state for state in store.states(conn)}
         # A state key whose first window has not loaded (failed, or still claimed) has no
         # etl_state row yet, and so no watermark; its windows are in the ledger all the same.
-        listed = {state["state_key"] for state in states}
-        for key in store.ledger_keys(conn):
-            if key in listed:
-                continue
+        keys = [*stored, *(key for key in store.ledger_keys(conn) if key not in stored)]
+        states = []
+        for key in keys:
+            state = stored.get(key, {})
+            mark = state.get("watermark")
             ok = loaded.get(key)
             states.append(
                 {
                     "state_key": key,
-                    "site": None,
-                    "environment": None,
-                    "filters": None,
-                    "watermark": None,
-                    "lag_seconds": None,
-                    "updated_at": None,
-                    "windows_after_watermark": _windows(store.holes(conn, key, None)),
+                    "site": state.get("site"),
+                    "environment": state.get("environment"),
+                    "filters": state.get("filters"),
+                    "watermark": mark.isoformat() if mark else None,
+                    "lag_seconds": round((now - mark).total_seconds()) if mark else None,
+                    "updated_at": _iso(state.get("updated_at")),
+                    "windows_after_watermark": _windows(store.holes(conn, key, mark)),
                     "last_ok_window_end": _iso(ok["last_window_end"]) if ok else None,
                     "last_ok_finished_at": _iso(ok["last_finished_at"]) if ok else None,
                 }
@@ -211,7 +193,7 @@ def format_status(status: dict[str, Any]) -> str:
     for state in status["states"]:
         lag = state["lag_seconds"]
         behind = f"{lag / 3600:.1f} h behind now" if lag is not None else "n/a"
-        if state["watermark"] is None and state["site"] is None:
+        if state["watermark"] is None:  # no etl_state row yet
             lines.append(
                 f"Watermark: none yet for state key {state['state_key'][:12]}: its first window "
                 "has not loaded"
