@@ -188,18 +188,15 @@ def _intents(
     ).group_by(view.c.intent_id, view.c.intent_title)
     questions: dict[int | None, int] = {}
     # The title of the latest date that has one: a day whose references carried no title does
-    # not blank the title another day gave (as the intents table keeps it).
-    titles: dict[int | None, tuple[date, str | None]] = {}
+    # not blank the title another day gave (as the intents table keeps it). Ranked by (has a
+    # title, date); the later row wins a tie.
+    titles: dict[int | None, tuple[tuple[bool, date], str | None]] = {}
     for row in conn.execute(_in_range(stmt, view, start, end, environment)):
         key = None if row.intent_id is None else int(row.intent_id)
         questions[key] = questions.get(key, 0) + int(row.questions)
-        held = titles.get(key)
-        if (
-            held is None
-            or (row.intent_title is not None and (held[1] is None or row.last_date >= held[0]))
-            or (held[1] is None and row.last_date >= held[0])
-        ):
-            titles[key] = (row.last_date, row.intent_title)
+        rank = (row.intent_title is not None, row.last_date)
+        if key not in titles or rank >= titles[key][0]:
+            titles[key] = (rank, row.intent_title)
     ranked = sorted(
         (IntentCount(key, titles[key][1], count) for key, count in questions.items() if count),
         key=lambda i: (-i.questions, i.title or "", i.intent_id or 0),
