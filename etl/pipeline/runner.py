@@ -289,15 +289,11 @@ class Pipeline:
 
     def _load_file_with(self, path: Path, replace: bool, *, pure_python: bool) -> WindowReport:
         started = time.monotonic()
+        stream: ExportStream | None = None
         try:
             # Opening reads the file's head (its compression, query_info): a file that is not
-            # an export fails here, and is as much a data error as one cut short further in.
+            # an export fails there, and is as much a data error as one cut short further in.
             stream = open_export_file(path, pure_python=pure_python)
-        except ExactParseNeeded:
-            raise
-        except BrokenStreamError as exc:
-            raise _not_a_whole_export(exc) from None
-        try:
             window = _file_window(stream, path)
             report = WindowReport(
                 self.run_id, self.key, self.command, window, self.clock(), attempts=1,
@@ -315,7 +311,8 @@ class Pipeline:
         except BrokenStreamError as exc:
             raise _not_a_whole_export(exc) from None
         finally:
-            stream.close()
+            if stream is not None:
+                stream.close()
         self.progress.window_done(report)
         return report
 
