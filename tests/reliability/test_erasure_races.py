@@ -83,6 +83,22 @@ def _seed_file(tmp_path: Path, name: str, change: Any) -> Path:
     return path
 
 
+def _while_a_file_loads(
+    wh: TestWarehouse, cfg: Path, load_file: list[str], other: list[str]
+) -> None:
+    """`etl load-file <load_file>` paused before its commit, `etl <other>` started meanwhile
+    (it waits for the window or finishes), then the load resumed: both must succeed."""
+    paused = h.spawn(
+        "load-file", *load_file, wh=wh, site=None, config=cfg, point="before-commit"
+    ).wait_paused()
+    child = h.start(*other, wh=wh, config=cfg)
+    _blocked_or_done(wh, child)
+    paused.resume()
+    loaded, done = paused.finish(), h.finish(child)
+    assert loaded.code == 0, loaded.output
+    assert done.code == 0, done.output
+
+
 def test_forget_erases_a_copy_a_window_quarantined_while_it_waited(
     warehouse: TestWarehouse, tmp_path: Path
 ) -> None:
@@ -98,16 +114,12 @@ def test_forget_erases_a_copy_a_window_quarantined_while_it_waited(
 
     bad = _seed_file(tmp_path, "bad.json", break_it)
     cid = json.loads(bad.read_text())[1]["id"]
-    paused = h.spawn(
-        "load-file", "--on-bad-conversation=quarantine", str(bad),
-        wh=wh, site=None, config=cfg, point="before-commit",
-    ).wait_paused()  # fmt: skip
-    forget = h.start("forget", f"--conversation-id={cid}", wh=wh, config=cfg)
-    _blocked_or_done(wh, forget)
-    paused.resume()
-    loaded, forgot = paused.finish(), h.finish(forget)
-    assert loaded.code == 0, loaded.output
-    assert forgot.code == 0, forgot.output
+    _while_a_file_loads(
+        wh,
+        cfg,
+        ["--on-bad-conversation=quarantine", str(bad)],
+        ["forget", f"--conversation-id={cid}"],
+    )
     assert h.query(wh, f"SELECT conversation_id FROM {wh.table('etl_tombstones')}") == [(cid,)]
     assert h.query(wh, f"SELECT count(*) FROM {wh.table('etl_rejects')}") == [(0,)]
 
@@ -135,15 +147,7 @@ def test_prune_leaves_a_conversation_a_window_made_recent_while_it_waited(
 
     new = _seed_file(tmp_path, "new.json", continue_it)
     cid = json.loads(new.read_text())[1]["id"]
-    paused = h.spawn(
-        "load-file", str(new), wh=wh, site=None, config=cfg, point="before-commit"
-    ).wait_paused()
-    prune = h.start("prune", "--older-than", "400d", wh=wh, config=cfg)
-    _blocked_or_done(wh, prune)
-    paused.resume()
-    loaded, pruned = paused.finish(), h.finish(prune)
-    assert loaded.code == 0, loaded.output
-    assert pruned.code == 0, pruned.output
+    _while_a_file_loads(wh, cfg, [str(new)], ["prune", "--older-than", "400d"])
     assert h.query(wh, f"SELECT id FROM {wh.table('conversations')}") == [(cid,)]
     assert h.query(
         wh, f"SELECT count(*) FROM {wh.table('messages')} WHERE conversation_id = {cid}"
