@@ -1,11 +1,15 @@
 """HTTP-level faults (issue groups 3, 4 and the decompression half of 9), through `etl`.
 
-Waits and timeouts are measured on the simulator's side: the time between two export requests
-is the client's wait (or timeout) plus the few milliseconds a request takes.
+Waits and timeouts are checked without asserting how long anything took: the simulator's side
+shows that a wait was not cut short (the time between two export requests is at least the
+client's wait or timeout), the client's log says how long it decided to wait, and a run that
+would have waited for a wrong, longer limit misses its deadline (`h.run`'s `timeout`), which is
+set several times above what the scenario needs.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +25,9 @@ from tests.reliability import helpers as h
 pytestmark = pytest.mark.reliability
 
 Reference = Callable[[str], h.Snapshot]
+
+# The wait a "retrying" warning announces (pipeline.progress).
+_RETRYING_IN = re.compile(r"retrying in ([0-9.]+)s")
 
 
 def _faulty_second_window(
@@ -45,18 +52,17 @@ def _fails_cleanly(
     *,
     code: int,
     cause: str,
-) -> tuple[h.Result, float]:
+    deadline: float = 120,
+) -> h.Result:
     """Part 1 and 2 of a scenario: exit code and message; nothing of window 2 committed."""
-    started = time.monotonic()
-    result = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
-    elapsed = time.monotonic() - started
+    result = h.run("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg, timeout=deadline)
     assert result.code == code, result.output
     message = h.error_of(result)
     assert cause in message, message
     assert f"window {h.W2}" in message, message
     h.assert_same(h.snapshot(wh), before)
     assert h.runs(wh)[-1][0] == "failed"
-    return result, elapsed
+    return result
 
 
 def _converges(wh: TestWarehouse, site: h.Site, cfg: Path, reference: Reference) -> None:
@@ -85,8 +91,8 @@ def test_429_retry_after_is_honoured(
     assert result.code == 0, result.output
     (warning,) = [w for w in h.warnings_of(result) if "retrying" in w]
     assert "HTTP 429, Retry-After 2" in warning and f"window {h.W1}" in warning
-    assert "retrying in 2.0s" in warning
-    assert 1.95 <= gaps[0] <= 2.0 + 1.0, gaps  # the server's wait, not the 0.05 s backoff
+    assert "retrying in 2.0s" in warning  # the server's wait, not the 0.05 s backoff
+    assert gaps[0] >= 1.95, gaps  # and it was waited out
     h.assert_same(h.snapshot(wh), clean_reference(wh.kind))
 
 
@@ -94,16 +100,20 @@ def test_retry_after_beyond_max_wait_fails_fast(
     pg_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path, clean_reference: Reference
 ) -> None:
     wh = pg_warehouse
+    # Retry-After beyond max_wait but within max_total_wait; sleeping either (60 s, 600 s)
+    # would miss the run's deadline.
+    retry = {"max_wait": 60, "max_total_wait": "1h"}
     site, cfg, before, api = _faulty_second_window(
-        wh, make_sim, tmp_path, Faults(status=429, retry_after="600"), retry={"max_wait": 5}
+        wh, make_sim, tmp_path, Faults(status=429, retry_after="600"), retry=retry
     )
-    result, elapsed = _fails_cleanly(
-        wh, site, cfg, before, clean_reference, code=4, cause="HTTP 429, Retry-After 600"
-    )
+    result = _fails_cleanly(
+        wh, site, cfg, before, clean_reference, code=4, cause="HTTP 429, Retry-After 600",
+        deadline=45,
+    )  # fmt: skip
     assert "gave up after 1 attempt(s)" in h.error_of(result)
-    assert any("wait 600s, more than retry.max_wait=5s" in w for w in h.warnings_of(result))
+    assert any("wait 600s, more than retry.max_wait=60s" in w for w in h.warnings_of(result))
+    assert not [w for w in h.warnings_of(result) if "retrying" in w]
     assert api.export_requests == 1
-    assert elapsed < 5  # failed at once instead of sleeping 600 s (or even max_wait)
     _converges(wh, site, cfg, clean_reference)
 
 
@@ -148,18 +158,19 @@ def test_5xx_forever_stops_at_the_configured_limit(
     site, cfg, before, api = _faulty_second_window(
         wh, make_sim, tmp_path, Faults(status=502), retry=retry
     )
-    clock = h.RequestClock(api)
-    result, _ = _fails_cleanly(
+    result = _fails_cleanly(
         wh, site, cfg, before, clean_reference, code=4, cause="the API failed with HTTP 502"
     )
-    gaps = clock.stop()
     made = api.export_requests
     assert f"gave up after {made} attempt(s)" in h.error_of(result)
+    waits = [float(_RETRYING_IN.search(w)[1]) for w in h.warnings_of(result) if "retrying" in w]
+    assert len(waits) == made - 1
     if attempts is not None:
         assert made == attempts
     else:
         assert 2 <= made < 50
-        assert sum(gaps) <= 2.0 + 0.2, gaps  # max_total_wait bounds the waiting
+        # max_total_wait bounds the waiting; each logged wait is rounded to 0.1 s.
+        assert sum(waits) <= 2.0 + 0.05 * len(waits), waits
     _converges(wh, site, cfg, clean_reference)
 
 
@@ -192,11 +203,12 @@ def test_silent_server_times_out_within_bound(
     wh = pg_warehouse
     site, cfg, before, api = _faulty_second_window(wh, make_sim, tmp_path, faults)
     clock = h.RequestClock(api)
-    _, elapsed = _fails_cleanly(wh, site, cfg, before, clean_reference, code=4, cause=cause)
+    # Two read timeouts of 1 s and a short backoff; a timeout of the product's defaults (300 s
+    # read, 10 s connect) or none would miss the deadline.
+    _fails_cleanly(wh, site, cfg, before, clean_reference, code=4, cause=cause, deadline=18)
     (gap,) = clock.stop()
     assert api.export_requests == 2
-    assert 1.0 <= gap <= 1.0 + 1.0, gap  # read_timeout (+ a ≤0.05 s backoff) + a second
-    assert elapsed <= 2 * 1.0 + 1.0 + 2.0  # two timeouts, a second, and process start-up
+    assert gap >= 1.0, gap  # the first attempt waited out its read_timeout
     _converges(wh, site, cfg, clean_reference)
 
 
@@ -215,7 +227,7 @@ def test_auth_refused_is_not_retried_and_says_what_to_check(
     site, cfg, before, api = _faulty_second_window(
         wh, make_sim, tmp_path, Faults(status=status), retry={"max_attempts": 5}
     )
-    result, _ = _fails_cleanly(
+    result = _fails_cleanly(
         wh, site, cfg, before, clean_reference, code=3, cause=f"refused access with HTTP {status}"
     )
     message = h.error_of(result)
