@@ -763,25 +763,30 @@ def normalize_batch(
     rejects: list[Rejected] | None = None,
     unchanged: Callable[[Sequence[tuple[int, str]]], set[int]] | None = None,
 ) -> list[NormalizedConversation]:
-    """A batch's conversations as rows; a later copy of the same conversation in it wins.
+    """A batch's conversations as rows, one set per conversation: its last copy that loads.
 
     The rows of those the extract worker normalized are decoded, the others normalized here.
     Consumes `batch`: it is emptied, and each conversation's text is let go once its rows
     are made, so a batch is not held twice over (as text and as rows) while it turns into rows.
     `rejects`: the batch's quarantined conversations, where one that cannot be normalized here
     goes too, each row set then keeping its position and text for the loader; None: it raises
-    NormalizeError. A later copy wins over a quarantined one as over any other, and the other
-    way round, whichever process found it bad. `unchanged` (WindowLoader.unchanged) is asked
-    which of those still to normalize are stored as they are: they are left out, unnormalized
-    (a re-run's whole batch, as a rule).
+    NormalizeError. `unchanged` (WindowLoader.unchanged) is asked which of those still to
+    normalize are stored as they are: they are left out, unnormalized (a re-run's whole batch,
+    as a rule).
+
+    A conversation the batch carries more than once ends as its copies would, had each come
+    in a batch of its own, in stream order (which is what happens to copies in different
+    batches or windows): every copy that cannot be loaded fails the window or is quarantined,
+    whichever process found it bad, and the last one that can be is loaded.
     """
     latest: dict[int, Extracted] = {}
+    earlier: list[Extracted] = []
     for item in batch:
-        latest.pop(item[0].id, None)
+        copy = latest.pop(item[0].id, None)
+        if copy is not None:
+            earlier.append(copy)
         latest[item[0].id] = item
     batch.clear()
-    if rejects:
-        _latest_copy_wins(latest, rejects)
     pending = list(latest.values())
     latest.clear()
     if unchanged is not None:
@@ -790,54 +795,57 @@ def normalize_batch(
         if same:
             pending = [item for item in pending if item[3] is not None or item[0].id not in same]
     pending.reverse()  # popped from the end: in stream order
-    normalized = []
+    normalized: dict[int, NormalizedConversation | None] = {}
     while pending:
-        digest, text, position, encoded_rows = pending.pop()
-        if encoded_rows is not None:
-            rows = NormalizedConversation(
-                digest.id, digest.content_hash, decoded(encoded_rows), True
-            )
-            if rejects is not None:
-                rows.position, rows.body = position, text
-            normalized.append(rows)
-            continue
-        assert text is not None  # the worker sends the text of what it did not normalize
-        if rejects is None:
-            normalized.append(
-                normalize_conversation(_parsed(text, digest), keep_raw=keep_raw, digest=digest)
-            )
-            continue
-        try:
-            conversation = _parsed(text, digest)
-            rows = normalize_conversation(conversation, keep_raw=keep_raw, digest=digest)
-        except NormalizeError as exc:
-            rejects.append(rejected(position, {"id": digest.id}, text, exc.what))
-            continue
-        rows.position, rows.body = position, text
-        normalized.append(rows)
-    return normalized
+        item = pending.pop()
+        normalized[item[0].id] = _rows_of(item, keep_raw, rejects)
+    if earlier:
+        _stand_in(normalized, earlier, keep_raw, rejects)
+    return [rows for rows in normalized.values() if rows is not None]
 
 
-def _latest_copy_wins(latest: dict[int, Extracted], rejects: list[Rejected]) -> None:
-    """Drop from `latest` a conversation quarantined later in the batch, and from `rejects`
-    one that comes again later, so that only each conversation's last copy counts."""
-    rejected_at: dict[int, int] = {}
-    for reject in rejects:
-        if reject.conversation_id is not None and reject.position is not None:
-            rejected_at[reject.conversation_id] = max(
-                reject.position, rejected_at.get(reject.conversation_id, -1)
-            )
-    for cid, at in rejected_at.items():
-        item = latest.get(cid)
-        if item is not None and item[2] < at:
-            del latest[cid]
-    rejects[:] = [
-        r
-        for r in rejects
-        if r.conversation_id not in latest
-        or r.position is None
-        or latest[r.conversation_id][2] < r.position
-    ]
+def _stand_in(
+    normalized: dict[int, NormalizedConversation | None],
+    earlier: list[Extracted],
+    keep_raw: bool,
+    rejects: list[Rejected] | None,
+) -> None:
+    """Check the earlier copies of conversations the batch carries again, in stream order (one
+    the worker normalized was checked there); the last one that loads stands in for a later
+    copy that did not (None in `normalized`)."""
+    stand_ins: dict[int, NormalizedConversation] = {}
+    for item in earlier:
+        cid = item[0].id
+        needed = cid in normalized and normalized[cid] is None
+        if item[3] is not None and not needed:
+            continue
+        rows = _rows_of(item, keep_raw, rejects)
+        if rows is not None and needed:
+            stand_ins[cid] = rows
+    normalized.update(stand_ins)
+
+
+def _rows_of(
+    item: Extracted, keep_raw: bool, rejects: list[Rejected] | None
+) -> NormalizedConversation | None:
+    """The rows of one conversation as it crossed from the worker; None when it is
+    quarantined (added to `rejects`)."""
+    digest, text, position, encoded_rows = item
+    if encoded_rows is not None:
+        rows = NormalizedConversation(digest.id, digest.content_hash, decoded(encoded_rows), True)
+        if rejects is not None:
+            rows.position, rows.body = position, text
+        return rows
+    assert text is not None  # the worker sends the text of what it did not normalize
+    if rejects is None:
+        return normalize_conversation(_parsed(text, digest), keep_raw=keep_raw, digest=digest)
+    try:
+        rows = normalize_conversation(_parsed(text, digest), keep_raw=keep_raw, digest=digest)
+    except NormalizeError as exc:
+        rejects.append(rejected(position, {"id": digest.id}, text, exc.what))
+        return None
+    rows.position, rows.body = position, text
+    return rows
 
 
 def loaded_share(outcomes: Mapping[str, int]) -> float:

@@ -226,6 +226,26 @@ def test_a_message_id_held_by_a_stored_conversation_that_is_reloaded(
     assert _count(migrated, "conversations") == 1  # 1, reloaded with its change
 
 
+def test_a_bad_later_copy_in_the_same_batch_leaves_the_good_one_loaded(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """As when the copies come in different batches or windows: the bad copy is quarantined
+    and the good one loaded (docs/schema.md). It used to take the good copy down with it."""
+    good, other = _conversation(1), _conversation(2)
+    bad = copy.deepcopy(good)
+    bad["messages"][1]["time"] = "2024-03-25T10:00:00"  # naive: refused
+    path = _write(tmp_path / "export.json", [good, bad, other])
+
+    result = etl("load-file", "--on-bad-conversation", "quarantine", str(path), wh=migrated)
+
+    assert result.code == 0, result.output
+    assert "2 new, 0 changed, 0 unchanged, 0 older, 1 rejected" in result.output
+    assert _count(migrated, "conversations") == 2
+    (reject,) = _rejects(migrated)
+    assert (reject["conversation_id"], reject["position"]) == (1, 1)
+    assert json.loads(reject["body"]) == bad
+
+
 def test_quarantine_of_a_conversation_too_deep_to_encode_again(
     migrated: TestWarehouse, tmp_path: Path
 ) -> None:

@@ -185,12 +185,16 @@ def test_the_loaded_share_counts_new_and_changed_among_every_outcome() -> None:
 
 
 def _rows_of_window(
-    conversations: list[dict[str, Any]], share: float, *, quarantine: bool = False
+    conversations: list[dict[str, Any]],
+    share: float,
+    *,
+    quarantine: bool = False,
+    batch_size: int = 100,
 ) -> tuple[list[Any], list[Any]]:
     """Each conversation's rows, and the quarantined ones, as the loading thread has them."""
     normalized, quarantined = [], []
     stream = _stream(_export(conversations))
-    with ExtractWorker(stream, 100, quarantine=quarantine, loaded_share=share) as worker:
+    with ExtractWorker(stream, batch_size, quarantine=quarantine, loaded_share=share) as worker:
         for items, rejects in worker:
             kept = rejects if quarantine else None
             for n in normalize_batch(items, keep_raw=False, rejects=kept):
@@ -247,13 +251,47 @@ def test_a_quarantined_conversation_keeps_the_same_text_whichever_process_reject
     assert by_worker == by_loading_process
 
 
-@pytest.mark.parametrize("bad_first", [False, True], ids=["bad-last", "bad-first"])
-def test_the_last_copy_of_a_conversation_wins_over_a_quarantined_one(bad_first: bool) -> None:
-    good, bad = _conversation(1, 11), {**_conversation(1, "eleven"), "reference": "new"}
-    conversations = [bad, good] if bad_first else [good, bad]
+def _window_result(
+    conversations: list[dict[str, Any]], share: float, batch_size: int
+) -> tuple[dict[int, Any], list[int | None]]:
+    """What the warehouse ends with: each conversation's last loaded rows (a later batch's
+    copy replaces an earlier one's, as merge does) and the quarantined positions."""
+    loaded, quarantined = _rows_of_window(
+        conversations, share=share, quarantine=True, batch_size=batch_size
+    )
+    return {n[0]: n[3] for n in loaded}, sorted(r.position for r in quarantined)
+
+
+_GOOD, _BETTER = _conversation(1, 11), {**_conversation(1, 11), "reference": "later"}
+_BAD = {**_conversation(1, "eleven"), "reference": "bad"}
+
+
+@pytest.mark.parametrize(
+    ("copies", "loaded", "quarantined"),
+    [
+        pytest.param([_GOOD, _BAD], _GOOD, [1], id="bad-last"),
+        pytest.param([_BAD, _GOOD], _GOOD, [0], id="bad-first"),
+        pytest.param([_GOOD, _BETTER, _BAD], _BETTER, [2], id="good-better-bad"),
+        pytest.param([_BAD, _GOOD, _BAD, _BETTER], _BETTER, [0, 2], id="bad-good-bad-better"),
+        pytest.param([_BAD, _BAD], None, [0, 1], id="bad-bad"),
+    ],
+)
+def test_copies_of_a_conversation_in_a_window_end_the_same_whatever_the_batches(
+    copies: list[dict[str, Any]], loaded: dict[str, Any] | None, quarantined: list[int]
+) -> None:
+    """Every copy that cannot be loaded is quarantined and the last one that can is loaded,
+    whichever process normalizes them and whether they share a batch or not."""
+    expected = {1: normalize_conversation(loaded).rows} if loaded else {}
     for share in (1.0, 0.0):
-        loaded, quarantined = _rows_of_window(conversations, share=share, quarantine=True)
-        if bad_first:
-            assert [n[0] for n in loaded] == [1] and quarantined == []
-        else:
-            assert loaded == [] and [r.position for r in quarantined] == [1]
+        for batch_size in (100, 1):
+            result = _window_result([*copies, _conversation(2, 12)], share, batch_size)
+            assert result == ({**expected, 2: normalize_conversation(_conversation(2, 12)).rows},
+                              quarantined), (share, batch_size)  # fmt: skip
+
+
+def test_without_quarantine_an_earlier_bad_copy_fails_the_window_in_any_batch() -> None:
+    for share in (1.0, 0.0):
+        for batch_size in (100, 1):
+            with pytest.raises(NormalizeError) as info:
+                _rows_of_window([_BAD, _GOOD], share=share, batch_size=batch_size)
+            assert info.value.conversation_id == 1, (share, batch_size)
