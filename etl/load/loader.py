@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
 from typing import Any, ClassVar, Final, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, MetaData, Table, case, or_, select, update
+from sqlalchemy import ColumnElement, Connection, MetaData, Table, and_, case, or_, select, update
 
 from etl.load.engine import dialect_insert
 from etl.load.localtime import local_date_hour, stored_zone
@@ -331,7 +331,13 @@ class WindowLoader(ABC):
         both already.) Each is one statement in the usual case, answered by a partial index."""
         assert self.source_key is not None, "a saved file says nothing of the source"
         conversations = self._tables["conversations"]
-        self._update_returned(conversations.c.deleted_at.is_not(None), deleted_at=None)
+        marked: ColumnElement[bool] = conversations.c.deleted_at.is_not(None)
+        if self._exported_at is not None:
+            # A mark is the export time that found the conversation gone: an export taken
+            # before it (a window that started first and commits last) returned it before it
+            # went, and says nothing of now.
+            marked = and_(marked, conversations.c.deleted_at <= self._exported_at)
+        self._update_returned(marked, deleted_at=None)
         self._update_returned(conversations.c.state_key.is_(None), state_key=self.source_key)
 
     def _update_returned(self, pending: ColumnElement[bool], **values: Any) -> None:
@@ -389,8 +395,15 @@ class WindowLoader(ABC):
     def detect_deletes(self, start: datetime, end: datetime, *, hard: bool) -> int:
         """After a complete export of [start, end): the stored conversations of this state key
         with an end-user interaction (a question, a button click) in it that the export did not
-        return, which the source must have deleted: marked (deleted_at) or, `hard`, removed.
-        The number of conversations."""
+        return, which the source must have deleted: marked (deleted_at: this export's time, or
+        now when it has none) or, `hard`, removed. The number of conversations.
+
+        A stored copy from a later export than this one was there after this export was
+        taken: it is left alone. Windows load in parallel: the candidates are locked as a
+        window locks what it writes and looked for again under the locks, so that a copy
+        another window wrote meanwhile (its interactions now elsewhere, or already marked or
+        removed) is judged as it now is and counted once.
+        """
         conversations, messages = self._tables["conversations"], self._tables["messages"]
         interacted = (
             select(messages.c.conversation_id)
@@ -410,17 +423,34 @@ class WindowLoader(ABC):
                 conversations.c.deleted_at.is_(None),
             )
         )
-        gone = sorted(i for i in self._conn.execute(query).scalars() if i not in self.returned)
+        if self._exported_at is not None:
+            query = query.where(
+                or_(
+                    conversations.c.exported_at.is_(None),
+                    conversations.c.exported_at <= self._exported_at,
+                )
+            )
+        candidates = sorted(
+            i for i in self._conn.execute(query).scalars() if i not in self.returned
+        )
+        if not candidates:
+            return 0
+        stored = self.lock(candidates)
+        placeholders = [i for i in candidates if i not in stored]
+        if placeholders:
+            self._release(placeholders)
+        gone: list[int] = []
+        for chunk in chunks(sorted(stored)):
+            gone.extend(self._conn.execute(query.where(conversations.c.id.in_(chunk))).scalars())
+        gone.sort()
         if hard:
             self.erase(gone)
-        else:
-            now = datetime.now(UTC)
-            for chunk in chunks(gone):
-                self._conn.execute(
-                    update(conversations)
-                    .where(conversations.c.id.in_(chunk))
-                    .values(deleted_at=now)
-                )
+            return len(gone)
+        mark = self._exported_at or datetime.now(UTC)
+        for chunk in chunks(gone):
+            self._conn.execute(
+                update(conversations).where(conversations.c.id.in_(chunk)).values(deleted_at=mark)
+            )
         return len(gone)
 
     def _claimed_messages(self, batch: Sequence[NormalizedConversation]) -> dict[int, Rejected]:

@@ -232,8 +232,9 @@ def _add_data_tables(md: MetaData) -> None:
         _c(
             "deleted_at",
             UTCDateTime,
-            "When a complete export of its window no longer returned it (pipeline.deletes = "
-            '"soft"), UTC; NULL: present at the source. The views leave such rows out.',
+            "The export time (query_info.current_time; else when it was marked) of a complete "
+            'export of its window that no longer returned it (pipeline.deletes = "soft"), UTC; '
+            "NULL: present at the source. The views leave such rows out.",
         ),
         _ix("conversations", "created_at"),
         _ix("conversations", "last_message_at"),

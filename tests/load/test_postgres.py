@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -22,6 +22,7 @@ from etl.normalize import content_digest
 from etl.pipeline.runner import normalize_batch
 from etl.pipeline.worker import as_sent
 from tests.conftest import TestWarehouse
+from tests.load.test_deletes import DAY, conversation, marks, t, window, window_in
 
 EXPORTED = datetime(2024, 4, 1, tzinfo=UTC)
 
@@ -185,6 +186,81 @@ def test_a_batch_locks_the_stored_rows_before_it_inserts_a_placeholder(
     finally:
         engine.dispose()
     waiting.raise_error()
+
+
+def test_a_copy_another_window_moves_out_meanwhile_is_not_marked_deleted(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    """Deletion detection reads its candidates, then locks them and looks again: the window
+    of the next day committing conversation 1's new copy (its question moved there) after the
+    read must not see that copy marked deleted (found in review)."""
+    pg_warehouse.migrate()
+    engine = pg_warehouse.engine()
+    schema = pg_warehouse.schema
+    found: list[int] = []
+    try:
+        window(engine, schema, t(1), [conversation(1), conversation(2)])
+        with engine.connect() as next_day:
+            next_day.begin()
+            moved = conversation(1, asked_at=DAY + timedelta(days=1))
+            window_in(next_day, schema, t(2), [moved], day=DAY + timedelta(days=1))
+            detecting = _Background(
+                lambda: found.append(window(engine, schema, t(3), [conversation(2)]))
+            )
+            detecting.start()
+            _until_a_session_waits_for_a_lock(engine)
+            next_day.commit()
+        detecting.join(timeout=30)
+        assert not detecting.is_alive()
+        detecting.raise_error()
+        assert found == [0]
+        assert marks(pg_warehouse, engine) == {1: None, 2: None}
+    finally:
+        engine.dispose()
+
+
+def test_two_windows_that_find_one_deletion_count_it_once(pg_warehouse: TestWarehouse) -> None:
+    """The second to mark a conversation waits for the first, then finds it marked: the runs'
+    deletion counts add up to the conversations marked (found in review: 59 for 38)."""
+    pg_warehouse.migrate()
+    engine = pg_warehouse.engine()
+    schema = pg_warehouse.schema
+    found: list[int] = []
+    try:
+        window(engine, schema, t(1), [conversation(1), conversation(2)])
+        with engine.connect() as first:
+            first.begin()
+            assert window_in(first, schema, t(2), [conversation(2)]) == 1
+            second = _Background(
+                lambda: found.append(window(engine, schema, t(3), [conversation(2)]))
+            )
+            second.start()
+            _until_a_session_waits_for_a_lock(engine)
+            first.commit()
+        second.join(timeout=30)
+        assert not second.is_alive()
+        second.raise_error()
+        assert found == [0]
+        assert marks(pg_warehouse, engine) == {1: t(2), 2: None}
+    finally:
+        engine.dispose()
+
+
+def _until_a_session_waits_for_a_lock(engine: Engine) -> None:
+    """Return once a session of this database waits for a lock (fail after 30 s)."""
+    with engine.connect() as conn:
+        for _ in range(600):
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+            if waiting:
+                return
+            conn.rollback()
+            time.sleep(0.05)
+    raise AssertionError("no session ever waited for a lock")
 
 
 class _Background(threading.Thread):
