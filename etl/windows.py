@@ -81,8 +81,14 @@ def parse_instant(text: str | date | datetime, zone: tzinfo) -> datetime:
     return value
 
 
-def plan_windows(start: datetime, end: datetime, size: timedelta) -> Iterator[Window]:
+def plan_windows(
+    start: datetime, end: datetime, size: timedelta, *, grid: datetime | None = None
+) -> Iterator[Window]:
     """Consecutive windows of `size` from `start`, the last one cut at `end`.
+
+    With `grid`, windows end on its boundaries (`grid` + a whole number of `size`), the
+    first one at the first boundary after `start`: a run that stopped at an odd time (its
+    last window cut at now − lag) goes on with windows of the same grid as before.
 
     Arithmetic is done in UTC: wall-clock arithmetic in a zone with DST can produce
     empty or overlapping windows around the switch.
@@ -91,7 +97,12 @@ def plan_windows(start: datetime, end: datetime, size: timedelta) -> Iterator[Wi
         raise ValueError("window size must be positive")
     cursor = start.astimezone(UTC)
     end = end.astimezone(UTC)
+    grid = grid.astimezone(UTC) if grid is not None else None
     while cursor < end:
-        nxt = min(cursor + size, end)
+        if grid is None:
+            nxt = cursor + size
+        else:
+            nxt = grid + ((cursor - grid) // size + 1) * size
+        nxt = min(nxt, end)
         yield Window(cursor, nxt)
         cursor = nxt

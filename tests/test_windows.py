@@ -60,3 +60,23 @@ def test_bad_duration_and_window() -> None:
         Window(datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
     with pytest.raises(ValueError, match="timezone-aware"):
         Window(datetime(2024, 1, 1), datetime(2024, 1, 2))
+
+
+def test_windows_on_a_grid_end_on_its_boundaries_from_any_start() -> None:
+    grid = parse_instant("2024-01-01", OSLO)  # pipeline.start: Oslo midnight, 23:00 UTC
+    start = datetime(2024, 3, 29, 9, 17, 33, 250000, tzinfo=UTC)  # a watermark at now − lag
+    end = parse_instant("2024-04-02", OSLO)
+    windows = list(plan_windows(start, end, timedelta(days=1), grid=grid))
+    assert windows[0] == Window(start, datetime(2024, 3, 29, 23, tzinfo=UTC))
+    # Boundaries in UTC days from the grid, across the DST switch (as without a grid).
+    assert [w.end for w in windows[1:-1]] == [
+        datetime(2024, 3, 30, 23, tzinfo=UTC),
+        datetime(2024, 3, 31, 23, tzinfo=UTC),
+    ]
+    assert windows[-1].end == end
+    assert all(w.end - w.start <= timedelta(days=1) for w in windows)
+    # A start on a boundary, and one before the grid's origin, keep to it too.
+    on = list(plan_windows(grid, grid + timedelta(days=2), timedelta(days=1), grid=grid))
+    assert [w.start for w in on] == [grid, grid + timedelta(days=1)]
+    early = grid - timedelta(hours=5)
+    assert next(plan_windows(early, end, timedelta(days=1), grid=grid)).end == grid

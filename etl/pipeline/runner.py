@@ -241,7 +241,8 @@ class Pipeline:
             return self.store.watermark(conn, self.key)
 
     def plan_run(self, until: datetime | None = None) -> list[Window]:
-        """Windows from the watermark (or `pipeline.start`) up to now − lag (or `until`)."""
+        """Windows from the watermark (or `pipeline.start`) up to now − lag (or `until`), on
+        the grid of `pipeline.start` and `pipeline.window` (the last one cut at the end)."""
         p = self.settings.pipeline
         start = self.watermark() or p.start
         if start is None:
@@ -251,7 +252,7 @@ class Pipeline:
             )
         horizon = self.clock() - p.lag
         end = min(until, horizon) if until is not None else horizon
-        return list(plan_windows(start, end, p.window))
+        return list(plan_windows(start, end, p.window, grid=p.start))
 
     # -- commands -----------------------------------------------------------------------------
 

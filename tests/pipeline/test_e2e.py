@@ -307,6 +307,28 @@ def test_dry_run_prints_windows_and_loads_nothing(
     assert ids_in(warehouse) == []
 
 
+def test_a_run_cut_at_an_odd_time_goes_on_along_the_window_grid(
+    sqlite_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
+    """A run's last window ends at now − lag, at any time; the next run's first window ends
+    at the next boundary of pipeline.start's grid, and the others follow it."""
+    api, config, wh = make_sim(), config_for(tmp_path), sqlite_warehouse
+    etl("migrate", wh=wh, config=config, check=True)
+    odd = "2024-03-29T10:17:33.250000+01:00"
+    etl("run", "--until", odd, wh=wh, api=api, config=config, check=True)
+    assert watermark(wh) == parse_instant(odd, UTC).astimezone(UTC).isoformat()
+    result = etl("run", "--until", UNTIL, "--dry-run", wh=wh, api=api, config=config, check=True)
+    oslo = parse_zone("Europe/Oslo")
+    midnights = [parse_instant(day, oslo).astimezone(UTC) for day in ("2024-03-30", "2024-03-31")]
+    expected = [
+        (parse_instant(odd, UTC).astimezone(UTC), midnights[0]),
+        (midnights[0], midnights[1]),
+        (midnights[1], midnights[1] + (midnights[1] - midnights[0])),  # UTC days: 01:00 CEST
+    ]
+    printed = [line.split()[:2] for line in result.stdout.strip().splitlines()]
+    assert printed[: len(expected)] == [[a.isoformat(), b.isoformat()] for a, b in expected]
+
+
 def test_run_without_migrate_says_what_to_do(
     sqlite_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
 ) -> None:
