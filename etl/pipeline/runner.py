@@ -764,66 +764,34 @@ def normalize_batch(
     rejects: list[Rejected] | None = None,
     unchanged: Callable[[Sequence[tuple[int, str]]], set[int]] | None = None,
 ) -> list[NormalizedConversation]:
-    """A batch's conversations as rows, one set per conversation: its last copy that loads.
+    """A batch's conversations as rows, in stream order.
 
-    The rows of those the extract worker normalized are decoded, the others normalized here.
-    Consumes `batch`: it is emptied, and each conversation's text is let go once its rows
-    are made, so a batch is not held twice over (as text and as rows) while it turns into rows.
-    `rejects`: the batch's quarantined conversations, where one that cannot be normalized here
-    goes too, each row set then keeping its position and text for the loader; None: it raises
-    NormalizeError. `unchanged` (WindowLoader.unchanged) is asked which of those still to
-    normalize are stored as they are: they are left out, unnormalized (a re-run's whole batch,
-    as a rule).
-
-    A conversation the batch carries more than once ends as its copies would, had each come
-    in a batch of its own, in stream order (which is what happens to copies in different
-    batches or windows): every copy that cannot be loaded fails the window or is quarantined,
-    whichever process found it bad, and the last one that can be is loaded.
+    A batch holds one copy of each conversation (the extract worker starts a new batch when
+    one comes again). The rows of those the extract worker normalized are decoded, the others
+    normalized here. Consumes `batch`: it is emptied, and each conversation's text is let go
+    once its rows are made, so a batch is not held twice over (as text and as rows) while it
+    turns into rows. `rejects`: the batch's quarantined conversations, where one that cannot
+    be normalized here goes too, each row set then keeping its position and text for the
+    loader; None: it raises NormalizeError. `unchanged` (WindowLoader.unchanged) is asked
+    which of those still to normalize are stored as they are: they are left out,
+    unnormalized (a re-run's whole batch, as a rule).
     """
-    latest: dict[int, Extracted] = {}
-    earlier: list[Extracted] = []
-    for item in batch:
-        copy = latest.pop(item[0].id, None)
-        if copy is not None:
-            earlier.append(copy)
-        latest[item[0].id] = item
+    pending = batch[:]
     batch.clear()
-    pending = list(latest.values())
-    latest.clear()
+    if len({item[0].id for item in pending}) < len(pending):
+        raise ValueError("a batch holds one copy of each conversation: start a new batch")
     if unchanged is not None:
         asked = [(item[0].id, item[0].content_hash) for item in pending if item[3] is None]
         same = unchanged(asked) if asked else set()
         if same:
             pending = [item for item in pending if item[3] is not None or item[0].id not in same]
     pending.reverse()  # popped from the end: in stream order
-    normalized: dict[int, NormalizedConversation | None] = {}
+    normalized = []
     while pending:
-        item = pending.pop()
-        normalized[item[0].id] = _rows_of(item, keep_raw, rejects)
-    if earlier:
-        _stand_in(normalized, earlier, keep_raw, rejects)
-    return [rows for rows in normalized.values() if rows is not None]
-
-
-def _stand_in(
-    normalized: dict[int, NormalizedConversation | None],
-    earlier: list[Extracted],
-    keep_raw: bool,
-    rejects: list[Rejected] | None,
-) -> None:
-    """Check the earlier copies of conversations the batch carries again, in stream order (one
-    the worker normalized was checked there); the last one that loads stands in for a later
-    copy that did not (None in `normalized`)."""
-    stand_ins: dict[int, NormalizedConversation] = {}
-    for item in earlier:
-        cid = item[0].id
-        needed = cid in normalized and normalized[cid] is None
-        if item[3] is not None and not needed:
-            continue
-        rows = _rows_of(item, keep_raw, rejects)
-        if rows is not None and needed:
-            stand_ins[cid] = rows
-    normalized.update(stand_ins)
+        rows = _rows_of(pending.pop(), keep_raw, rejects)
+        if rows is not None:
+            normalized.append(rows)
+    return normalized
 
 
 def _rows_of(

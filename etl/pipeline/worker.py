@@ -234,6 +234,7 @@ def _extract(
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     batch: list[Extracted] = []
     rejects: list[Rejected] = []
+    in_batch: set[int] = set()  # the conversation ids of `batch` and `rejects`
     finer = 0
     try:
         limits = batch_limits(batch_size)
@@ -243,6 +244,18 @@ def _extract(
         normalizing = True
         for conversation, text in stream.conversations():
             position = stream.received - 1
+            cid = conversation.get("id") if conversation.__class__ is dict else None
+            if cid.__class__ is int and cid in in_batch:
+                # A conversation that comes again starts a new batch: a batch holds one copy
+                # of each, and the copies are merged in stream order, each with the batch it
+                # came in, so that what is stored, quarantined and counted is the same
+                # whatever the batch size (docs/schema.md, the quarantine).
+                out.send(("batch", (batch, rejects)))
+                batch, rejects = [], []
+                in_batch.clear()
+                limit = next(limits)
+            if cid.__class__ is int:
+                in_batch.add(cid)
             if not batch and not rejects:
                 normalizing = options.loaded_share.value >= NORMALIZE_IN_WORKER_FROM_SHARE
             sent: bytes | str | None = text
@@ -270,6 +283,7 @@ def _extract(
             if len(batch) + len(rejects) >= limit:
                 out.send(("batch", (batch, rejects)))
                 batch, rejects = [], []
+                in_batch.clear()
                 limit = next(limits)
         if batch or rejects:
             out.send(("batch", (batch, rejects)))

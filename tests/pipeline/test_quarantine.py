@@ -246,6 +246,27 @@ def test_a_bad_later_copy_in_the_same_batch_leaves_the_good_one_loaded(
     assert json.loads(reject["body"]) == bad
 
 
+def test_an_earlier_copy_that_claims_a_message_is_quarantined_too(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """Refused at the merge (its message id belongs to conversation 5), an earlier copy is
+    quarantined and the later one loaded, as in batches of one (found in review: the batch
+    kept only the later copy, so the earlier one was never checked)."""
+    holder = _conversation(5)
+    etl("load-file", str(_write(tmp_path / "a.json", [holder])), wh=migrated, check=True)
+    claiming, good = _conversation(1), _conversation(1)
+    claiming["messages"][0]["id"] = holder["messages"][0]["id"]
+    path = _write(tmp_path / "b.json", [claiming, good])
+
+    failed = etl("load-file", str(path), wh=migrated)
+    assert failed.code == ExitCode.DATA, failed.output
+    assert "already belongs to conversation 5" in failed.output
+
+    etl("load-file", "--on-bad-conversation", "quarantine", str(path), wh=migrated, check=True)
+    assert [(r["conversation_id"], r["position"]) for r in _rejects(migrated)] == [(1, 0)]
+    assert _count(migrated, "conversations") == 2
+
+
 def test_quarantine_of_a_conversation_too_deep_to_encode_again(
     migrated: TestWarehouse, tmp_path: Path
 ) -> None:

@@ -289,6 +289,16 @@ def test_copies_of_a_conversation_in_a_window_end_the_same_whatever_the_batches(
                               quarantined), (share, batch_size)  # fmt: skip
 
 
+def test_a_conversation_that_comes_again_starts_a_new_batch() -> None:
+    copies = [_conversation(1, 11), _conversation(2, 12), _GOOD, _BAD, _conversation(3, 13)]
+    with ExtractWorker(_stream(_export(copies)), 100, quarantine=True) as worker:
+        batches = [
+            ([d.id for d, _, _, _ in items], [r.conversation_id for r in rejects])
+            for items, rejects in worker
+        ]
+    assert batches == [([1, 2], []), ([1], []), ([3], [1])]
+
+
 def test_without_quarantine_an_earlier_bad_copy_fails_the_window_in_any_batch() -> None:
     for share in (1.0, 0.0):
         for batch_size in (100, 1):
