@@ -12,7 +12,7 @@ caller's transaction:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import blake2b
@@ -250,6 +250,7 @@ class WindowLoader(ABC):
         self.unidentified += sum(1 for r in rejects if r.conversation_id is None)
         rejects = self._not_forgotten(rejects)
         outcomes = self.changed(batch)
+        outcomes_by_id = {c.id: result for c, result in zip(batch, outcomes, strict=True)}
         loading = [c for c, result in zip(batch, outcomes, strict=True) if result in LOADED]
         refused = self._claimed_messages(loading)
         if refused:
@@ -258,7 +259,7 @@ class WindowLoader(ABC):
                 if c.id in refused:
                     self.outcomes[result] -= 1
             rejects = [*rejects, *refused.values()]
-        self.load(loading)
+        self.load(loading, replacing=[c.id for c in loading if outcomes_by_id[c.id] == CHANGED])
         unloaded = [c.id for c, result in zip(batch, outcomes, strict=True)
                     if result == NEW and c.id in refused]  # fmt: skip
         if unloaded:
@@ -518,12 +519,13 @@ class WindowLoader(ABC):
             raise error
         return rejected(c.position, {"id": c.id}, c.body, error.what)
 
-    def load(self, batch: Sequence[NormalizedConversation]) -> None:
-        """Replace what is stored for these conversations (ids unique within the batch)."""
+    def load(self, batch: Sequence[NormalizedConversation], replacing: Sequence[int] = ()) -> None:
+        """Replace what is stored for these conversations (ids unique within the batch);
+        `replacing`: those of them that have a stored copy."""
         if not batch:
             return
         try:
-            self._replace(batch)
+            self._replace(batch, self._later_marks(replacing))
         except RecursionError:
             # Only a conversation that is not plain is encoded with the stdlib (orjson refuses
             # JSON nested deeper than 255 levels), whose recursion depends on the stack.
@@ -531,21 +533,42 @@ class WindowLoader(ABC):
             culprit = suspects[0] if len(suspects) == 1 else None
             raise NormalizeError(TOO_DEEP, conversation_id=culprit) from None
 
-    def _replace(self, batch: Sequence[NormalizedConversation]) -> None:
+    def _later_marks(self, ids: Sequence[int]) -> dict[int, datetime]:
+        """The deletion marks (deleted_at) of `ids` that this export cannot undo: made by a
+        later export, or any when this one has no time. A changed copy from an export taken
+        before the one that found the conversation gone is newer content, not a return."""
+        if not ids:
+            return {}
+        conversations = self._tables["conversations"]
+        query = select(conversations.c.id, conversations.c.deleted_at).where(
+            conversations.c.deleted_at.is_not(None)
+        )
+        if self._exported_at is not None:
+            query = query.where(conversations.c.deleted_at > self._exported_at)
+        marks: dict[int, datetime] = {}
+        for chunk in chunks(sorted(ids)):
+            rows = self._conn.execute(query.where(conversations.c.id.in_(chunk)))
+            marks.update((cid, deleted_at) for cid, deleted_at in rows)
+        return marks
+
+    def _replace(
+        self, batch: Sequence[NormalizedConversation], marks: Mapping[int, datetime]
+    ) -> None:
         # Every id, stored or not: rows left by a conversation deleted by hand (there are no
         # foreign keys) must not block its reload.
         self._delete([c.id for c in batch])
         plain = all(c.plain for c in batch)
         suffix = (self._exported_at, datetime.now(UTC), self._run_id)
         zone = self._zone
-        source = (self.source_key, None)  # deleted_at: the export returned it
+        key = self.source_key
         conversations = [
             (
                 *row,
                 c.content_hash,
                 *suffix,
                 *(local_date_hour(row[_CREATED_AT], zone) if zone else (None, None)),
-                *source,
+                key,
+                marks.get(c.id),  # deleted_at: the export returned it, unless marked later
             )
             for c in batch
             for row in c.rows["conversations"]

@@ -222,8 +222,9 @@ def _read_all_in_thread(api: Any, deadline: float, **settings: Any) -> BaseExcep
 
 def test_read_timeouts_fire(make_sim: Any) -> None:
     for faults in (Faults(hang_before_headers=True), Faults(stall_after_headers=True)):
-        # A deadline well above the 1 s timeout: the server would hang for good.
-        error = _read_all_in_thread(make_sim(faults=faults), 20, read_timeout=1.0)
+        # A deadline 25 times the timeout, and below any default (10 s connect, 300 s read):
+        # the server would hang for good, and another limit would miss the deadline.
+        error = _read_all_in_thread(make_sim(faults=faults), 5, read_timeout=0.2)
         assert isinstance(error, RetriableAPIError), error
         assert "timeout" in str(error) or "no response" in str(error)
 

@@ -77,6 +77,12 @@ def marks(wh: TestWarehouse, engine: Engine) -> dict[int, Any]:
         return {cid: _utc(at) for cid, at in rows}
 
 
+def references(wh: TestWarehouse, engine: Engine) -> dict[int, Any]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT id, reference FROM {wh.table('conversations')}"))
+        return {cid: reference for cid, reference in rows}
+
+
 def _utc(value: Any) -> datetime | None:
     if value is None:
         return None
@@ -95,6 +101,11 @@ def test_only_a_later_export_changes_what_an_export_found(migrated: TestWarehous
         # returned 1 before it went: the mark stays.
         assert window(engine, migrated.schema, t(2), [conversation(1), conversation(2)]) == 0
         assert marks(migrated, engine) == {1: t(3), 2: None}
+        # Nor when it carries a changed copy: newer content than what is stored, not a return.
+        changed = {**conversation(1), "reference": "changed before it went"}
+        assert window(engine, migrated.schema, t(2), [changed, conversation(2)]) == 0
+        assert marks(migrated, engine) == {1: t(3), 2: None}
+        assert references(migrated, engine)[1] == "changed before it went"
         # Nor does an export older than the stored copy say that copy is gone.
         assert window(engine, migrated.schema, t(0), []) == 0
         assert marks(migrated, engine) == {1: t(3), 2: None}
