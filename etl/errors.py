@@ -66,9 +66,11 @@ class LockedError(EtlError):
 
 
 class DatabaseError(EtlError):
-    """The warehouse failed; retryable when the connection was lost."""
+    """The warehouse failed; retryable when the connection was lost. `waited`: it gave up
+    waiting for rows another transaction holds (PostgreSQL's lock_timeout)."""
 
     exit_code = ExitCode.DATABASE
+    waited = False
 
 
 class Interrupted(EtlError):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, MetaData, func, select
+from sqlalchemy import Connection, Engine, MetaData, and_, func, select
 from sqlalchemy.exc import DBAPIError
 
 from etl.errors import DatabaseError, LockedError
@@ -237,6 +237,25 @@ class WindowLedger:
                 "another run takes it over once this process has ended",
                 window,
             )
+
+    def others_loading(self, window: Window) -> list[str]:
+        """The holders loading another window than `window` now (of any state key, this
+        holder's other windows included): claimed, with a heartbeat within
+        pipeline.claim_timeout, and alive. Rows one of them holds are being loaded, however
+        long that takes."""
+        table = self._table
+        query = (
+            select(table.c.claimed_by)
+            .where(
+                table.c.state == CLAIMED,
+                table.c.heartbeat_at >= self._clock() - self._timeout,
+                ~and_(*self._where(window)),
+            )
+            .distinct()
+        )
+        with self._engine.connect() as conn:
+            holders = sorted(conn.execute(query).scalars())
+        return [h for h in holders if h == self.holder or self._alive(h)]
 
     def _where(self, window: Window) -> tuple[Any, ...]:
         table = self._table

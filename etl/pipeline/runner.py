@@ -133,6 +133,7 @@ def database_error(
     )
     error = DatabaseError(f"{where}: the warehouse {happened} ({detail}); {undone}")
     error.retryable = lost or conflict or waited
+    error.waited = waited
     return error
 
 
@@ -506,24 +507,21 @@ class Pipeline:
                 with attempt:
                     report.attempts += 1
                     self.progress.window_started(window, report.attempts)
-                    try:
-                        with (
-                            self.client.open(window, spool=self._spool) as stream,
-                            self._write_turn,
-                        ):
-                            # The server's time of the export, or (it did not say) ours.
-                            exported_at = _export_time(stream.query_info) or self.clock()
-                            self._load_stream(
-                                stream,
-                                report,
-                                ledger=ledger,
-                                floor=floor,
-                                started=started,
-                                exported_at=exported_at,
+                    while True:
+                        try:
+                            self._load_window_once(window, report, ledger, floor, started)
+                            break
+                        except DatabaseError as exc:
+                            if not exc.waited or not (loading := ledger.others_loading(window)):
+                                raise
+                            # Rows held that long by a run that is alive and loading: a
+                            # long window, not a stuck one. Waiting again uses no attempt.
+                            log.warning(
+                                "%s: rows another run holds were not released within "
+                                "pipeline.claim_timeout; %s, alive, loading: waiting again",
+                                report.label,
+                                ", ".join(loading),
                             )
-                    except ExactParseNeeded:
-                        self.client.parse_exactly(window)  # on the next attempt
-                        raise
         except EtlError as exc:
             if exc.retryable:
                 # Say plainly that retrying is over, and what state the warehouse is in.
@@ -543,6 +541,31 @@ class Pipeline:
                 ledger.failed(window, f"{type(exc).__name__}: {exc}", report.attempts)
             raise
         return report
+
+    def _load_window_once(
+        self,
+        window: Window,
+        report: WindowReport,
+        ledger: WindowLedger,
+        floor: datetime,
+        started: float,
+    ) -> None:
+        """Download the window's export and load it, in one transaction."""
+        try:
+            with self.client.open(window, spool=self._spool) as stream, self._write_turn:
+                # The server's time of the export, or (it did not say) ours.
+                exported_at = _export_time(stream.query_info) or self.clock()
+                self._load_stream(
+                    stream,
+                    report,
+                    ledger=ledger,
+                    floor=floor,
+                    started=started,
+                    exported_at=exported_at,
+                )
+        except ExactParseNeeded:
+            self.client.parse_exactly(window)  # on the next attempt
+            raise
 
     def _interrupted(
         self, report: WindowReport, exc: KeyboardInterrupt, started: float, ledger: WindowLedger

@@ -125,6 +125,16 @@ def start(
     return launcher().start(argv, etl_env(wh, site, extra_env))
 
 
+def wait_for_output(child: Child, text: str, *, timeout: float, times: int = 1) -> None:
+    """Return once `text` appears `times` times in the process's stderr; fail if it exits
+    first or does not within `timeout` seconds (a deadline, not a measurement)."""
+    deadline = time.monotonic() + timeout
+    while child.stderr().count(text) < times:
+        if child.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"etl never said {text!r} {times} time(s):\n{child.stderr()}")
+        time.sleep(0.05)
+
+
 def finish(child: Child, timeout: float = 120) -> Result:
     """Wait for the process; its output is kept for the secrets check."""
     try:

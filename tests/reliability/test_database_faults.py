@@ -213,6 +213,36 @@ def test_lock_of_a_frozen_run_holds_and_of_a_killed_run_does_not(
     assert before.watermark == h.MIDDLE_UTC
 
 
+def test_a_run_waits_as_long_as_the_run_holding_its_rows_is_alive(
+    pg_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path, clean_reference: Reference
+) -> None:
+    """A backfill's window holds conversations a run's window wants for longer than
+    pipeline.claim_timeout, alive and heartbeating (a long window on a slow API): the run
+    waits again, using no attempt, instead of failing with "if that run is stuck, stop it"
+    (found in review: exit 7 after its attempts)."""
+    wh = pg_warehouse
+    site, cfg, _ = _prepared(wh, make_sim, tmp_path, pipeline={"claim_timeout": "2s"})
+    # Windows of 12 h: not the run's window, but the same conversations.
+    holder = h.spawn(
+        "backfill", "--from", h.MIDDLE, "--to", h.UNTIL, "--window", "12h",
+        wh=wh, site=site, config=cfg, point="mid-stream", after=12,
+    ).wait_paused()  # fmt: skip
+    waiter = h.start("run", "--until", h.UNTIL, wh=wh, site=site, config=cfg)
+    try:
+        h.wait_for_output(waiter, "waiting again", timeout=60)
+        h.wait_for_output(waiter, "waiting again", timeout=60, times=2)  # no attempt used up
+    finally:
+        holder.resume()
+    held = holder.finish()
+    waited = h.finish(waiter)
+    assert held.code == 0, held.output
+    assert waited.code == 0, waited.output
+    (warning, *_) = [w for w in h.warnings_of(waited) if "waiting again" in w]
+    assert f"window {h.W2}" in warning and "alive, loading" in warning
+    assert not [w for w in h.warnings_of(waited) if "retrying" in w]
+    h.assert_same(h.snapshot(wh), clean_reference(wh.kind))
+
+
 def test_lock_session_outlives_idle_timeouts_and_not_a_dead_machine(
     pg_warehouse: TestWarehouse,
 ) -> None:
