@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from hashlib import blake2b
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -26,11 +26,35 @@ def make_engine(url: str, *, connect_timeout: int = 10) -> Engine:
         # pysqlite's own transaction handling would commit behind our back; take control.
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(
+    engine = create_engine(
         parsed.set(drivername="postgresql+psycopg"),
         poolclass=NullPool,
         connect_args={"connect_timeout": connect_timeout, "application_name": "convo-etl"},
     )
+    event.listen(engine, "connect", _postgres_on_connect)
+    return engine
+
+
+def _postgres_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # A window's session holds row locks to its commit. Should this machine die without
+    # closing it, the server would keep the session, and other windows would wait for those
+    # rows, until TCP gives up (about two hours by default): the server probes the client
+    # instead, and ends the session within about a minute. Set once the session is open, in
+    # one round trip (a startup `options` parameter would be refused by PgBouncer).
+    with dbapi_conn.cursor() as cursor:
+        cursor.execute(_SET_KEEPALIVES, [v for pair in SERVER_KEEPALIVES for v in pair])
+    dbapi_conn.commit()
+
+
+# Server-side TCP keepalives for every session: idle seconds, then a probe every 10 s, 3 tries.
+SERVER_KEEPALIVES: Final = (
+    ("tcp_keepalives_idle", "30"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "3"),
+)
+_SET_KEEPALIVES: Final = "SELECT " + ", ".join(
+    "set_config(%s, %s, false)" for _ in SERVER_KEEPALIVES
+)
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -24,16 +24,11 @@ _MESSAGE = (
 )
 
 
-# The lock lives as long as its session. If this machine dies without closing the connection,
-# the server would keep the session (and the lock) until TCP gives up, about two hours by
-# default: have the server probe the client instead (gone within ~1 minute). And a DBA's
-# idle_session_timeout must not end the session of a run that is busy on its other connection.
-_LOCK_SESSION_SETTINGS = (
-    ("tcp_keepalives_idle", "30"),
-    ("tcp_keepalives_interval", "10"),
-    ("tcp_keepalives_count", "3"),
-    ("idle_session_timeout", "0"),
-)
+# The lock lives as long as its session: the server probes the client (engine.SERVER_KEEPALIVES,
+# for every session), so the lock of a machine that died without closing the connection is gone
+# within about a minute, not TCP's two hours. And a DBA's idle_session_timeout must not end the
+# session of a run that is busy on its other connection.
+_LOCK_SESSION_SETTINGS = (("idle_session_timeout", "0"),)
 
 
 # The SQLite lock files this process holds. A POSIX record lock belongs to the process, not

@@ -274,3 +274,36 @@ def test_lock_session_outlives_idle_timeouts_and_not_a_dead_machine(
     )
     assert idle + interval * count <= 90
     assert settings["idle_session_timeout"] == "0"
+
+
+def test_every_session_asks_the_server_to_probe_a_dead_machine(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    """A window's session holds row locks to its commit: a machine that dies mid-window must
+    not leave them for TCP's two hours, during which other windows wait for those rows. The
+    user's own `options` in the URL are kept."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from etl.load.engine import make_engine
+
+    url = make_url(pg_warehouse.url).update_query_dict({"options": "-c statement_timeout=5min"})
+    engine = make_engine(url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as conn:
+            settings = {
+                name: conn.execute(text(f"SHOW {name}")).scalar()
+                for name in (
+                    "tcp_keepalives_idle",
+                    "tcp_keepalives_interval",
+                    "tcp_keepalives_count",
+                    "statement_timeout",
+                )
+            }
+    finally:
+        engine.dispose()
+    idle, interval, count = (
+        int(settings[f"tcp_keepalives_{k}"]) for k in ("idle", "interval", "count")
+    )
+    assert idle + interval * count <= 90
+    assert settings["statement_timeout"] == "5min"
