@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, MetaData, and_, func, select
+from sqlalchemy import Connection, Engine, MetaData, and_, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from etl.errors import DatabaseError, LockedError
@@ -48,6 +48,11 @@ def holder_name(run_id: str) -> str:
 
 def _liveness_key(holder: str) -> str:
     return hashlib.sha256(f"holder:{holder}".encode()).hexdigest()[:32]
+
+
+def _session_name(holder: str) -> str:
+    """The application_name of a holder's window sessions (within PostgreSQL's 63 bytes)."""
+    return f"convo-etl window {_liveness_key(holder)[:24]}"
 
 
 @dataclass(frozen=True)
@@ -238,13 +243,22 @@ class WindowLedger:
                 window,
             )
 
+    def name_session(self, conn: Connection) -> None:
+        """Name the session of one of this holder's windows after the holder, for its
+        transaction, so that `others_loading` can see what it is doing (PostgreSQL)."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                select(func.set_config("application_name", _session_name(self.holder), True))
+            )
+
     def others_loading(self, window: Window) -> list[str]:
-        """The holders loading another window than `window` now (of any state key, this
-        holder's other windows included): claimed, with a heartbeat within
-        pipeline.claim_timeout, and alive. Rows one of them holds are being loaded, however
-        long that takes."""
+        """The holders loading another window than `window` now, of any state key, this
+        holder's other windows included: claimed, with a heartbeat within
+        pipeline.claim_timeout, alive, and with a window's transaction that is not itself
+        waiting for a lock. Rows one of them holds are being loaded, however long that
+        takes; windows that only wait, like `window`, vouch for no one (PostgreSQL)."""
         table = self._table
-        query = (
+        claimed = (
             select(table.c.claimed_by)
             .where(
                 table.c.state == CLAIMED,
@@ -254,7 +268,18 @@ class WindowLedger:
             .distinct()
         )
         with self._engine.connect() as conn:
-            holders = sorted(conn.execute(query).scalars())
+            names = {_session_name(h): h for h in conn.execute(claimed).scalars()}
+            if not names:
+                return []
+            # Sessions of other roles show no transaction here (pg_stat_activity hides it
+            # without pg_read_all_stats): they vouch for no one either.
+            activity = text(
+                "SELECT DISTINCT application_name FROM pg_stat_activity "
+                "WHERE application_name = ANY(:names) AND xact_start IS NOT NULL "
+                "AND wait_event_type IS DISTINCT FROM 'Lock'"
+            )
+            busy = conn.execute(activity, {"names": list(names)}).scalars().all()
+        holders = sorted(names[name] for name in busy)
         return [h for h in holders if h == self.holder or self._alive(h)]
 
     def _where(self, window: Window) -> tuple[Any, ...]:

@@ -40,9 +40,11 @@ def _postgres_on_connect(dbapi_conn: Any, _record: Any) -> None:
     # closing it, the server would keep the session, and other windows would wait for those
     # rows, until TCP gives up (about two hours by default): the server probes the client
     # instead, and ends the session within about a minute. Set once the session is open, in
-    # one round trip (a startup `options` parameter would be refused by PgBouncer).
+    # one round trip, where nothing else set them (a startup `options` parameter of our own
+    # would be refused by PgBouncer, and replace the user's).
     with dbapi_conn.cursor() as cursor:
-        cursor.execute(_SET_KEEPALIVES, [v for pair in SERVER_KEEPALIVES for v in pair])
+        names, values = zip(*SERVER_KEEPALIVES, strict=True)
+        cursor.execute(_SET_KEEPALIVES, [list(names), list(values)])
     dbapi_conn.commit()
 
 
@@ -52,8 +54,11 @@ SERVER_KEEPALIVES: Final = (
     ("tcp_keepalives_interval", "10"),
     ("tcp_keepalives_count", "3"),
 )
-_SET_KEEPALIVES: Final = "SELECT " + ", ".join(
-    "set_config(%s, %s, false)" for _ in SERVER_KEEPALIVES
+# Only where nothing set them (a DBA's server setting, ALTER ROLE, the URL's `options` win).
+_SET_KEEPALIVES: Final = (
+    "SELECT set_config(s.name, v.value, false) FROM pg_settings AS s "
+    "JOIN unnest(%s::text[], %s::text[]) AS v(name, value) ON v.name = s.name "
+    "WHERE s.source = 'default'"
 )
 
 

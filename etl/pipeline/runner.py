@@ -512,7 +512,13 @@ class Pipeline:
                             self._load_window_once(window, report, ledger, floor, started)
                             break
                         except DatabaseError as exc:
-                            if not exc.waited or not (loading := ledger.others_loading(window)):
+                            if not exc.waited:
+                                raise
+                            try:
+                                loading = ledger.others_loading(window)
+                            except (DBAPIError, EtlError):
+                                raise exc from None  # the wait's own error: retried as such
+                            if not loading:
                                 raise
                             # Rows held that long by a run that is alive and loading: a
                             # long window, not a stuck one. Waiting again uses no attempt.
@@ -627,6 +633,7 @@ class Pipeline:
                 )
                 if ledger is not None:  # an API window: the source, under this state key
                     loader.source_key = self.key
+                    ledger.name_session(conn)
                 loader.origin = Origin(
                     state_key=self.key,
                     # A file name that is not UTF-8 holds lone surrogates (PEP 383): as escapes.

@@ -243,6 +243,37 @@ def test_a_run_waits_as_long_as_the_run_holding_its_rows_is_alive(
     h.assert_same(h.snapshot(wh), clean_reference(wh.kind))
 
 
+def test_windows_that_only_wait_for_a_frozen_run_do_not_vouch_for_each_other(
+    pg_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
+    """Two windows of one run wait for rows a frozen run holds: neither counts the other as
+    a run that is loading, so each uses up its attempts and the run ends with exit 7 (found
+    in review: they waited for each other for good)."""
+    wh = pg_warehouse
+    cfg, site = h.config(tmp_path, pipeline={"claim_timeout": "2s"}), h.Site(make_sim)
+    wh.migrate()
+    site.serve()
+    # One window of two days holds every conversation of both days until its commit.
+    holder = h.spawn(
+        "backfill", "--from", h.START, "--to", h.UNTIL, "--window", "2d",
+        wh=wh, site=site, config=cfg, point="before-commit",
+    ).wait_paused()  # fmt: skip
+    holder.signal(signal.SIGSTOP)
+    try:
+        # A deadline, not a measurement: two attempts of 2 s per window, and start-up.
+        blocked = h.run(
+            "backfill", "--from", h.START, "--to", h.UNTIL, "--window", "1d", "--workers", "2",
+            wh=wh, site=site, config=cfg, timeout=90,
+        )  # fmt: skip
+    finally:
+        holder.signal(signal.SIGKILL)
+        holder.finish()
+    assert blocked.code == 7, blocked.output
+    message = h.error_of(blocked)
+    assert "gave up waiting (pipeline.claim_timeout)" in message
+    assert "gave up after 2 attempt(s)" in message
+
+
 def test_lock_session_outlives_idle_timeouts_and_not_a_dead_machine(
     pg_warehouse: TestWarehouse,
 ) -> None:
@@ -281,13 +312,14 @@ def test_every_session_asks_the_server_to_probe_a_dead_machine(
 ) -> None:
     """A window's session holds row locks to its commit: a machine that dies mid-window must
     not leave them for TCP's two hours, during which other windows wait for those rows. The
-    user's own `options` in the URL are kept."""
+    user's own settings win: the URL's `options` here (and a DBA's, or ALTER ROLE's)."""
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
     from etl.load.engine import make_engine
 
-    url = make_url(pg_warehouse.url).update_query_dict({"options": "-c statement_timeout=5min"})
+    own = "-c statement_timeout=5min -c tcp_keepalives_idle=5"
+    url = make_url(pg_warehouse.url).update_query_dict({"options": own})
     engine = make_engine(url.render_as_string(hide_password=False))
     try:
         with engine.connect() as conn:
@@ -305,5 +337,5 @@ def test_every_session_asks_the_server_to_probe_a_dead_machine(
     idle, interval, count = (
         int(settings[f"tcp_keepalives_{k}"]) for k in ("idle", "interval", "count")
     )
-    assert idle + interval * count <= 90
+    assert (idle, interval, count) == (5, 10, 3)  # the user's idle, the rest ours
     assert settings["statement_timeout"] == "5min"
