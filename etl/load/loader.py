@@ -332,13 +332,15 @@ class WindowLoader(ABC):
         both already.) Each is one statement in the usual case, answered by a partial index."""
         assert self.source_key is not None, "a saved file says nothing of the source"
         conversations = self._tables["conversations"]
-        marked: ColumnElement[bool] = conversations.c.deleted_at.is_not(None)
         if self._exported_at is not None:
             # A mark is the export time that found the conversation gone: an export taken
             # before it (a window that started first and commits last) returned it before it
-            # went, and says nothing of now.
-            marked = and_(marked, conversations.c.deleted_at <= self._exported_at)
-        self._update_returned(marked, deleted_at=None)
+            # went, and says nothing of now; nor does one without a time (as _later_marks).
+            marked = and_(
+                conversations.c.deleted_at.is_not(None),
+                conversations.c.deleted_at <= self._exported_at,
+            )
+            self._update_returned(marked, deleted_at=None)
         self._update_returned(conversations.c.state_key.is_(None), state_key=self.source_key)
 
     def _update_returned(self, pending: ColumnElement[bool], **values: Any) -> None:
