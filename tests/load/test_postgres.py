@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from etl.load.loader import WindowLoader, open_loader
@@ -188,79 +188,60 @@ def test_a_batch_locks_the_stored_rows_before_it_inserts_a_placeholder(
     waiting.raise_error()
 
 
+def _detecting_behind(
+    wh: TestWarehouse, hold: Callable[[Connection], None]
+) -> tuple[list[int], dict[int, Any]]:
+    """Conversations 1 and 2 loaded at t(1); then, while another transaction that `hold` ran
+    is open, DAY's window exported at t(3), which returned only 2, detects deletions and waits
+    for it; the other commits. What the window found deleted, and the marks after."""
+    wh.migrate()
+    engine = wh.engine()
+    found: list[int] = []
+    try:
+        window(engine, wh.schema, t(1), [conversation(1), conversation(2)])
+        with engine.connect() as other:
+            other.begin()
+            hold(other)
+            detecting = _Background(
+                lambda: found.append(window(engine, wh.schema, t(3), [conversation(2)]))
+            )
+            detecting.start()
+            _until_waiting_for_a_lock(engine)
+            other.commit()
+        detecting.join(timeout=30)
+        assert not detecting.is_alive()
+        detecting.raise_error()
+        return found, marks(wh, engine)
+    finally:
+        engine.dispose()
+
+
 def test_a_copy_another_window_moves_out_meanwhile_is_not_marked_deleted(
     pg_warehouse: TestWarehouse,
 ) -> None:
     """Deletion detection reads its candidates, then locks them and looks again: the window
     of the next day committing conversation 1's new copy (its question moved there) after the
     read must not see that copy marked deleted (found in review)."""
-    pg_warehouse.migrate()
-    engine = pg_warehouse.engine()
-    schema = pg_warehouse.schema
-    found: list[int] = []
-    try:
-        window(engine, schema, t(1), [conversation(1), conversation(2)])
-        with engine.connect() as next_day:
-            next_day.begin()
-            moved = conversation(1, asked_at=DAY + timedelta(days=1))
-            window_in(next_day, schema, t(2), [moved], day=DAY + timedelta(days=1))
-            detecting = _Background(
-                lambda: found.append(window(engine, schema, t(3), [conversation(2)]))
-            )
-            detecting.start()
-            _until_a_session_waits_for_a_lock(engine)
-            next_day.commit()
-        detecting.join(timeout=30)
-        assert not detecting.is_alive()
-        detecting.raise_error()
-        assert found == [0]
-        assert marks(pg_warehouse, engine) == {1: None, 2: None}
-    finally:
-        engine.dispose()
+    next_day = DAY + timedelta(days=1)
+    moved = conversation(1, asked_at=next_day)
+    found, after = _detecting_behind(
+        pg_warehouse,
+        lambda conn: window_in(conn, pg_warehouse.schema, t(2), [moved], day=next_day),
+    )
+    assert found == [0]
+    assert after == {1: None, 2: None}
 
 
 def test_two_windows_that_find_one_deletion_count_it_once(pg_warehouse: TestWarehouse) -> None:
     """The second to mark a conversation waits for the first, then finds it marked: the runs'
     deletion counts add up to the conversations marked (found in review: 59 for 38)."""
-    pg_warehouse.migrate()
-    engine = pg_warehouse.engine()
-    schema = pg_warehouse.schema
-    found: list[int] = []
-    try:
-        window(engine, schema, t(1), [conversation(1), conversation(2)])
-        with engine.connect() as first:
-            first.begin()
-            assert window_in(first, schema, t(2), [conversation(2)]) == 1
-            second = _Background(
-                lambda: found.append(window(engine, schema, t(3), [conversation(2)]))
-            )
-            second.start()
-            _until_a_session_waits_for_a_lock(engine)
-            first.commit()
-        second.join(timeout=30)
-        assert not second.is_alive()
-        second.raise_error()
-        assert found == [0]
-        assert marks(pg_warehouse, engine) == {1: t(2), 2: None}
-    finally:
-        engine.dispose()
-
-
-def _until_a_session_waits_for_a_lock(engine: Engine) -> None:
-    """Return once a session of this database waits for a lock (fail after 30 s)."""
-    with engine.connect() as conn:
-        for _ in range(600):
-            waiting = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-            if waiting:
-                return
-            conn.rollback()
-            time.sleep(0.05)
-    raise AssertionError("no session ever waited for a lock")
+    first: list[int] = []
+    found, after = _detecting_behind(
+        pg_warehouse,
+        lambda conn: first.append(window_in(conn, pg_warehouse.schema, t(2), [conversation(2)])),
+    )
+    assert (first, found) == ([1], [0])
+    assert after == {1: t(2), 2: None}
 
 
 class _Background(threading.Thread):
@@ -282,14 +263,16 @@ class _Background(threading.Thread):
             raise self._error
 
 
-def _until_waiting_for_a_lock(engine: Engine, pid: int) -> None:
-    """Return once the session `pid` waits for a lock (fail after 30 s)."""
+def _until_waiting_for_a_lock(engine: Engine, pid: int | None = None) -> None:
+    """Return once the session `pid` (any session of this database: None) waits for a lock
+    (fail after 30 s)."""
+    which = "pid = :pid" if pid is not None else "datname = current_database()"
     with engine.connect() as conn:
         for _ in range(600):
             waiting = conn.execute(
                 text(
                     "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE pid = :pid AND wait_event_type = 'Lock'"
+                    f"WHERE {which} AND wait_event_type = 'Lock'"
                 ),
                 {"pid": pid},
             ).scalar_one()
@@ -297,7 +280,7 @@ def _until_waiting_for_a_lock(engine: Engine, pid: int) -> None:
                 return
             conn.rollback()
             time.sleep(0.05)
-    raise AssertionError(f"session {pid} never waited for a lock")
+    raise AssertionError(f"session {pid or '(any)'} never waited for a lock")
 
 
 # The deletes a _PlanningCursor saw: statement, parameters, and the plan it got where it ran.

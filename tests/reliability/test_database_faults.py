@@ -280,8 +280,6 @@ def test_lock_session_outlives_idle_timeouts_and_not_a_dead_machine(
     """A machine that dies without closing its connection leaves no FIN for the server to see:
     the lock session asks the server to probe it (gone within about a minute, not the 2-hour
     TCP default), and is exempt from a DBA's idle_session_timeout (it is idle by design)."""
-    from sqlalchemy import text
-
     from etl.load.lock import RunLock
 
     engine = pg_warehouse.engine()
@@ -289,22 +287,11 @@ def test_lock_session_outlives_idle_timeouts_and_not_a_dead_machine(
         with RunLock(engine, f"probe:{pg_warehouse.schema}") as lock:
             conn = lock._conn
             assert conn is not None
-            settings = {
-                name: conn.execute(text(f"SHOW {name}")).scalar()
-                for name in (
-                    "tcp_keepalives_idle",
-                    "tcp_keepalives_interval",
-                    "tcp_keepalives_count",
-                    "idle_session_timeout",
-                )
-            }
+            (idle, interval, count), other = _keepalives(conn, "idle_session_timeout")
     finally:
         engine.dispose()
-    idle, interval, count = (
-        int(settings[f"tcp_keepalives_{k}"]) for k in ("idle", "interval", "count")
-    )
     assert idle + interval * count <= 90
-    assert settings["idle_session_timeout"] == "0"
+    assert other == "0"
 
 
 def test_every_session_asks_the_server_to_probe_a_dead_machine(
@@ -313,7 +300,6 @@ def test_every_session_asks_the_server_to_probe_a_dead_machine(
     """A window's session holds row locks to its commit: a machine that dies mid-window must
     not leave them for TCP's two hours, during which other windows wait for those rows. The
     user's own settings win: the URL's `options` here (and a DBA's, or ALTER ROLE's)."""
-    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
     from etl.load.engine import make_engine
@@ -323,19 +309,19 @@ def test_every_session_asks_the_server_to_probe_a_dead_machine(
     engine = make_engine(url.render_as_string(hide_password=False))
     try:
         with engine.connect() as conn:
-            settings = {
-                name: conn.execute(text(f"SHOW {name}")).scalar()
-                for name in (
-                    "tcp_keepalives_idle",
-                    "tcp_keepalives_interval",
-                    "tcp_keepalives_count",
-                    "statement_timeout",
-                )
-            }
+            keepalives, other = _keepalives(conn, "statement_timeout")
     finally:
         engine.dispose()
-    idle, interval, count = (
-        int(settings[f"tcp_keepalives_{k}"]) for k in ("idle", "interval", "count")
-    )
-    assert (idle, interval, count) == (5, 10, 3)  # the user's idle, the rest ours
-    assert settings["statement_timeout"] == "5min"
+    assert keepalives == (5, 10, 3)  # the user's idle, the rest ours
+    assert other == "5min"
+
+
+def _keepalives(conn: Any, other: str) -> tuple[tuple[int, ...], Any]:
+    """The session's server-side keepalives (idle, interval, count), and setting `other`."""
+    from sqlalchemy import text
+
+    def show(name: str) -> Any:
+        return conn.execute(text(f"SHOW {name}")).scalar()
+
+    names = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+    return tuple(int(show(name)) for name in names), show(other)
