@@ -184,28 +184,14 @@ def expired(conn: Connection, metadata: MetaData, cutoff: datetime, *, limit: in
     conversations = table_of(metadata, "conversations")
     query = (
         select(conversations.c.id)
-        .where(_expired(metadata, cutoff))
+        .where(is_expired(metadata, cutoff))
         .order_by(conversations.c.id)
         .limit(limit)
     )
     return list(conn.execute(query).scalars())
 
 
-def still_expired(
-    conn: Connection, metadata: MetaData, cutoff: datetime, ids: Collection[int]
-) -> list[int]:
-    """Those of `ids` that are expired now (read again once they are locked), in id order."""
-    conversations = table_of(metadata, "conversations")
-    found: list[int] = []
-    for chunk in chunks(sorted(ids)):
-        query = select(conversations.c.id).where(
-            conversations.c.id.in_(chunk), _expired(metadata, cutoff)
-        )
-        found.extend(conn.execute(query.order_by(conversations.c.id)).scalars())
-    return found
-
-
-def _expired(metadata: MetaData, cutoff: datetime) -> ColumnElement[bool]:
+def is_expired(metadata: MetaData, cutoff: datetime) -> ColumnElement[bool]:
     """Its last message before `cutoff`: by the conversation's times, or, when the export gave
     none (a conversation without `time`), by its messages' own, or when it was loaded."""
     conversations, messages = table_of(metadata, "conversations"), table_of(metadata, "messages")

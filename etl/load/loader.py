@@ -250,7 +250,6 @@ class WindowLoader(ABC):
         self.unidentified += sum(1 for r in rejects if r.conversation_id is None)
         rejects = self._not_forgotten(rejects)
         outcomes = self.changed(batch)
-        outcomes_by_id = {c.id: result for c, result in zip(batch, outcomes, strict=True)}
         loading = [c for c, result in zip(batch, outcomes, strict=True) if result in LOADED]
         refused = self._claimed_messages(loading)
         if refused:
@@ -259,7 +258,9 @@ class WindowLoader(ABC):
                 if c.id in refused:
                     self.outcomes[result] -= 1
             rejects = [*rejects, *refused.values()]
-        self.load(loading, replacing=[c.id for c in loading if outcomes_by_id[c.id] == CHANGED])
+        replacing = [c.id for c, result in zip(batch, outcomes, strict=True)
+                     if result == CHANGED and c.id not in refused]  # fmt: skip
+        self.load(loading, replacing)
         unloaded = [c.id for c, result in zip(batch, outcomes, strict=True)
                     if result == NEW and c.id in refused]  # fmt: skip
         if unloaded:
@@ -382,10 +383,23 @@ class WindowLoader(ABC):
         self.outcomes[FORGOTTEN] += sum(1 for r in rejects if r.conversation_id in forgotten)
         return [r for r in rejects if r.conversation_id not in forgotten]
 
-    def lock(self, ids: list[int]) -> set[int]:
+    def lock(self, ids: list[int], still: ColumnElement[bool]) -> list[int]:
         """Lock conversations as a window locks what it writes, waiting for any window writing
-        one of them to end; the ids of those stored once it has."""
-        return set(self._lock_for_writing(ids, self._stored(ids))) if ids else set()
+        one of them to end; then, read again under the locks, those stored that match `still`
+        (chosen before the locks, a conversation may have changed while this waited), in id
+        order."""
+        if not ids:
+            return []
+        stored = self._lock_for_writing(ids, self._stored(ids))
+        placeholders = [i for i in ids if i not in stored]
+        if placeholders:
+            self._release(placeholders)
+        conversations = self._tables["conversations"]
+        found: list[int] = []
+        for chunk in chunks(sorted(stored)):
+            query = select(conversations.c.id).where(conversations.c.id.in_(chunk), still)
+            found.extend(self._conn.execute(query.order_by(conversations.c.id)).scalars())
+        return found
 
     def erase(self, ids: list[int]) -> None:
         """Delete conversations and their child rows, locked as a window locks what it writes
@@ -408,44 +422,30 @@ class WindowLoader(ABC):
         removed) is judged as it now is and counted once.
         """
         conversations, messages = self._tables["conversations"], self._tables["messages"]
-        interacted = (
-            select(messages.c.conversation_id)
-            .where(
-                messages.c.time >= start,
-                messages.c.time < end,
-                or_(messages.c.type == "question", messages.c.clicked_button_id.is_not(None)),
-            )
-            .distinct()
-            .subquery()
+        interacted = select(messages.c.conversation_id).where(
+            messages.c.time >= start,
+            messages.c.time < end,
+            or_(messages.c.type == "question", messages.c.clicked_button_id.is_not(None)),
         )
-        query = (
-            select(conversations.c.id)
-            .join(interacted, interacted.c.conversation_id == conversations.c.id)
-            .where(
-                conversations.c.state_key == self.source_key,
-                conversations.c.deleted_at.is_(None),
-            )
+        missing: ColumnElement[bool] = and_(
+            conversations.c.id.in_(interacted),
+            conversations.c.state_key == self.source_key,
+            conversations.c.deleted_at.is_(None),
         )
         if self._exported_at is not None:
-            query = query.where(
+            missing = and_(
+                missing,
                 or_(
                     conversations.c.exported_at.is_(None),
                     conversations.c.exported_at <= self._exported_at,
-                )
+                ),
             )
         candidates = sorted(
-            i for i in self._conn.execute(query).scalars() if i not in self.returned
+            i
+            for i in self._conn.execute(select(conversations.c.id).where(missing)).scalars()
+            if i not in self.returned
         )
-        if not candidates:
-            return 0
-        stored = self.lock(candidates)
-        placeholders = [i for i in candidates if i not in stored]
-        if placeholders:
-            self._release(placeholders)
-        gone: list[int] = []
-        for chunk in chunks(sorted(stored)):
-            gone.extend(self._conn.execute(query.where(conversations.c.id.in_(chunk))).scalars())
-        gone.sort()
+        gone = self.lock(candidates, missing)
         if hard:
             self.erase(gone)
             return len(gone)

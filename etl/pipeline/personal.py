@@ -106,11 +106,9 @@ def prune(pipeline: Pipeline, cutoff: datetime, *, dry_run: bool = False) -> Era
                 )
                 # Chosen before the locks: a window loading one of them may have made it
                 # recent while this waited for it, so the choice is made again under them.
-                stored = loader.lock(ids)
-                expired = erasure.still_expired(conn, metadata, cutoff, stored)
+                expired = loader.lock(ids, erasure.is_expired(metadata, cutoff))
                 rows = erasure.count_rows(conn, metadata, expired)  # its etl_rejects: 0
-                # Those gone meanwhile hold only this transaction's placeholder rows now.
-                loader.erase([*expired, *(i for i in ids if i not in stored)])
+                loader.erase(expired)
             done.conversations.extend(expired)
             for table, count in rows.items():
                 done.rows[table] = done.rows.get(table, 0) + count
