@@ -10,6 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+# Imported here, at a shallow stack, rather than by hypothesis's pytest plugin at the end of a
+# run that used no hypothesis test (`pytest tests/integrations`): pytest rewrites the plugin's
+# package on import, and CPython 3.11.7's parser fails on it from deep in that call stack
+# ("SystemError: AST constructor recursion depth mismatch", fixed in 3.11.8).
+import hypothesis  # noqa: F401
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url

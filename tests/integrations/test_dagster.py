@@ -57,7 +57,8 @@ def test_partitions_materialized_in_any_order_and_at_once_equal_a_serial_backfil
     # in its own run, as a Dagster backfill runs them.
     random.Random(3).shuffle(keys)
     for key in keys[:3]:
-        result = dg.materialize([asset], partition_key=key, instance=dg.DagsterInstance.ephemeral())
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = dg.materialize([asset], partition_key=key, instance=instance)
         assert result.success
         (materialization,) = result.asset_materializations_for_node(ASSET)
         meta = materialization.metadata
@@ -67,7 +68,9 @@ def test_partitions_materialized_in_any_order_and_at_once_equal_a_serial_backfil
     outcomes: list[bool] = []
 
     def materialize(key: str) -> None:
-        result = dg.materialize([asset], partition_key=key, instance=dg.DagsterInstance.ephemeral())
+        # Disposed in the thread that made it: its SQLite storage is bound to that thread.
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = dg.materialize([asset], partition_key=key, instance=instance)
         outcomes.append(result.success)
 
     threads = [threading.Thread(target=materialize, args=(key,)) for key in keys[3:]]
@@ -127,7 +130,8 @@ def test_with_retention_a_daily_job_prunes_like_etl_prune(
     assert schedule.execution_timezone == "Europe/Oslo"
 
     job = defs.get_job_def("convo_etl_prune_job")
-    assert job.execute_in_process(instance=dg.DagsterInstance.ephemeral()).success
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert job.execute_in_process(instance=instance).success
 
     assert _count(wh, "conversations") == 0  # 2024 is more than 30 days ago
     engine = wh.engine()
