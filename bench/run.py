@@ -168,8 +168,8 @@ class Postgres:
         they cannot be seen (a server on another machine, or in a container of its own).
 
         The main process's exited children (a connection's backend, once it closes) and its
-        live ones (background and IO workers, autovacuum, open connections). Autovacuum that a
-        run set off and that goes on after it counts towards the next run.
+        live ones (background and IO workers, autovacuum, open connections). What a run sets
+        off for autovacuum is done before the next one starts (`quiesce`).
         """
         postmaster = self._postmaster()
         fields = _proc_stat(postmaster) if postmaster else None
@@ -181,6 +181,21 @@ class Postgres:
             if child_fields is not None:
                 ticks += int(child_fields[11]) + int(child_fields[12])  # utime, stime
         return ticks / _CLOCK_TICKS
+
+    def quiesce(self, timeout: float = 60.0) -> None:
+        """Do now, outside any measurement, the vacuuming and analyzing the runs so far set
+        off, and wait for autovacuum workers to end: otherwise autovacuum, started by one run's
+        commits, works through the next run on the same two cores, slowing it and adding to
+        its server CPU. Every variant starts on a server with nothing pending."""
+        self._conn.execute("VACUUM (ANALYZE)")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = self._conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+            ).fetchone()
+            if not row or not row[0]:
+                break
+            time.sleep(0.05)
 
     def clients(self) -> set[int]:
         """The backends of the other connections to the server."""
@@ -477,6 +492,7 @@ class Bench:
     ) -> Measurement | None:
         if variant.failed:
             return None
+        self.pg.quiesce()
         clients = self.pg.clients()
         server_before = self.pg.server_cpu()
         m = run_measured(argv, env=env or self.base_env, cwd=ROOT, timeout=self.args.timeout)
