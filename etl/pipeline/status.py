@@ -17,7 +17,8 @@ from etl.load.state import StateStore
 from etl.normalize import TABLE_COLUMNS
 from etl.pipeline.progress import describe_outcomes
 
-if TYPE_CHECKING:  # prometheus_client is imported when asked for (it costs a start-up ~50 ms)
+if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked for: every command
+    # would otherwise pay for its import at start-up
     from prometheus_client.metrics_core import Metric
 
 # What etl_runs.outcome holds: always reported, at 0 before the first such window.
