@@ -120,15 +120,23 @@ def _time_ix(table: str, column: str) -> Index:
     )
 
 
-def _sparse_ix(table: str, column: str) -> Index:
+def _sparse_ix(table: str, column: str, *, postgresql_using: str | None = None) -> Index:
     """A B-tree over the rows where `column` is set: questions or answers only, the few
     conversations with an authenticated user or soft-deleted.
 
     `column = value` implies `column IS NOT NULL`, so both databases use it for lookups, and a
-    load maintains only the entries of the rows that have a value.
+    load maintains only the entries of the rows that have a value. `postgresql_using="hash"`
+    for text of any length that is only looked up by value: PostgreSQL refuses a B-tree entry
+    longer than a third of a page (2,704 bytes after compression), and with it the whole COPY.
     """
     predicate = literal_column(column).is_not(None)
-    return Index(f"ix_{table}_{column}", column, postgresql_where=predicate, sqlite_where=predicate)
+    return Index(
+        f"ix_{table}_{column}",
+        column,
+        postgresql_using=postgresql_using,
+        postgresql_where=predicate,
+        sqlite_where=predicate,
+    )
 
 
 def _extra(owner: str) -> Column[Any]:
@@ -239,7 +247,9 @@ def _add_data_tables(md: MetaData) -> None:
         _ix("conversations", "created_at"),
         _ix("conversations", "last_message_at"),
         _ix("conversations", "local_date"),
-        _sparse_ix("conversations", "authentication_identifier"),
+        # Erasure requests look identifiers up by value; a user's may be longer than a
+        # B-tree entry can be (migration 0009).
+        _sparse_ix("conversations", "authentication_identifier", postgresql_using="hash"),
         _sparse_ix("conversations", "deleted_at"),
         # The copies without a state key (loaded before migration 0006, or from a file).
         Index(

@@ -106,8 +106,11 @@ def database_error(
         "connection failed"
     )
     # A protocol violation is the server refusing what was sent (a COPY row that does not fit
-    # a column's type), on a connection that is fine: retrying would send the same again.
-    if isinstance(orig, psycopg.errors.ProtocolViolation):
+    # a column's type), on a connection that is fine: retrying would send the same again. So
+    # is a program limit (SQLSTATE class 54: a value too long for an index entry, too many
+    # columns), which psycopg raises as OperationalError too.
+    sqlstate = getattr(orig, "sqlstate", None) or ""
+    if isinstance(orig, psycopg.errors.ProtocolViolation) or sqlstate.startswith("54"):
         lost = False
     # Windows load in parallel: the server may end one of two transactions waiting on each
     # other's rows. Loading the window again is the remedy.

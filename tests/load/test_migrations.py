@@ -238,6 +238,9 @@ def test_postgres_indexes_are_the_ones_schema_py_declares(_pg_schema: tuple[Engi
         "WHERE (predicted_intent_id IS NOT NULL)"
     )
     assert "USING btree (last_message_at)" in migrated["ix_conversations_last_message_at"]
+    assert migrated["ix_conversations_authentication_identifier"].endswith(
+        "USING hash (authentication_identifier) WHERE (authentication_identifier IS NOT NULL)"
+    )
 
 
 @pytest.mark.postgres

@@ -3,6 +3,7 @@ and conversations that are not plain JSON (the stdlib JSON path)."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -446,3 +447,44 @@ def test_a_column_of_the_users_own_on_a_dimension_keeps_its_default(
     finally:
         engine.dispose()
     assert teams == [(7, "bi")]
+
+
+def test_an_identifier_too_long_for_a_btree_entry_loads_and_can_be_erased(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    """PostgreSQL refuses a B-tree entry over 2,704 bytes, and with it the whole COPY: random
+    text does not compress below that. The identifier's index is a hash index (migration 0009)."""
+    from etl.load import erasure
+
+    pg_warehouse.migrate()
+    identifier = secrets.token_urlsafe(3000)
+    long_one = {**_conversation(1, "hello", "a"), "authentication_identifier": identifier}
+    engine = pg_warehouse.engine()
+    try:
+        _load(engine, pg_warehouse.schema, [long_one, _conversation(2, "other", "a")])
+        stored = _rows(engine, f"SELECT id FROM {pg_warehouse.table('conversations')}")
+        with engine.connect() as conn:
+            request = erasure.matching(
+                conn, build_metadata(pg_warehouse.schema), identifiers=[identifier]
+            )
+    finally:
+        engine.dispose()
+    assert sorted(stored) == [(1,), (2,)]
+    assert request.conversations == [1]
+
+
+def test_a_program_limit_is_the_warehouse_refusing_the_write_not_a_lost_connection(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    """psycopg raises SQLSTATE class 54 as OperationalError; retrying would fail the same way."""
+    from etl.pipeline.runner import database_error
+
+    with psycopg.connect(pg_warehouse.url.replace("+psycopg", "")) as conn:
+        conn.execute("CREATE TEMP TABLE long_keys (key text)")
+        conn.execute("CREATE INDEX ON long_keys (key)")
+        with pytest.raises(psycopg.OperationalError) as raised:
+            conn.execute("INSERT INTO long_keys VALUES (%s)", (secrets.token_urlsafe(3000),))
+    assert raised.value.sqlstate == "54000"
+    found = database_error(raised.value, "window [a, b)")
+    assert not found.retryable
+    assert "refused the write" in str(found) and "index row size" in str(found)
