@@ -34,10 +34,15 @@ def zone_name(zone: tzinfo) -> str:
 
 
 def local_date_hour(instant: datetime | None, zone: tzinfo) -> tuple[date | None, int | None]:
-    """The local day and hour of an instant in `zone` (None for a conversation without one)."""
+    """The local day and hour of an instant in `zone`; None for a conversation without one,
+    and for an instant whose local day Python cannot hold (9999-12-31T23:30Z in a zone east
+    of UTC is in year 10000): the instant itself loads, the views leave it out."""
     if instant is None:
         return None, None
-    local = instant.astimezone(zone)
+    try:
+        local = instant.astimezone(zone)
+    except OverflowError:
+        return None, None
     return local.date(), local.hour
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import text
 
 from tests.conftest import SEED_EXPORT, TestWarehouse
-from tests.pipeline.cli_helpers import etl
+from tests.pipeline.cli_helpers import etl, write_config
 
 
 def rows(wh: TestWarehouse, sql: str) -> list[tuple[Any, ...]]:
@@ -130,3 +130,21 @@ def test_reexport_with_a_button_fewer_keeps_only_the_new_buttons(
     second = write_export(tmp_path / "second.json", newer, "2021-01-29T09:00:00+01:00")
     etl("load-file", str(second), wh=migrated, check=True)
     assert rows(migrated, select) == [(1000001, 1000006, 1, 0, 14, "Docs", "https://x.test")]
+
+
+def test_an_instant_whose_local_day_python_cannot_hold_loads_without_one(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """9999-12-31T23:30Z is a valid instant, but in Oslo it is already year 10000."""
+    config = write_config(tmp_path, pipeline={"timezone": "Europe/Oslo"})
+    etl("migrate", wh=migrated, config=config, check=True)
+    conversation = copy.deepcopy(seed_elements()[1])
+    conversation["time"]["created"] = "9999-12-31T23:30:00+00:00"
+    path = write_export(tmp_path / "late.json", conversation, "2024-04-01T00:00:00+00:00")
+    result = etl("load-file", str(path), wh=migrated, config=config)
+    assert result.code == 0, result.output
+    (stored,) = rows(
+        migrated,
+        f"SELECT created_at, local_date, local_hour FROM {migrated.table('conversations')}",
+    )
+    assert str(stored[0]).startswith("9999-12-31") and stored[1:] == (None, None)
