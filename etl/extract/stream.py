@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 import sys
 import tempfile
@@ -47,6 +48,11 @@ MAX_INTEGER_DIGITS = 10_000
 if 0 < sys.get_int_max_str_digits() < MAX_INTEGER_DIGITS:
     sys.set_int_max_str_digits(MAX_INTEGER_DIGITS)
 _LONG_INTEGER = re.compile(r"Unexpected symbol '(-?[0-9]+)'")
+# A number beyond a double's range, as yajl and ijson's pure-Python parser report it (the
+# latter only as a symbol it could not read).
+_FLOAT_OVERFLOW = re.compile(
+    r"numeric \(floating point\) overflow|Unexpected symbol '(-?[0-9.]+[eE][-+]?[0-9]+)'"
+)
 
 
 def _ijson_backend(pure_python: bool = False) -> Any:
@@ -204,6 +210,15 @@ class ExportStream:
                 "export to the vendor",
                 self.source,
             )
+        overflow = _FLOAT_OVERFLOW.search(str(exc))
+        if overflow and (overflow.group(1) is None or _overflows(overflow.group(1))):
+            number = f" ({overflow.group(1)})" if overflow.group(1) else ""
+            return ExportDataError(
+                f"the export holds a number beyond the range of a double-precision float"
+                f"{number}, which cannot be stored, and the parser cannot read on past it: "
+                "report this export to the vendor",
+                self.source,
+            )
         if "integer overflow" in str(exc):
             # yajl reads integers as 64-bit; Python's parser reads any size, slowly.
             return ExactParseNeeded(
@@ -340,6 +355,10 @@ def _read_back(spool: IO[bytes]) -> Iterator[bytes]:
 def _exact(backend: Any, piece: bytes) -> Any:
     """One element parsed by ijson, which keeps integers beyond 64 bits exact (or refuses them)."""
     return next(backend.items(io.BytesIO(b"[" + piece + b"]"), "item", use_float=True))
+
+
+def _overflows(number: str) -> bool:
+    return math.isinf(float(number))
 
 
 def _short(exc: BaseException) -> str:

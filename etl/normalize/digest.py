@@ -32,8 +32,14 @@ def _hash(data: bytes) -> str:
 
 
 # One reusable C-accelerated encoder; the exact form is the documented hash input.
+# NaN and infinities are refused (ValueError): JSON has no such number, and ijson's pure-Python
+# parser reads a negative number beyond a double's range (-1e400) as -inf.
 _encode = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), check_circular=False, default=_strict_default
+    ensure_ascii=False,
+    separators=(",", ":"),
+    check_circular=False,
+    allow_nan=False,
+    default=_strict_default,
 ).encode
 
 
@@ -65,7 +71,9 @@ def _digest(conv: Mapping[str, Any], finite_floats: bool) -> tuple[str, bool, bo
     try:
         text = _encode(conv)
     except TypeError:
-        text = json.dumps(conv, separators=(",", ":"), ensure_ascii=False, default=str)
+        text = json.dumps(
+            conv, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+        )
         needs_cleaning = True
     try:
         data = text.encode()
@@ -95,6 +103,12 @@ def _conversation_id(conv: Any, position: int | None) -> int:
             field="id",
         )
     return cid
+
+
+OUT_OF_RANGE = (
+    "a number in it is beyond the range of a double-precision float (such as -1e400), which "
+    "cannot be stored"
+)
 
 
 # Serialising JSON recurses once per level, so hostile nesting (10,000 levels) would crash the
@@ -148,4 +162,6 @@ def content_digest(
         content_hash, needs_cleaning, plain = _digest(conv, finite_floats)
     except RecursionError:
         raise NormalizeError(TOO_DEEP, conversation_id=cid) from None
+    except ValueError:  # a float that is not finite (the stdlib encoder refuses it)
+        raise NormalizeError(OUT_OF_RANGE, conversation_id=cid) from None
     return Digest(cid, content_hash, needs_cleaning, plain)

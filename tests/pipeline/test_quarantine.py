@@ -192,6 +192,24 @@ def test_an_id_beyond_64_bits(migrated: TestWarehouse, tmp_path: Path) -> None:
     assert _count(migrated, "conversations") == 2
 
 
+def test_a_number_beyond_a_double_is_quarantined_where_the_parser_reads_past_it(
+    migrated: TestWarehouse, tmp_path: Path
+) -> None:
+    """A 70-bit integer has the file re-read by ijson's pure-Python parser, which reads -1e400
+    as -inf (it refuses 1e400, and so does yajl: the file is then refused whole)."""
+    big, negative = _conversation(1), _conversation(2)
+    big["user_information"] = {"big": 2**70}
+    negative["user_information"] = {"n": "NUMBER"}
+    path = _write(tmp_path / "inf.json", [big, negative, _conversation(3)])
+    path.write_text(path.read_text().replace('"NUMBER"', "-1e400"))
+
+    etl("load-file", "--on-bad-conversation", "quarantine", str(path), wh=migrated, check=True)
+    (reject,) = _rejects(migrated)
+    assert reject["conversation_id"] == 2
+    assert "beyond the range of a double-precision float" in reject["error"]
+    assert _count(migrated, "conversations") == 2
+
+
 def test_a_message_id_beyond_64_bits_names_the_conversation(
     migrated: TestWarehouse, tmp_path: Path
 ) -> None:

@@ -158,6 +158,15 @@ def _broken(case: str) -> tuple[bytes | dict[str, Any], str]:
     if case == "integer-of-20000-digits":
         raw = _raw(conv, b'"json": {"some": "json"}', b'"json": {"n": ' + b"7" * 20_000 + b"}")
         return raw, "an integer of 20,000 digits"
+    if case == "number-beyond-a-double":  # valid JSON, but neither parser can hold it
+        raw = _raw(conv, b'"json": {"some": "json"}', b'"json": {"n": 1e400}')
+        return raw, "a number beyond the range of a double-precision float"
+    if case == "negative-number-beyond-a-double-in-a-re-read":
+        # The 70-bit integer has the file re-read by ijson's pure-Python parser, which reads
+        # -1e400 as -inf where it refuses 1e400.
+        big = b'"json": {"big": ' + str(2**70).encode() + b', "n": -1e400}'
+        raw = _raw(conv, b'"json": {"some": "json"}', big)
+        return raw, f"conversation {BROKEN}: a number in it is beyond the range of a double"
     raise AssertionError(case)
 
 
@@ -171,6 +180,8 @@ REFUSED = [
     "invalid-utf8",
     "nested-10000-levels",
     "integer-of-20000-digits",
+    "number-beyond-a-double",
+    "negative-number-beyond-a-double-in-a-re-read",
 ]
 
 
