@@ -327,7 +327,11 @@ def reprocess_rejects(obj: _Context) -> None:
 
 @cli.command()
 @click.option(
-    "--conversation-id", "ids", multiple=True, type=int, help="A conversation id (repeatable)."
+    "--conversation-id",
+    "ids",
+    multiple=True,
+    type=click.IntRange(-(2**63), 2**63 - 1),
+    help="A conversation id (repeatable).",
 )
 @click.option("--reference", "references", multiple=True, help="A conversation reference.")
 @click.option(
@@ -346,8 +350,8 @@ def forget(
     dry_run: bool,
 ) -> None:
     """Erase conversations for good (a person's erasure request): every row, the quarantined
-    copies, and a tombstone (id and time only) that keeps every later load from bringing them
-    back."""
+    copies, a tombstone per conversation id, and the references and identifiers asked for,
+    hashed: no later load brings any of them back."""
     if not (ids or references or identifiers):
         raise click.UsageError(
             "name what to erase: --conversation-id, --reference or --authentication-identifier"
@@ -363,18 +367,28 @@ def forget(
         )
     finally:
         pipeline.close()
-    if not erased.conversations:
-        log.info("forget: no conversation matches; nothing erased")
-        return
     stored = erased.rows.get("conversations", 0)
+    found = (
+        f"{len(erased.conversations)} conversation(s) ({stored} stored; ids "
+        f"{_ids(erased.conversations)})"
+        if erased.conversations
+        else "no stored conversation"
+    )
+    kept_out = []
+    if erased.conversations and not dry_run:
+        kept_out.append("tombstones keep them from being loaded again")
+    if erased.recorded:
+        kept_out.append(
+            f"{erased.recorded} reference(s) and identifier(s) "
+            f"{'would be' if dry_run else 'are'} recorded, hashed: no load stores a "
+            "conversation or quarantined copy that has one"
+        )
     log.info(
-        "forget: %s %d conversation(s) (%d stored; ids %s); rows: %s%s",
+        "forget: %s %s; rows: %s%s",
         "would erase" if dry_run else "erased",
-        len(erased.conversations),
-        stored,
-        _ids(erased.conversations),
+        found,
         _counts(erased.rows),
-        "" if dry_run else "; tombstones keep them from being loaded again",
+        "".join(f"; {what}" for what in kept_out),
     )
 
 

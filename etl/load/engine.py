@@ -95,8 +95,12 @@ def take_turns(conn: Connection, name: str) -> None:
     to their commit: on PostgreSQL an advisory lock held to the end of the transaction; SQLite
     runs one writing transaction at a time anyway."""
     if conn.dialect.name == "postgresql":
-        lock_id = int.from_bytes(blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
-        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": advisory_key(name)})
+
+
+def advisory_key(name: str) -> int:
+    """The key of a PostgreSQL advisory lock named `name` (a signed 64-bit integer)."""
+    return int.from_bytes(blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def dialect_insert(conn: Connection, table: Table) -> Any:

@@ -2,7 +2,8 @@
 
 `etl forget` erases conversations for good: their rows, their copies in the quarantine, and a
 tombstone (the id and when, nothing else) that every later load reads (WindowLoader.changed),
-so that no backfill, load-file or reprocess-rejects brings them back. `etl prune` removes the
+so that no backfill, load-file or reprocess-rejects brings them back; the references and
+identifiers it was asked for are kept out the same way (etl.load.erased). `etl prune` removes the
 conversations past the retention period, and their quarantined copies, without tombstones: a
 backfill over such old dates loads them again, and the next prune removes them again.
 Dimension rows (intents, actions) stay: they describe the bot, not a person.

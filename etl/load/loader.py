@@ -20,7 +20,9 @@ from typing import Any, ClassVar, Final, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, MetaData, Table, and_, case, or_, select, update
 
+from etl.load import erased
 from etl.load.engine import dialect_insert
+from etl.load.erased import ErasedKeys
 from etl.load.localtime import local_date_hour, stored_zone
 from etl.load.schema import table_of
 from etl.normalize import (
@@ -230,6 +232,13 @@ class WindowLoader(ABC):
         # carried without a readable id: what deletion detection compares with.
         self.returned: set[int] = set()
         self.unidentified = 0
+        # `etl forget` records what it erases by reference or identifier and then waits for
+        # the windows loading at that moment (PostgreSQL: an advisory lock they hold shared);
+        # a window that starts later reads what it recorded.
+        self._erased = ErasedKeys()
+        if not erasing:
+            self._hold_off_erasures()
+            self._erased = erased.read(conn, metadata)
         # The zone of the local dates this window writes, held (FOR SHARE) from the start:
         # `etl migrate` takes the setting before the conversations it recomputes, so taking
         # it after a window's row locks would deadlock with it. An erasure writes no
@@ -316,6 +325,16 @@ class WindowLoader(ABC):
         # Read after the locks: `forget` locks what it erases the same way, so a tombstone
         # committed while this window waited for a conversation is seen here.
         forgotten = self._forgotten([c.id for c in batch])
+        if self._erased:
+            named = {c.id for c in batch if self._erased.name_row(c.rows["conversations"][0])}
+            # A stored copy without the erased value (the vendor added it since): this
+            # conversation is the person's too, and goes.
+            stored_named = sorted(i for i in named if i in stored)
+            if stored_named:
+                self._delete(stored_named)
+                for i in stored_named:
+                    del stored[i]
+            forgotten |= named
         if forgotten:
             placeholders = [i for i in writing if i in forgotten and i not in stored]
             if placeholders:
@@ -370,6 +389,10 @@ class WindowLoader(ABC):
         copy too. The placeholder rows go at once: deleting one still holds its key until
         the transaction ends.
         """
+        if self._erased:
+            kept = [r for r in rejects if not self._erased.name_text(r.body)]
+            self.outcomes[FORGOTTEN] += len(rejects) - len(kept)
+            rejects = kept
         ids = sorted({r.conversation_id for r in rejects if r.conversation_id is not None})
         if not ids:
             return rejects
@@ -636,6 +659,15 @@ class WindowLoader(ABC):
         )
         self._conn.execute(statement, rows)
         self.outcomes[REJECTED] += len(rejects)
+
+    @abstractmethod
+    def _hold_off_erasures(self) -> None:
+        """Until this window's transaction ends, keep `wait_for_windows` waiting."""
+
+    @abstractmethod
+    def wait_for_windows(self) -> None:
+        """Wait until the windows loading now have ended, and keep new ones from starting
+        until the caller's transaction ends (an erasure that records values to keep out)."""
 
     @abstractmethod
     def _stored(self, ids: list[int]) -> dict[int, Stored]:

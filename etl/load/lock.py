@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -16,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from etl.config import display_url
 from etl.errors import DatabaseError, LockedError
+from etl.load.engine import advisory_key
 
 _MESSAGE = (
     "another etl process loading this warehouse (run, backfill, load-file or "
@@ -41,10 +41,6 @@ _HELD_FILES_LOCK = threading.Lock()
 
 def _server_version(conn: Connection) -> tuple[int, ...]:
     return tuple(p for p in conn.dialect.server_version_info or (0,) if isinstance(p, int))
-
-
-def _lock_id(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 _LOST = (
@@ -77,7 +73,7 @@ class RunLock:
                 if name != "idle_session_timeout" or _server_version(conn) >= (14,):
                     conn.execute(text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
             got = conn.execute(
-                text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_id(self._key)}
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": advisory_key(self._key)}
             ).scalar()
             conn.commit()
         except DBAPIError as exc:
@@ -160,7 +156,7 @@ class RunLock:
         if self._conn is not None:
             try:
                 self._conn.execute(
-                    text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_id(self._key)}
+                    text("SELECT pg_advisory_unlock(:k)"), {"k": advisory_key(self._key)}
                 )
                 self._conn.commit()
             except SQLAlchemyError:

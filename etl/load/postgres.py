@@ -14,6 +14,7 @@ from sqlalchemy import JSON, Connection, MetaData, Table, column, select
 from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql
 
+from etl.load.engine import advisory_key
 from etl.load.loader import WRITTEN_COLUMNS, Row, Stored, WindowLoader, dimension_updates
 from etl.normalize import CHILD_TABLES, TABLE_COLUMNS
 from etl.testhooks import pause_point
@@ -82,6 +83,19 @@ class PostgresLoader(WindowLoader):
         lock_wait: timedelta | None = None,
         erasing: bool = False,
     ) -> None:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        self._raw = raw
+        # Schemas are warehouses of their own: erasures in one do not hold up loads in another.
+        self._erasure_gate = advisory_key(f"convo-etl erasure {metadata.schema or ''}")
+        if lock_wait is not None:
+            # A window waits for the conversations another window holds only so long: a
+            # holder frozen mid-window (SIGSTOP, a stuck machine) would hold them for ever.
+            with raw.cursor() as cur:
+                cur.execute(
+                    "SELECT set_config('lock_timeout', %s, true)",
+                    (f"{int(lock_wait.total_seconds() * 1000)}ms",),
+                )
         super().__init__(
             conn,
             metadata,
@@ -91,22 +105,19 @@ class PostgresLoader(WindowLoader):
             lock_wait=lock_wait,
             erasing=erasing,
         )
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        self._raw = raw
-        if lock_wait is not None:
-            # A window waits for the conversations another window holds only so long: a
-            # holder frozen mid-window (SIGSTOP, a stuck machine) would hold them for ever.
-            with raw.cursor() as cur:
-                cur.execute(
-                    "SELECT set_config('lock_timeout', %s, true)",
-                    (f"{int(lock_wait.total_seconds() * 1000)}ms",),
-                )
         self._types = {name: _copy_types(self._tables[name]) for name in TABLE_COLUMNS}
         self._json_at = {
             name: tuple(i for i, t in enumerate(types) if t == "jsonb")
             for name, types in self._types.items()
         }
+
+    def _hold_off_erasures(self) -> None:
+        with self._raw.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self._erasure_gate,))
+
+    def wait_for_windows(self) -> None:
+        with self._raw.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._erasure_gate,))
 
     def _name(self, table: str) -> sql.Composable:
         if self._schema:

@@ -622,6 +622,31 @@ def _add_tombstones(md: MetaData) -> None:
     )
 
 
+def _add_erased_keys(md: MetaData) -> None:
+    Table(
+        "etl_erased_keys",
+        md,
+        Column(
+            "kind",
+            Text,
+            primary_key=True,
+            comment='What the value was: "reference" or "authentication_identifier".',
+        ),
+        Column(
+            "digest",
+            Text,
+            primary_key=True,
+            comment="Keyed BLAKE2b hash of the value (key: etl_settings erasure.key), hex.",
+        ),
+        _c("forgotten_at", UTCDateTime, "When it was erased, UTC.", nullable=False),
+        _c("run_id", Text, "The `etl forget` run (etl_runs.run_id).", nullable=False),
+        comment=(
+            "References and authentication identifiers `etl forget` erased, as keyed hashes "
+            "(never the value): no load stores a conversation that has one."
+        ),
+    )
+
+
 def table_of(metadata: MetaData, name: str) -> Table:
     """The table `name` of `metadata`, whose keys are "schema.name" when it has a schema."""
     return metadata.tables[f"{metadata.schema}.{name}" if metadata.schema else name]
@@ -635,4 +660,5 @@ def build_metadata(schema: str | None = None) -> MetaData:
     _add_window_ledger(md)
     _add_settings(md)
     _add_tombstones(md)
+    _add_erased_keys(md)
     return md

@@ -29,6 +29,13 @@ class SQLiteLoader(WindowLoader):
 
     concurrent_windows = False
 
+    def _hold_off_erasures(self) -> None:
+        """Nothing to hold: `etl forget` writes in a transaction of its own, which waits for
+        this one's (BEGIN IMMEDIATE)."""
+
+    def wait_for_windows(self) -> None:
+        """Nothing to wait for: this write transaction began after every other one ended."""
+
     def _lock_for_writing(self, ids: list[int], stored: dict[int, Stored]) -> dict[int, Stored]:
         """What `_stored` read: a SQLite write transaction holds the whole database from its
         start (BEGIN IMMEDIATE), so nothing changed since."""

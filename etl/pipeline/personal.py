@@ -12,7 +12,7 @@ from typing import Final
 import psycopg
 from sqlalchemy.exc import DBAPIError
 
-from etl.load import erasure
+from etl.load import erased, erasure
 from etl.load.engine import begin_write
 from etl.load.loader import FORGOTTEN, open_loader
 from etl.load.state import WindowReport
@@ -32,6 +32,8 @@ class Erased:
     conversations: list[int] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)  # per table, etl_rejects included
     dry_run: bool = False
+    # References and identifiers recorded (hashed) to keep out of every later load.
+    recorded: int = 0
 
 
 def forget(
@@ -42,8 +44,13 @@ def forget(
     identifiers: Collection[str] = (),
     dry_run: bool = False,
 ) -> Erased:
-    """Erase the conversations the request names, in one transaction, with tombstones; logged
-    in etl_runs (command "forget") with the number erased and the rows deleted."""
+    """Erase the conversations the request names, in one transaction, with tombstones, and
+    record its references and identifiers (erased.record); logged in etl_runs (command
+    "forget") with the number erased and the rows deleted.
+
+    The windows loading when it starts are waited for first (WindowLoader.wait_for_windows),
+    and new ones wait for its commit: what they stored is then found and erased here, and
+    what they load after it is checked against what this recorded."""
     where = "etl forget"
     started, clock = time.monotonic(), datetime.now(UTC)
     metadata = pipeline.metadata
@@ -54,15 +61,22 @@ def forget(
                     conn, metadata, ids=ids, references=references, identifiers=identifiers
                 )
                 rows = erasure.count_rows(conn, metadata, found.conversations, found.rejects)
-                return Erased(found.conversations, rows, dry_run=True)
+                asked = len(references) + len(identifiers)
+                return Erased(found.conversations, rows, dry_run=True, recorded=asked)
         with begin_write(pipeline.engine) as conn:
-            found = erasure.matching(
-                conn, metadata, ids=ids, references=references, identifiers=identifiers
-            )
-            if not found.conversations and not found.rejects:
-                return Erased()
             loader = open_loader(
                 conn, metadata, run_id=pipeline.run_id, exported_at=None, erasing=True
+            )
+            loader.wait_for_windows()
+            recorded = erased.record(
+                conn,
+                metadata,
+                references=references,
+                identifiers=identifiers,
+                run_id=pipeline.run_id,
+            )
+            found = erasure.matching(
+                conn, metadata, ids=ids, references=references, identifiers=identifiers
             )
             rows = erasure.forget(conn, metadata, loader, found, run_id=pipeline.run_id)
             report = WindowReport(pipeline.run_id, pipeline.key, "forget", None, clock)
@@ -72,7 +86,7 @@ def forget(
             pipeline.store.log_window(conn, report)
     except (DBAPIError, psycopg.Error) as exc:
         raise database_error(exc, where, undone="nothing was erased: run it again") from None
-    return Erased(found.conversations, rows)
+    return Erased(found.conversations, rows, recorded=recorded)
 
 
 def prune(pipeline: Pipeline, cutoff: datetime, *, dry_run: bool = False) -> Erased:

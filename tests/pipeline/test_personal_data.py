@@ -166,17 +166,81 @@ def test_forget_empties_the_quarantine_of_the_conversation(
         [(conversation["id"],), (None,), (77,)], key=str
     )
 
+    dry = etl(
+        "forget", f"--reference={conversation['reference']}", "--dry-run", wh=warehouse, check=True
+    )
+    # Only quarantined copies match (one without a readable id): said, not "nothing erased".
+    assert "would erase 1 conversation(s) (0 stored; ids 1000001); rows: etl_rejects 2" in (
+        dry.stderr
+    )
     etl("forget", f"--reference={conversation['reference']}", wh=warehouse, check=True)
     assert _query(warehouse, ids) == [(77,)]  # both copies with the reference, not the other
-    etl("load-file", "--on-bad-conversation=quarantine", str(export), wh=warehouse, check=True)
-    # The erased id stays out; the copy without an id has no tombstone to keep it out.
-    assert sorted(_query(warehouse, ids), key=str) == [(77,), (None,)]
+    loaded = etl(
+        "load-file", "--on-bad-conversation=quarantine", str(export), wh=warehouse, check=True
+    )
+    # Both stay out: the erased id, and the copy without one, by its erased reference.
+    assert _query(warehouse, ids) == [(77,)]
+    assert "2 forgotten" in loaded.stderr
 
 
 def test_forget_needs_something_to_erase(warehouse: TestWarehouse) -> None:
     etl("migrate", wh=warehouse, check=True)
     result = etl("forget", wh=warehouse)
     assert result.code == 2 and "--conversation-id" in result.output
+    beyond = etl("forget", f"--conversation-id={2**63}", wh=warehouse)
+    assert beyond.code == 2 and "--conversation-id" in beyond.output and "bug" not in beyond.output
+
+
+def test_a_person_erased_before_their_conversations_are_loaded_is_never_stored(
+    warehouse: TestWarehouse, make_sim: Any, sim_dataset: Any, tmp_path: Path
+) -> None:
+    """An identifier or reference erased while nothing of it is stored (a backfill of older
+    dates comes later, say) keeps its conversations out of every load, quarantine included."""
+    api, config = make_sim(), _config(tmp_path)
+    etl("migrate", wh=warehouse, config=config, check=True)
+    window = [sim_dataset.conversation(i) for i in api.matching_ids(*_range())]
+    person = next(
+        c["authentication_identifier"] for c in window if c.get("authentication_identifier")
+    )
+    theirs = {c["id"] for c in window if c.get("authentication_identifier") == person}
+    by_reference = next(c for c in window if c["id"] not in theirs)
+
+    done = etl(
+        "forget",
+        f"--authentication-identifier={person}",
+        f"--reference={by_reference['reference']}",
+        wh=warehouse,
+        config=config,
+        check=True,
+    )
+    assert "erased no stored conversation" in done.stderr
+    assert "2 reference(s) and identifier(s) are recorded, hashed" in done.stderr
+    assert person not in done.output
+    recorded = _query(warehouse, f"SELECT kind, digest FROM {warehouse.table('etl_erased_keys')}")
+    assert sorted(kind for kind, _ in recorded) == ["authentication_identifier", "reference"]
+    assert not any(
+        person in digest or by_reference["reference"] in digest for _, digest in recorded
+    )
+    assert _last_run(warehouse, "forget")["forgotten"] == 0  # logged all the same
+
+    assert _backfill(warehouse, api, config).code == 0
+    stored = set(_ids(warehouse))
+    assert stored and not stored & {*theirs, by_reference["id"]}
+    assert _query(
+        warehouse,
+        f"SELECT count(*) FROM {warehouse.table('conversations')} "
+        f"WHERE authentication_identifier = '{person}'",
+    ) == [(0,)]
+    forgotten = _query(
+        warehouse,
+        f"SELECT sum(conversations_forgotten) FROM {warehouse.table('etl_runs')} "
+        "WHERE command = 'backfill'",
+    )[0][0]
+    assert forgotten >= len(theirs) + 1
+
+
+def _range() -> tuple[datetime, datetime]:
+    return parse_instant(START, OSLO), parse_instant(UNTIL, OSLO)
 
 
 # -- etl prune ----------------------------------------------------------------------------------

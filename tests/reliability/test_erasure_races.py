@@ -59,6 +59,43 @@ def test_forget_during_a_load_of_the_same_conversation_erases_it(
     assert h.query(wh, f"SELECT id FROM {wh.table('conversations')} WHERE id IN ({listed})") == []
 
 
+@pytest.mark.parametrize("point", ["mid-stream", "before-commit"])
+def test_forget_by_identifier_during_a_load_erases_what_that_load_brings(
+    warehouse: TestWarehouse, make_sim: Any, sim_dataset: Any, tmp_path: Path, point: str
+) -> None:
+    """The window is paused holding a new conversation of the person's: `forget` waits for it
+    (PostgreSQL) or runs before it (SQLite), and the person's conversations end erased."""
+    wh = warehouse
+    cfg, site = h.config(tmp_path), h.Site(make_sim)
+    wh.migrate()
+    site.serve()
+    h.preload(wh, site, cfg)  # window 1
+    stored = {r[0] for r in h.query(wh, f"SELECT id FROM {wh.table('conversations')}")}
+    window_2 = site.api.matching_ids(h.W2.start, h.W2.end)
+    person = next(
+        identifier
+        for i in window_2[:10]
+        if i not in stored
+        and (identifier := sim_dataset.conversation(i).get("authentication_identifier"))
+    )
+    paused = h.spawn(
+        "run", "--until", h.UNTIL, wh=wh, site=site, config=cfg, point=point, after=12
+    ).wait_paused()
+
+    forget = h.start("forget", f"--authentication-identifier={person}", wh=wh, config=cfg)
+    _blocked_or_done(wh, forget)
+    paused.resume()
+    loaded, forgot = paused.finish(), h.finish(forget)
+
+    assert loaded.code == 0, loaded.output
+    assert forgot.code == 0, forgot.output
+    theirs = f"SELECT id FROM {wh.table('conversations')} WHERE authentication_identifier = :p"
+    assert h.query(wh, theirs.replace(":p", f"'{person}'")) == []
+    again = h.run("backfill", "--from", h.START, "--to", h.UNTIL, wh=wh, site=site, config=cfg)
+    assert again.code == 0, again.output
+    assert h.query(wh, theirs.replace(":p", f"'{person}'")) == []
+
+
 def _blocked_or_done(wh: TestWarehouse, child: Any) -> None:
     """Let `etl forget` get as far as it can while the window holds its locks: it finishes
     (it must not erase what the window then commits), or waits for a lock (PostgreSQL
