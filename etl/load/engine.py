@@ -62,13 +62,18 @@ _SET_KEEPALIVES: Final = (
 )
 
 
+# How long a SQLite write waits for another process's write transaction (a window loading)
+# before it fails with "database is locked" (runner.database_error says so).
+SQLITE_BUSY_SECONDS: Final = 30
+
+
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     # WAL lets dashboards read while a window loads; NORMAL sync is durable at commit in WAL.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
     cursor.close()
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import re
+import sqlite3
 import threading
 import time
 import uuid
@@ -30,7 +31,7 @@ from etl.extract import BrokenStreamError, ExportClient, ExportStream, window_re
 from etl.extract.errors import ExactParseNeeded
 from etl.extract.files import open_export_file
 from etl.load.claims import Held, WindowLedger
-from etl.load.engine import begin_write, make_engine
+from etl.load.engine import SQLITE_BUSY_SECONDS, begin_write, make_engine
 from etl.load.loader import (
     CHANGED,
     NEW,
@@ -119,6 +120,8 @@ def database_error(
     )
     # Rows another window held for longer than pipeline.claim_timeout (a frozen holder).
     waited = isinstance(orig, psycopg.errors.LockNotAvailable)
+    # SQLite: another process's write transaction outlasted the busy timeout.
+    busy = isinstance(orig, sqlite3.OperationalError) and "database is locked" in str(orig)
     # (psycopg raises both as OperationalError, which reads as a lost connection otherwise.)
     happened = (
         "ended the transaction to break a deadlock with another window"
@@ -126,6 +129,9 @@ def database_error(
         else "gave up waiting (pipeline.claim_timeout) for rows another window holds; if "
         "that run is stuck, stop it"
         if waited
+        else f"was busy: another process (a load?) held the SQLite file's write lock for "
+        f"more than {SQLITE_BUSY_SECONDS} s"
+        if busy
         else "is unreachable"
         if unreachable
         else "connection was lost"

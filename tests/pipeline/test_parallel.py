@@ -243,3 +243,28 @@ def test_windows_that_block_each_other_are_retried_and_said_so(
     assert issubclass(error, psycopg.OperationalError)
     found = database_error(error("it happened"), "window [a, b)")
     assert found.retryable and says in str(found) and "connection was lost" not in str(found)
+
+
+def test_a_sqlite_file_another_process_keeps_locked_is_said_to_be_busy(tmp_path: Path) -> None:
+    """SQLite raises "database is locked" as OperationalError, which alone reads as a lost
+    connection; here the other writer holds the lock past a busy timeout of 0."""
+    import sqlite3
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    from etl.pipeline.runner import database_error
+
+    path = tmp_path / "busy.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+    try:
+        with pytest.raises(OperationalError) as raised, engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+    finally:
+        engine.dispose()
+        holder.close()
+    found = database_error(raised.value, "etl forget", undone="nothing was erased: run it again")
+    assert "was busy: another process (a load?) held the SQLite file's write lock" in str(found)
+    assert "connection was lost" not in str(found)
