@@ -49,11 +49,24 @@ def register(value: str) -> None:
             _known.add(value)
 
 
-def scrub(text: str) -> str:
-    """Replace every registered secret in `text` with a fixed mask."""
+# The shortest start of a secret that `scrub(..., cut=True)` masks at the end of a text.
+_SHORTEST_CUT = 4
+
+
+def scrub(text: str, *, cut: bool = False) -> str:
+    """Replace every registered secret in `text` with a fixed mask.
+
+    `cut`: `text` was cut from a longer one (an error body read only so far), so it may end
+    with the start of a secret, which no whole value matches: that is masked too.
+    """
     with _lock:
         known = sorted(_known, key=len, reverse=True)
     for value in known:
         if value in text:
             text = text.replace(value, _REDACTED)
+    if cut:
+        for value in known:
+            for length in range(min(len(value) - 1, len(text)), _SHORTEST_CUT - 1, -1):
+                if text.endswith(value[:length]):
+                    return text[:-length] + _REDACTED
     return text

@@ -24,6 +24,7 @@ from etl.extract.errors import (
     RetriableAPIError,
 )
 from etl.extract.stream import ExportStream
+from etl.secrets import scrub
 from etl.windows import Window
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,15 @@ def _server_message(response: requests.Response) -> str:
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         log.debug("could not read the body of an HTTP %s: %r", response.status_code, exc)
         return ""
+    # Secrets go before the text is shortened: a server may quote the token it refused, and a
+    # token cut in two is no longer one that `scrub` knows (the log's own scrub comes too late).
     try:
         body = json.loads(raw or b"null")
     except ValueError:
-        return raw[:200].decode("utf-8", "replace").strip()
+        text = scrub(raw.decode("utf-8", "replace"), cut=len(raw) >= _ERROR_BODY_BYTES)
+        return text[:200].strip()
     if isinstance(body, dict):
-        return str(body.get("message") or body.get("error") or "")[:500]
+        return scrub(str(body.get("message") or body.get("error") or ""))[:500]
     return ""
 
 
