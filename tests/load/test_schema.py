@@ -24,6 +24,7 @@ PIPELINE_TABLES = (
     "etl_windows",
     "etl_settings",
     "etl_tombstones",
+    "etl_erased_keys",
 )
 metadata = build_metadata()
 
