@@ -514,6 +514,14 @@ def _database_url(source: str, value: str) -> str:
         raise ConfigError(f"warehouse.url in {source}: only sqlite and postgresql are supported")
     if url.password:
         register(str(url.password))
+    if url.host and "@" in url.host:
+        # A password with an '@' not URL-encoded: the URL parser ends the password at the first
+        # '@' and reads the rest of it as the host, which every connection error would quote.
+        register(url.host.rpartition("@")[0])
+        raise ConfigError(
+            f"warehouse.url in {source} (or ETL_DATABASE_URL) has an '@' after its password: "
+            "write '@' in a password as %40 (and ':' as %3A, '/' as %2F, '%' as %25)"
+        )
     if "password" in url.query:  # libpq takes it from the query string too
         register(str(url.query["password"]))
     if url.get_backend_name() == "postgresql" and url.drivername != "postgresql+psycopg":

@@ -116,6 +116,15 @@ def test_database_password_is_hidden_in_display_url() -> None:
     assert scrub("password is hunter2pw") == "password is **********"
 
 
+def test_a_password_with_an_at_sign_not_url_encoded_is_refused_unquoted() -> None:
+    url = "postgresql+psycopg://owner:Sup3r@Secret99@127.0.0.1:5432/db"
+    with pytest.raises(ConfigError) as raised:
+        load_settings(None, env={"ETL_DATABASE_URL": url})
+    message = str(raised.value)
+    assert "%40" in message and "Sup3r" not in message and "Secret99" not in message
+    assert "Secret99" not in scrub("could not resolve host 'Secret99@127.0.0.1'")
+
+
 def test_a_password_in_the_query_string_is_hidden_too() -> None:
     url = "postgresql://u@db/x?password=QueryPw4321&sslmode=require"
     s = load_settings(None, env={"ETL_DATABASE_URL": url})
