@@ -583,7 +583,9 @@ def _upgrade(engine: Engine, schema: str | None, zone: tzinfo, shown: str) -> in
     from sqlalchemy.exc import DBAPIError
 
     from etl.load import migrate as migrations
+    from etl.load.revision import current_revision, refuse_newer_revision
 
+    refuse_newer_revision(current_revision(engine, schema), shown)
     try:
         return migrations.upgrade(engine, schema, reporting_zone=zone)
     except DBAPIError as exc:

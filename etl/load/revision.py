@@ -29,10 +29,42 @@ def current_revision(engine: Engine, schema: str | None = None) -> str | None:
     return ",".join(revisions) or None
 
 
+def _newer(current: str | None) -> bool:
+    """Whether a later version of convo-etl made revision `current` (rolled back code, or a
+    second host not upgraded yet): this version's `etl migrate` does not know it either."""
+    return (
+        current is not None
+        and current.isdigit()
+        and len(current) == len(HEAD_REVISION)
+        and current > HEAD_REVISION
+    )
+
+
+def revision_advice(current: str | None) -> str | None:
+    """What to do about a warehouse at revision `current` (None: never migrated), as the end
+    of a sentence after "at schema revision ..."; None when it is the one this version reads."""
+    if current == HEAD_REVISION:
+        return None
+    if _newer(current):
+        return (
+            f"which a later version of convo-etl made; this version knows revisions up to "
+            f"{HEAD_REVISION}: run the version that migrated it (upgrade convo-etl here)"
+        )
+    return f"this version needs {HEAD_REVISION}: run `etl migrate` first"
+
+
+def refuse_newer_revision(current: str | None, warehouse: str) -> None:
+    """Raise ConfigError when a later version of convo-etl migrated the warehouse."""
+    if _newer(current):
+        raise ConfigError(
+            f"the warehouse {warehouse} is at schema revision {current}, {revision_advice(current)}"
+        )
+
+
 def refuse_other_revision(current: str | None, warehouse: str) -> None:
     """Raise ConfigError when the warehouse is not at the revision this version reads."""
-    if current != HEAD_REVISION:
+    advice = revision_advice(current)
+    if advice is not None:
         raise ConfigError(
-            f"the warehouse {warehouse} is at schema revision {current or 'none'}, this version "
-            f"needs {HEAD_REVISION}: run `etl migrate` first"
+            f"the warehouse {warehouse} is at schema revision {current or 'none'}, {advice}"
         )

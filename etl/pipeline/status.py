@@ -11,7 +11,7 @@ from sqlalchemy import Engine, MetaData, inspect, select
 
 from etl.load.claims import CLAIMED, FAILED, LOADED
 from etl.load.loader import OUTCOMES
-from etl.load.revision import HEAD_REVISION, current_revision
+from etl.load.revision import HEAD_REVISION, current_revision, revision_advice
 from etl.load.schema import table_of
 from etl.load.state import StateStore
 from etl.normalize import TABLE_COLUMNS
@@ -183,10 +183,8 @@ def format_status(status: dict[str, Any]) -> str:
     """The human-readable form."""
     if not status["migrated"]:
         if status.get("revision"):
-            return (
-                f"The warehouse is at schema revision {status['revision']}, this version needs "
-                f"{HEAD_REVISION}: run `etl migrate`."
-            )
+            advice = revision_advice(status["revision"])
+            return f"The warehouse is at schema revision {status['revision']}, {advice}."
         return "The warehouse has no schema yet: run `etl migrate`."
     lines: list[str] = []
     if not status["states"]:

@@ -16,6 +16,7 @@ from sqlalchemy.pool import NullPool
 from etl.load.migrate import downgrade, head_revision, upgrade, upgrade_sql
 from etl.load.revision import HEAD_REVISION, current_revision
 from etl.load.schema import build_metadata
+from tests.conftest import TestWarehouse
 
 ALL_TABLES = set(build_metadata().tables)
 
@@ -447,3 +448,26 @@ def test_a_view_of_the_users_own_that_stops_a_migration_is_named(
     assert current_revision(engine, schema) == "0005"
     with engine.begin() as conn:
         conn.execute(text(f'DROP VIEW "{schema}".mine'))
+
+
+def test_a_warehouse_a_later_version_migrated_is_refused_with_what_to_do(
+    migrated: TestWarehouse,
+) -> None:
+    """Not "run `etl migrate`": this version's migrate does not know the revision either."""
+    from tests.pipeline.cli_helpers import etl
+
+    engine = migrated.engine()
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(f"UPDATE {migrated.table('alembic_version')} SET version_num = '9999'")
+            )
+    finally:
+        engine.dispose()
+    from tests.conftest import SEED_EXPORT
+
+    for command in (["status"], ["migrate"], ["load-file", str(SEED_EXPORT)]):
+        result = etl(*command, wh=migrated)
+        assert result.code == (0 if command == ["status"] else 2), (command, result.output)
+        assert "revision 9999, which a later version of convo-etl made" in result.output, command
+        assert "bug" not in result.output and "run `etl migrate`" not in result.output, command
