@@ -80,7 +80,10 @@ def run_offline() -> None:
 def _run_on(connection: Connection) -> None:
     dialect_name = connection.dialect.name
     schema = _schema(dialect_name)
-    if schema:
+    # PostgreSQL checks the CREATE privilege on the database before IF NOT EXISTS: a schema
+    # owner without it (the README's least-privilege set-up) could not migrate its own schema.
+    exists = text("SELECT 1 FROM pg_namespace WHERE nspname = :schema")
+    if schema and connection.execute(exists, {"schema": schema}).first() is None:
         connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quoted(schema)}"))
     _configure(schema, dialect_name, connection=connection)
     with context.begin_transaction():

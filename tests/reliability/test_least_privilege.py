@@ -120,6 +120,23 @@ def test_loader_role_with_only_the_documented_grants_loads_everything(
     assert role in wh.url
 
 
+def test_the_schema_owner_of_the_readme_migrates_its_schema(
+    pg_server: str, pg_warehouse: TestWarehouse, tmp_path: Path
+) -> None:
+    """The README's owner has its schema and nothing on the database: no CREATE, which
+    `CREATE SCHEMA IF NOT EXISTS` asks for even when the schema exists."""
+    role, schema = f"etl_owner_{secrets.token_hex(4)}", f"owned_{secrets.token_hex(4)}"
+    _admin(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{h.DB_PASSWORD}'")
+    _admin(pg_server, f'CREATE SCHEMA "{schema}" AUTHORIZATION {role}')
+    try:
+        url = make_url(pg_warehouse.url).set(username=role, password=h.DB_PASSWORD)
+        owner = TestWarehouse("postgres", url.render_as_string(False), schema)
+        result = h.run("migrate", wh=owner, config=h.config(tmp_path))
+        assert result.code == 0, result.output
+    finally:
+        _admin(pg_server, f'DROP SCHEMA "{schema}" CASCADE; DROP OWNED BY {role}; DROP ROLE {role}')
+
+
 def test_eraser_role_with_only_the_documented_grants_forgets_and_cannot_load(
     pg_server: str,
     loader: tuple[TestWarehouse, str],
