@@ -538,24 +538,45 @@ def _ca_bundle(source: str, value: Any) -> Path | None:
     return path
 
 
-def _read_secret_file(what: str, path_text: str) -> Secret:
+def _secret(what: str, text: str, *, header: bool) -> Secret:
+    """A secret from the environment or a file, without the whitespace and byte-order mark
+    around it; refused by name (never quoted) when nothing is left, or when it holds what it
+    cannot be sent with: a line break or control character, or, for a token sent in an HTTP
+    header (`header`), anything but printable ASCII."""
+    value = text.strip().lstrip("\ufeff").strip()
+    if not value:
+        raise ConfigError(f"{what} is empty (or only whitespace): set the secret itself")
+    for at, char in enumerate(value, start=1):
+        if char.isprintable() and not (header and not "!" <= char <= "~"):
+            continue
+        kind = "a line break" if char in "\r\n" else f"character U+{ord(char):04X}"
+        raise ConfigError(
+            f"{what} holds {kind} at position {at}: a "
+            f"{'token is one line of printable ASCII' if header else 'secret is one line'}; "
+            "check that it was copied whole and alone"
+        )
+    return Secret(value)
+
+
+def _read_secret_file(what: str, path_text: str, *, header: bool) -> Secret:
     path = Path(path_text).expanduser()
     try:
-        return Secret.from_file(path)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{what}: the secret file {path} does not exist") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"{what}: cannot read a secret from {path}: {type(exc).__name__}"
         ) from None
+    return _secret(f"{what}: the secret in {path}", text, header=header)
 
 
 def _token(source: str, api_raw: Mapping[str, Any], env: Mapping[str, str]) -> Secret | None:
     if env.get(env_vars.API_TOKEN):
-        return Secret(env[env_vars.API_TOKEN].strip())
+        return _secret(env_vars.API_TOKEN, env[env_vars.API_TOKEN], header=True)
     if api_raw.get("token_file"):
         return _read_secret_file(
-            "api.token_file (or ETL_API_TOKEN_FILE)", str(api_raw["token_file"])
+            "api.token_file (or ETL_API_TOKEN_FILE)", str(api_raw["token_file"]), header=True
         )
     return None
 
@@ -567,9 +588,13 @@ def _oauth(source: str, raw: Mapping[str, Any], env: Mapping[str, str]) -> OAuth
     if missing:
         raise ConfigError(f"api.oauth in {source}: {', '.join(missing)} missing (or ETL_OAUTH_*)")
     if env.get(env_vars.OAUTH_CLIENT_SECRET):
-        secret = Secret(env[env_vars.OAUTH_CLIENT_SECRET].strip())
+        secret = _secret(
+            env_vars.OAUTH_CLIENT_SECRET, env[env_vars.OAUTH_CLIENT_SECRET], header=False
+        )
     elif raw.get("client_secret_file"):
-        secret = _read_secret_file("api.oauth.client_secret_file", str(raw["client_secret_file"]))
+        secret = _read_secret_file(
+            "api.oauth.client_secret_file", str(raw["client_secret_file"]), header=False
+        )
     else:
         raise ConfigError(
             "OAuth is configured but has no client secret: set ETL_OAUTH_CLIENT_SECRET or "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 _REDACTED = "**********"
 _lock = threading.Lock()
@@ -20,10 +19,6 @@ class Secret:
             raise ValueError("a secret cannot be empty")
         self._value = value
         register(value)
-
-    @classmethod
-    def from_file(cls, path: Path) -> Secret:
-        return cls(path.read_text(encoding="utf-8").strip())
 
     def reveal(self) -> str:
         """The value, for the one place that sends it (an HTTP header or form)."""

@@ -209,3 +209,37 @@ def test_a_bad_flag_is_blamed_on_the_command_line_not_the_file(tmp_path: Path) -
     path = write(tmp_path, "[pipeline]\nwindow = '0h'\n")
     with pytest.raises(ConfigError, match=f"pipeline.window in {path}"):
         load_settings(path, env={}, overrides={"pipeline.workers": 2})
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "says"),
+    [
+        ("env", " \t", "ETL_API_TOKEN is empty"),
+        ("file", "", "the secret in"),
+        ("file", "tok-first-line-1234\ntok-second-line-5678\n", "a line break at position 20"),
+        ("env", "tok-caf\u00e9-1234", "character U+00E9 at position 8"),
+        ("env", "tok with-a-space-1234", "character U+0020 at position 4"),
+    ],
+)
+def test_a_token_that_cannot_be_sent_is_refused_by_name_unquoted(
+    tmp_path: Path, where: str, value: str, says: str
+) -> None:
+    env = {"ETL_API_URL": "http://h"}
+    if where == "env":
+        env["ETL_API_TOKEN"] = value
+    else:
+        (tmp_path / "token").write_text(value)
+        env["ETL_API_TOKEN_FILE"] = str(tmp_path / "token")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(None, env=env)
+    assert says in str(raised.value)
+    assert not any(len(part) > 4 and part in str(raised.value) for part in value.split())
+
+
+def test_a_token_file_saved_with_a_byte_order_mark_loads_without_it(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("\ufefftok-from-notepad-1234\r\n", encoding="utf-8")
+    settings = load_settings(
+        None, env={"ETL_API_URL": "http://h", "ETL_API_TOKEN_FILE": str(tmp_path / "token")}
+    )
+    assert settings.api.token is not None
+    assert settings.api.token.reveal() == "tok-from-notepad-1234"
