@@ -199,7 +199,8 @@ def load_settings(
     flagged = frozenset(k for k, v in (overrides or {}).items() if v is not None)
     for dotted in flagged:
         _set_dotted(merged, dotted, (overrides or {})[dotted])
-    return _build(merged, env, source, flagged)
+    from_env = {dotted: name for name, dotted in _FROM_ENV.items() if env.get(name)}
+    return _build(merged, env, source, flagged, from_env)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -207,7 +208,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist: check --config") from None
+        raise ConfigError(
+            f"config file {path} does not exist: check --config (or ETL_CONFIG)"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
@@ -269,35 +272,42 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+# The settings an environment variable sets (over the file's value), by dotted key.
+_FROM_ENV: Final = {
+    env_vars.DATABASE_URL: "warehouse.url",
+    env_vars.DATABASE_SCHEMA: "warehouse.schema",
+    env_vars.API_URL: "api.url",
+    env_vars.API_TOKEN_FILE: "api.token_file",
+    env_vars.OAUTH_TOKEN_URL: "api.oauth.token_url",
+    env_vars.OAUTH_CLIENT_ID: "api.oauth.client_id",
+    env_vars.OAUTH_CLIENT_SECRET_FILE: "api.oauth.client_secret_file",
+}
+
+
 def _merge_env(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     merged: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     api = merged.setdefault("api", {})
     api["oauth"] = dict(api.get("oauth", {}))
-    mapping = {
-        env_vars.DATABASE_URL: ("warehouse", "url"),
-        env_vars.DATABASE_SCHEMA: ("warehouse", "schema"),
-        env_vars.API_URL: ("api", "url"),
-        env_vars.API_TOKEN_FILE: ("api", "token_file"),
-    }
-    for name, (section, key) in mapping.items():
+    for name, dotted in _FROM_ENV.items():
         if env.get(name):
-            merged.setdefault(section, {})[key] = env[name]
-    for name, key in (
-        (env_vars.OAUTH_TOKEN_URL, "token_url"),
-        (env_vars.OAUTH_CLIENT_ID, "client_id"),
-        (env_vars.OAUTH_CLIENT_SECRET_FILE, "client_secret_file"),
-    ):
-        if env.get(name):
-            api["oauth"][key] = env[name]
+            _set_dotted(merged, dotted, env[name])
     return merged
 
 
 def _build(
-    tree: Mapping[str, Any], env: Mapping[str, str], source: str, flagged: frozenset[str]
+    tree: Mapping[str, Any],
+    env: Mapping[str, str],
+    source: str,
+    flagged: frozenset[str],
+    from_env: Mapping[str, str],
 ) -> Settings:
     def src(key: str) -> str:
         """Where `key`'s value came from, for its error message."""
-        return "a command-line option" if key in flagged else source
+        if key in flagged:
+            return "a command-line option"
+        if key in from_env:
+            return f"the environment ({from_env[key]})"
+        return source
 
     api_raw = tree.get("api", {})
     wh_raw = tree.get("warehouse", {})
@@ -363,11 +373,11 @@ def _build(
         ),
         max_wait=_float(src("retry.max_wait"), "retry.max_wait", rt_raw.get("max_wait", 120.0)),
     )
-    url = _database_url(source, str(wh_raw.get("url", DEFAULT_DATABASE_URL)))
+    url = _database_url(src("warehouse.url"), str(wh_raw.get("url", DEFAULT_DATABASE_URL)))
     schema = _text(src("warehouse.schema"), "warehouse.schema", wh_raw.get("schema")) or None
     if schema is not None and make_url(url).get_backend_name() != "postgresql":
         raise ConfigError(
-            f"warehouse.schema in {source} (or ETL_DATABASE_SCHEMA) is {schema!r}, but schemas "
+            f"warehouse.schema in {src('warehouse.schema')} is {schema!r}, but schemas "
             "are a PostgreSQL feature: unset it for a SQLite warehouse"
         )
     warehouse = WarehouseSettings(
@@ -387,9 +397,9 @@ def _build(
         else None,
     )
     api = ApiSettings(
-        url=_api_url(source, api_raw.get("url")),
+        url=_api_url(src("api.url"), api_raw.get("url")),
         token=_token(source, api_raw, env),
-        oauth=_oauth(source, api_raw.get("oauth", {}), env),
+        oauth=_oauth(src("api.oauth.token_url"), api_raw.get("oauth", {}), env),
         filters=dict(api_raw.get("filters", {})),
         connect_timeout=_float(
             src("api.connect_timeout"), "api.connect_timeout", api_raw.get("connect_timeout", 10.0)
@@ -484,15 +494,19 @@ def _float(source: str, key: str, value: Any) -> float:
     return number
 
 
-def _api_url(
-    source: str, value: Any, key: str = "api.url", variable: str = env_vars.API_URL
-) -> str | None:
+def _api_url(source: str, value: Any, key: str = "api.url") -> str | None:
     if value in (None, ""):
         return None
-    parts = urlsplit(str(value))
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    # The value is not quoted: a URL with credentials in it, mistyped, would show them.
+    try:
+        parts = urlsplit(str(value))
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:  # an unclosed IPv6 bracket, a port out of range
+        valid = False
+    if not valid:
         raise ConfigError(
-            f"{key} in {source} (or {variable}): {value!r} is not an http(s) URL; "
+            f"{key} in {source} is not an http(s) URL with a host name; "
             "give the site's base URL, e.g. https://yoursite.example.com"
         )
     if parts.username or parts.password:
@@ -507,7 +521,7 @@ def _database_url(source: str, value: str) -> str:
         url: URL = make_url(value)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
-            f"warehouse.url in {source} (or ETL_DATABASE_URL) is not a SQLAlchemy URL: write "
+            f"warehouse.url in {source} is not a SQLAlchemy URL: write "
             "sqlite:///warehouse.db or postgresql+psycopg://user@host/db"
         ) from None
     if url.get_backend_name() not in ("sqlite", "postgresql"):
@@ -519,7 +533,7 @@ def _database_url(source: str, value: str) -> str:
         # '@' and reads the rest of it as the host, which every connection error would quote.
         register(url.host.rpartition("@")[0])
         raise ConfigError(
-            f"warehouse.url in {source} (or ETL_DATABASE_URL) has an '@' after its password: "
+            f"warehouse.url in {source} has an '@' after its password: "
             "write '@' in a password as %40 (and ':' as %3A, '/' as %2F, '%' as %25)"
         )
     if "password" in url.query:  # libpq takes it from the query string too
@@ -600,7 +614,7 @@ def _oauth(source: str, raw: Mapping[str, Any], env: Mapping[str, str]) -> OAuth
             "OAuth is configured but has no client secret: set ETL_OAUTH_CLIENT_SECRET or "
             "ETL_OAUTH_CLIENT_SECRET_FILE"
         )
-    _api_url(source, raw["token_url"], "api.oauth.token_url", env_vars.OAUTH_TOKEN_URL)
+    _api_url(source, raw["token_url"], "api.oauth.token_url")
     return OAuthSettings(
         token_url=str(raw["token_url"]),
         client_id=str(raw["client_id"]),

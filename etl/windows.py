@@ -43,7 +43,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration: write e.g. 90s, 30m, 2h, 1d or 1w")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2).lower()])
+    try:
+        return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2).lower()])
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer than any duration this can hold") from None
 
 
 def parse_zone(name: str) -> tzinfo:

@@ -243,3 +243,28 @@ def test_a_token_file_saved_with_a_byte_order_mark_loads_without_it(tmp_path: Pa
     )
     assert settings.api.token is not None
     assert settings.api.token.reveal() == "tok-from-notepad-1234"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("https://svc:MyB4sicPassw0rd@site.example", "credentials in the URL are not allowed"),
+        ("htps://svc:MyB4sicPassw0rd@site.example", "is not an http(s) URL"),
+        ("https://[::1", "is not an http(s) URL"),
+        ("https://site.example:99999", "is not an http(s) URL"),
+    ],
+)
+def test_a_bad_api_url_from_the_environment_is_named_so_and_not_quoted(url: str, says: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(None, env={"ETL_API_URL": url})
+    message = str(raised.value)
+    assert says in message and "the environment (ETL_API_URL)" in message
+    assert "MyB4sic" not in message
+
+
+def test_a_duration_too_long_to_hold_is_a_configuration_error(tmp_path: Path) -> None:
+    path = tmp_path / "etl.toml"
+    path.write_text('[pipeline]\nwindow = "1000000000d"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, env={})
+    assert "pipeline.window" in str(raised.value)
