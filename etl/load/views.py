@@ -283,7 +283,7 @@ COLUMN_COMMENTS: Final = {
         "failed_windows": "Of those, failed.",
         "interrupted_windows": "Of those, interrupted (Ctrl-C, SIGTERM).",
         "conversations": "Conversations received by the windows that loaded.",
-        "seconds": "Seconds spent in those windows.",
+        "seconds": "Seconds spent in all of them, failed and interrupted ones included.",
     },
 }
 
