@@ -193,8 +193,8 @@ def expired(conn: Connection, metadata: MetaData, cutoff: datetime, *, limit: in
 
 
 def is_expired(metadata: MetaData, cutoff: datetime) -> ColumnElement[bool]:
-    """Its last message before `cutoff`: by the conversation's times, or, when the export gave
-    none (a conversation without `time`), by its messages' own, or when it was loaded."""
+    """Its last message before `cutoff`: by the conversation's last_message_at, or, when the
+    export gave none, by its messages' own times, or its start, or when it was loaded."""
     conversations, messages = table_of(metadata, "conversations"), table_of(metadata, "messages")
     last, created = conversations.c.last_message_at, conversations.c.created_at
     latest_message = (
@@ -204,9 +204,7 @@ def is_expired(metadata: MetaData, cutoff: datetime) -> ColumnElement[bool]:
     )
     return or_(
         last < cutoff,
-        last.is_(None) & (created < cutoff),
-        # Last, so that only conversations without either time read their messages.
+        # Only conversations without last_message_at read their messages.
         last.is_(None)
-        & created.is_(None)
-        & (func.coalesce(latest_message, conversations.c.loaded_at) < cutoff),
+        & (func.coalesce(latest_message, created, conversations.c.loaded_at) < cutoff),
     )

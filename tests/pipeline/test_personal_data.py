@@ -320,6 +320,23 @@ def test_a_conversation_exported_without_times_is_pruned_by_its_messages(
     assert _children(warehouse, [seed[1]["id"]]) == 0
 
 
+def test_a_conversation_exported_with_only_its_start_is_pruned_by_its_messages(
+    warehouse: TestWarehouse, tmp_path: Path
+) -> None:
+    """`time.created` without `last_message_created`: its messages say when it ended, not its
+    start (found in review: one started in 2020 with messages in 2021 was pruned for 2021)."""
+    config = _config(tmp_path)
+    etl("migrate", wh=warehouse, config=config, check=True)
+    seed = json.loads(SEED.read_text())
+    seed[1]["time"] = {"created": "2020-06-01T10:00:00+00:00"}
+    (tmp_path / "started.json").write_text(json.dumps(seed))
+    etl("load-file", str(tmp_path / "started.json"), wh=warehouse, config=config, check=True)
+    etl("prune", "--before=2021-01-01", wh=warehouse, config=config, check=True)
+    assert len(_ids(warehouse)) == 1  # its messages are from January 2021
+    etl("prune", "--before=2021-03-01", wh=warehouse, config=config, check=True)
+    assert _ids(warehouse) == []
+
+
 def test_run_prunes_at_its_end_when_retention_is_set(
     warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
 ) -> None:
