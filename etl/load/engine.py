@@ -65,6 +65,7 @@ _SET_KEEPALIVES: Final = (
 # How long a SQLite write waits for another process's write transaction (a window loading)
 # before it fails with "database is locked" (runner.database_error says so).
 SQLITE_BUSY_SECONDS: Final = 30
+_BUSY_TIMEOUT: Final = "PRAGMA busy_timeout=" + str(SQLITE_BUSY_SECONDS * 1000)
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -73,7 +74,7 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     # WAL lets dashboards read while a window loads; NORMAL sync is durable at commit in WAL.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
+    cursor.execute(_BUSY_TIMEOUT)
     cursor.close()
 
 

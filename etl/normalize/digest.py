@@ -106,8 +106,8 @@ def _conversation_id(conv: Any, position: int | None) -> int:
 
 
 OUT_OF_RANGE = (
-    "a number in it is beyond the range of a double-precision float (such as -1e400), which "
-    "cannot be stored"
+    "a number in it is not finite (NaN, or beyond the range of a double-precision float, such "
+    "as -1e400), which JSON cannot hold and the warehouse cannot store"
 )
 
 

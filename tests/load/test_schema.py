@@ -61,6 +61,7 @@ def test_keys() -> None:
         "etl_windows": ("state_key", "window_start", "window_end"),
         "etl_settings": ("key",),
         "etl_tombstones": ("conversation_id",),
+        "etl_erased_keys": ("kind", "digest"),
     }
     for table in metadata.tables.values():
         assert table.primary_key.name == f"pk_{table.name}"

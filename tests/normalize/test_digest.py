@@ -5,10 +5,12 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.normalize.digest import Digest, content_digest
+from etl.normalize.errors import NormalizeError
 
 _json: st.SearchStrategy[Any] = st.recursive(
     st.none()
@@ -30,12 +32,15 @@ def test_finite_floats_shortcut_gives_the_same_digest(fields: dict[str, Any]) ->
     assert content_digest(conversation, finite_floats=True) == content_digest(conversation)
 
 
-def test_without_the_promise_a_nan_is_not_hashed_as_null() -> None:
-    # orjson writes NaN as null: only the full check keeps the two conversations apart.
-    with_nan = {"id": 7, "messages": [], "score": float("nan")}
-    with_null = {"id": 7, "messages": [], "score": None}
-    assert content_digest(with_nan).content_hash != content_digest(with_null).content_hash
-    assert content_digest(with_nan).plain is False
+@pytest.mark.parametrize("number", [float("nan"), float("-inf")])
+def test_without_the_promise_a_number_json_cannot_hold_is_refused_not_hashed_as_null(
+    number: float,
+) -> None:
+    """orjson writes NaN and infinities as null: only the full check tells such a conversation
+    (ijson's pure-Python parser reads -1e400 as -inf) from one with a null, and refuses it."""
+    assert content_digest({"id": 7, "messages": [], "score": None}).plain is True
+    with pytest.raises(NormalizeError, match="not finite"):
+        content_digest({"id": 7, "messages": [], "score": number})
 
 
 @settings(max_examples=50, deadline=None)
