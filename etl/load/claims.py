@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from etl.errors import DatabaseError, LockedError
 from etl.load.engine import begin_write, dialect_insert
-from etl.load.lock import RunLock
+from etl.load.lock import RELEASE_WAIT, RunLock
 from etl.load.schema import table_of
 from etl.secrets import scrub
 from etl.windows import Window
@@ -107,7 +107,9 @@ class WindowLedger:
     def stop(self) -> None:
         self._stop.set()
         if self._heartbeat is not None:
-            self._heartbeat.join()
+            # A beat in a statement the server never answers is not waited for: see
+            # RunLock.release.
+            self._heartbeat.join(RELEASE_WAIT)
         self._liveness.release(remove=True)
 
     def _beat(self, interval: float) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Final
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import make_url
@@ -16,6 +17,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from etl.config import display_url
 from etl.errors import DatabaseError, LockedError
 from etl.load.engine import advisory_key
+
+log = logging.getLogger(__name__)
 
 _MESSAGE = (
     "another etl process loading this warehouse (run, backfill, load-file or "
@@ -47,6 +50,25 @@ _LOST = (
     "the database session holding the run lock has ended (terminated, timed out or cut off), "
     "so another run could start alongside this one: the window was rolled back; run again"
 )
+
+
+# How long letting go of a lock waits for the server (RunLock.release).
+RELEASE_WAIT: Final = 10
+
+
+def _unlock(conn: Connection, key: str) -> None:
+    try:
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": advisory_key(key)})
+        conn.commit()
+    except SQLAlchemyError:
+        # The session is gone, and its advisory lock went with it.
+        try:
+            conn.invalidate()
+            conn.close()
+        except SQLAlchemyError:
+            pass
+    else:
+        conn.close()
 
 
 class RunLock:
@@ -152,19 +174,25 @@ class RunLock:
                 pass
 
     def release(self, *, remove: bool = False) -> None:
-        """Let go of the lock; `remove`: also delete its file (a lock no one takes again)."""
+        """Let go of the lock; `remove`: also delete its file (a lock no one takes again).
+
+        A server that no longer answers (stuck on I/O, frozen) is waited for RELEASE_WAIT
+        seconds only: the run must end, with its exit status, for anyone to be alerted; the
+        lock then ends with this process's connection to it.
+        """
         if self._conn is not None:
-            try:
-                self._conn.execute(
-                    text("SELECT pg_advisory_unlock(:k)"), {"k": advisory_key(self._key)}
+            conn, self._conn = self._conn, None
+            worker = threading.Thread(
+                target=_unlock, args=(conn, self._key), name="etl-unlock", daemon=True
+            )
+            worker.start()
+            worker.join(RELEASE_WAIT)
+            if worker.is_alive():
+                log.warning(
+                    "the warehouse did not answer within %d s while a lock was let go; it ends "
+                    "with this process",
+                    RELEASE_WAIT,
                 )
-                self._conn.commit()
-            except SQLAlchemyError:
-                # The session is gone, and its advisory lock went with it.
-                self._discard()
-            else:
-                self._conn.close()
-                self._conn = None
         if self._file is not None:
             path = Path(self._file.name)
             if remove:  # before unlocking: whoever opens it next finds a new file

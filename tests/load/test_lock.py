@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from etl.errors import LockedError
 from etl.load.engine import make_engine
-from etl.load.lock import RunLock
+from etl.load.lock import RELEASE_WAIT, RunLock
 
 _OTHER_PROCESS = """
 import sys
 from etl.errors import LockedError
 from etl.load.engine import make_engine
-from etl.load.lock import RunLock
+from etl.load.lock import RELEASE_WAIT, RunLock
 try:
     RunLock(make_engine(sys.argv[1]), "key").acquire()
 except LockedError:
@@ -46,3 +50,43 @@ def test_a_second_holder_in_the_same_process_is_refused(tmp_path: Path) -> None:
     second.acquire()  # free again once the first let go
     second.release()
     assert _other_process_gets_it(url)
+
+
+def _server_processes(server: Any) -> list[int]:
+    """The postmaster of `server` and its children (backends, background workers)."""
+    postmaster = int((server.base / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
+    found = [postmaster]
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if entry.name.isdigit() and stat[stat.rindex(")") + 2 :].split()[1] == str(postmaster):
+            found.append(int(entry.name))
+    return found
+
+
+def test_letting_go_of_the_lock_ends_when_the_server_stops_answering(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server stuck on I/O (here: every process stopped) must not keep a failed run from
+    exiting: its exit status is what alerts anyone. The lock ends with the connection."""
+    from tests import pgserver
+
+    with pgserver.running("frozen") as server:
+        engine = make_engine(server.url)
+        lock = RunLock(engine, "key")
+        lock.acquire()
+        frozen = _server_processes(server)
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            releasing = threading.Thread(target=lock.release, daemon=True)
+            releasing.start()
+            releasing.join(RELEASE_WAIT * 6)  # a deadline, not a measurement
+            assert not releasing.is_alive(), "release waited for a server that never answers"
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+            engine.dispose()
+    assert "did not answer within" in caplog.text
