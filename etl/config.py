@@ -45,6 +45,8 @@ class ApiSettings:
     # Export requests in flight at once from one process, over all its windows (None: one
     # per window, pipeline.workers); 429s lower it further for a while (etl.extract.courtesy).
     max_concurrency: int | None = None
+    # The egress proxy every request to the site goes through (None: straight to it).
+    proxy: str | None = None
 
     @property
     def export_url(self) -> str:
@@ -157,6 +159,7 @@ _KNOWN: dict[str, set[str]] = {
         "max_decompressed_bytes",
         "ca_bundle",
         "max_concurrency",
+        "proxy",
         "oauth",
         "filters",
         "verify",
@@ -419,6 +422,7 @@ def _build(
         )
         if api_raw.get("max_concurrency") is not None
         else None,
+        proxy=_proxy(source, api_raw, env),
     )
     reporting = ReportingSettings(
         timezone=_convert(
@@ -514,6 +518,50 @@ def _api_url(source: str, value: Any, key: str = "api.url") -> str | None:
             f"{key} in {source}: credentials in the URL are not allowed; use ETL_API_TOKEN"
         )
     return str(value).rstrip("/")
+
+
+def _proxy(source: str, api_raw: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+    """The egress proxy for api.url: HTTPS_PROXY (or HTTP_PROXY for an http URL) as curl and
+    most tools read it, upper- or lower-case, unless NO_PROXY names the host; else api.proxy.
+    Nothing else comes from the environment: the HTTP client reads none of it (no CA bundle
+    or .netrc that would change verification or credentials)."""
+    url = api_raw.get("url")
+    host = (urlsplit(str(url)).hostname or "") if url else ""
+    variable = env_vars.HTTP_PROXY if str(url or "").startswith("http:") else env_vars.HTTPS_PROXY
+    names = (variable, variable.lower())
+    value, key = next(((env[n], f"the environment ({n})") for n in names if env.get(n)), (None, ""))
+    if value is not None and host and _bypassed(host, env):
+        value = None
+    if value is None:
+        value, key = api_raw.get("proxy") or None, f"api.proxy in {source}"
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(str(value))
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(
+            f"the proxy in {key} is not an http(s) URL with a host name: write e.g. "
+            "http://proxy.example:3128"
+        )
+    if parts.password:  # proxy credentials: masked like any other secret
+        register(parts.password)
+    return str(value)
+
+
+def _bypassed(host: str, env: Mapping[str, str]) -> bool:
+    """Whether NO_PROXY (or no_proxy) names `host`: `*`, the host, or a domain it is in; and
+    this machine itself, which no proxy reaches."""
+    if host in ("localhost", "::1") or host.startswith("127."):
+        return True
+    listed = env.get(env_vars.NO_PROXY) or env.get(env_vars.NO_PROXY.lower()) or ""
+    for entry in (e.strip().lower().lstrip(".") for e in listed.split(",")):
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return True
+    return False
 
 
 def _database_url(source: str, value: str) -> str:

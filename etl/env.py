@@ -38,6 +38,15 @@ OAUTH_CLIENT_SECRET: Final = "ETL_OAUTH_CLIENT_SECRET"
 OAUTH_CLIENT_SECRET_FILE: Final = "ETL_OAUTH_CLIENT_SECRET_FILE"
 """A file holding the OAuth client secret (api.oauth.client_secret_file)."""
 
+HTTPS_PROXY: Final = "HTTPS_PROXY"
+"""The egress proxy for an https api.url (api.proxy); also read lower-case, as curl does."""
+
+HTTP_PROXY: Final = "HTTP_PROXY"
+"""The egress proxy for an http api.url (api.proxy); also read lower-case."""
+
+NO_PROXY: Final = "NO_PROXY"
+"""Hosts reached without the proxy (comma-separated, as curl reads it); also lower-case."""
+
 TEST_PAUSE_AT: Final = "ETL_TEST_PAUSE_AT"
 """Tests only: comma-separated pause points (etl.testhooks) at which the process waits."""
 

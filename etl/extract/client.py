@@ -128,8 +128,11 @@ class ExportClient:
         self._api = api
         self._session = session or requests.Session()
         self._session.headers["User-Agent"] = f"convo-etl/{__version__}"
-        # Never honour an environment setting that would switch verification off.
+        # Never honour an environment setting that would switch verification off; the proxy
+        # is the one thing taken from it, in the settings (api.proxy).
         self._session.trust_env = False
+        if api.proxy:
+            self._session.proxies = {"http": api.proxy, "https": api.proxy}
         self._verify: bool | str = str(api.ca_bundle) if api.ca_bundle else True
         self._session.verify = self._verify
         self.tokens: TokenProvider = make_token_provider(api, self._session)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -385,3 +388,71 @@ def test_an_error_status_stays_retriable_whatever_its_body_does(
             read_all(client)
     finally:
         server.close()
+
+
+class _ForwardingProxy(BaseHTTPRequestHandler):
+    """An egress proxy: a request for any host goes to the simulator on `upstream`."""
+
+    upstream = 0
+    seen: ClassVar[list[str]] = []
+
+    def _forward(self) -> None:
+        target = urlsplit(self.path)
+        self.seen.append(f"{self.command} {target.hostname}")
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream, timeout=30)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+        conn.request(self.command, target.path, body=body, headers=headers)
+        answer = conn.getresponse()
+        data = answer.read()
+        self.send_response(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _forward
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_site_behind_an_egress_proxy_is_reached_through_it(make_sim: Any) -> None:
+    """The proxy is taken from HTTP_PROXY as curl takes it (and nothing else from the
+    environment); the site's name resolves only at the proxy."""
+    from etl.config import load_settings
+
+    api = make_sim()
+    handler = type("Proxy", (_ForwardingProxy,), {"upstream": api.port, "seen": []})
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        settings = load_settings(
+            None,
+            env={
+                "ETL_API_URL": "http://chatbot.internal.example",
+                "ETL_API_TOKEN": SIM_TOKEN,
+                "http_proxy": f"http://127.0.0.1:{proxy.server_address[1]}",
+                "NO_PROXY": "elsewhere.example,.other.example",
+            },
+        )
+        stream, conversations = read_all(ExportClient(settings.api))
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert stream.complete and conversations
+    assert handler.seen == ["POST chatbot.internal.example"]
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "proxied"),
+    [("", True), ("chatbot.example", False), (".example", False), ("*", False), ("other.x", True)],
+)
+def test_no_proxy_names_the_hosts_reached_without_it(no_proxy: str, proxied: bool) -> None:
+    from etl.config import load_settings
+
+    env = {"ETL_API_URL": "https://chatbot.example", "HTTPS_PROXY": "http://p.example:3128"}
+    settings = load_settings(None, env={**env, "NO_PROXY": no_proxy})
+    assert (settings.api.proxy == "http://p.example:3128") is proxied
