@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import psycopg
@@ -76,6 +76,10 @@ class RunResult:
 _COPY_CONTEXT = re.compile(r"COPY [^,\s]+, line \d+(?:, column [^:\s]+)?")
 
 
+# What SQLite says when the file, not a connection, is the trouble.
+_SQLITE_REFUSALS: Final = ("readonly database", "disk is full", "disk I/O error")
+
+
 def database_error(
     exc: DBAPIError | psycopg.Error,
     where: str,
@@ -122,6 +126,12 @@ def database_error(
     waited = isinstance(orig, psycopg.errors.LockNotAvailable)
     # SQLite: another process's write transaction outlasted the busy timeout.
     busy = isinstance(orig, sqlite3.OperationalError) and "database is locked" in str(orig)
+    # SQLite raises a file it cannot write as OperationalError too: not a connection, and
+    # writing again at once fails the same way.
+    if isinstance(orig, sqlite3.OperationalError) and any(
+        cause in str(orig) for cause in _SQLITE_REFUSALS
+    ):
+        lost = False
     # (psycopg raises both as OperationalError, which reads as a lost connection otherwise.)
     happened = (
         "ended the transaction to break a deadlock with another window"

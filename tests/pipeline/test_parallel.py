@@ -268,3 +268,25 @@ def test_a_sqlite_file_another_process_keeps_locked_is_said_to_be_busy(tmp_path:
     found = database_error(raised.value, "etl forget", undone="nothing was erased: run it again")
     assert "was busy: another process (a load?) held the SQLite file's write lock" in str(found)
     assert "connection was lost" not in str(found)
+
+
+def test_a_sqlite_file_that_cannot_be_written_is_refused_not_lost(tmp_path: Path) -> None:
+    """A read-only file: writing again at once fails the same way, so it is not retried."""
+    import sqlite3
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    from etl.pipeline.runner import database_error
+
+    path = tmp_path / "readonly.db"
+    sqlite3.connect(path).execute("CREATE TABLE t (x int)").connection.close()
+    engine = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    try:
+        with pytest.raises(OperationalError) as raised, engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    finally:
+        engine.dispose()
+    found = database_error(raised.value, "window [a, b)")
+    assert not found.retryable
+    assert "refused the write (attempt to write a readonly database)" in str(found)
