@@ -9,7 +9,14 @@ from typing import Protocol
 import requests
 
 from etl.config import ApiSettings, OAuthSettings
-from etl.extract.errors import AuthError, FatalAPIError, RetriableAPIError
+from etl.extract.errors import (
+    AuthError,
+    FatalAPIError,
+    RequestRejected,
+    RetriableAPIError,
+    connection_cause,
+    redirected_to,
+)
 from etl.secrets import Secret, register
 
 # Renew this long before the server's expiry, so a token never dies mid-request.
@@ -73,10 +80,11 @@ class OAuthClientCredentials:
                 data={"grant_type": "client_credentials", "scope": s.scope},
                 auth=(s.client_id, s.client_secret.reveal()),
                 timeout=self._timeout,
+                allow_redirects=False,  # the client's credentials go to this URL only
             )
         except requests.RequestException as exc:
             raise RetriableAPIError(
-                f"could not reach the OAuth token endpoint {s.token_url}: {type(exc).__name__}"
+                f"could not reach the OAuth token endpoint {s.token_url} ({connection_cause(exc)})"
             ) from None
         self.fetches += 1
         if response.status_code in (400, 401, 403):
@@ -86,7 +94,11 @@ class OAuthClientCredentials:
                 f"the OAuth token endpoint answered HTTP {response.status_code}"
             )
         if response.status_code != 200:
-            raise FatalAPIError(f"the OAuth token endpoint answered HTTP {response.status_code}")
+            raise RequestRejected(
+                f"the OAuth token endpoint {s.token_url} answered HTTP {response.status_code}"
+                f"{redirected_to(response) if 300 <= response.status_code < 400 else ''}: check "
+                "api.oauth.token_url"
+            )
         try:
             body = response.json()
             token = str(body["access_token"])

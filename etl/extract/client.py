@@ -22,6 +22,8 @@ from etl.extract.errors import (
     FatalAPIError,
     RequestRejected,
     RetriableAPIError,
+    connection_cause,
+    redirected_to,
 )
 from etl.extract.stream import ExportStream
 from etl.secrets import scrub
@@ -104,6 +106,13 @@ def validate_response(response: requests.Response, window: Window) -> None:
             f"the API failed with HTTP {status}{detail}",
             window,
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    if 300 <= status < 400:
+        raise RequestRejected(
+            f"the API answered HTTP {status}, a redirect{redirected_to(response)}, which the "
+            "export never follows (a sign-in page, or http:// for an https:// site?): check "
+            "api.url",
+            window,
         )
     if status in (400, 404, 405, 422):
         raise RequestRejected(
@@ -206,6 +215,9 @@ class ExportClient:
                 stream=True,
                 timeout=(self._api.connect_timeout, self._api.read_timeout),
                 verify=self._verify,
+                # A redirected POST comes back a GET (a sign-in page's HTML, say): said, not
+                # followed (validate_response).
+                allow_redirects=False,
             )
         except requests.exceptions.SSLError as exc:
             cause = (
@@ -229,7 +241,7 @@ class ExportClient:
             ) from None
         except requests.exceptions.ConnectionError as exc:
             raise RetriableAPIError(
-                f"could not connect to {self._api.url} ({_short_conn(exc)})", window
+                f"could not connect to {self._api.url} ({connection_cause(exc)})", window
             ) from None
         except requests.RequestException as exc:
             raise RetriableAPIError(
@@ -248,16 +260,3 @@ def _is_cert_error(exc: BaseException) -> bool:
             or (seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None)
         )
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
-
-
-def _short_conn(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in (
-        "Connection refused",
-        "Name or service not known",
-        "Connection reset",
-        "timed out",
-    ):
-        if marker in text:
-            return marker
-    return type(exc).__name__

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import requests
+
 from etl.errors import DataError, EtlError, ExitCode
+from etl.secrets import scrub
 from etl.windows import Window
 
 _AUTH_HINT = (
@@ -17,6 +22,30 @@ class ExtractError(EtlError):
     def __init__(self, message: str, window: Window | str | None = None) -> None:
         self.window = window
         super().__init__(f"{where(window)}{message}")
+
+
+def redirected_to(response: requests.Response) -> str:
+    """ " to <where>" for a redirect's Location, without its query (it may carry a token), or
+    "" without one."""
+    location = response.headers.get("Location")
+    if not location:
+        return ""
+    parts = urlsplit(urljoin(response.url or "", location))
+    return f" to {scrub(urlunsplit((parts.scheme, parts.netloc, parts.path, '', '')))}"
+
+
+def connection_cause(exc: BaseException) -> str:
+    """Why a connection failed, in the words of the usual causes, else the exception's type."""
+    text = str(exc)
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "Connection reset",
+        "timed out",
+    ):
+        if marker in text:
+            return marker
+    return type(exc).__name__
 
 
 def where(window: Window | str | None) -> str:

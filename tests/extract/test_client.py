@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import logging
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -456,3 +457,51 @@ def test_no_proxy_names_the_hosts_reached_without_it(no_proxy: str, proxied: boo
     env = {"ETL_API_URL": "https://chatbot.example", "HTTPS_PROXY": "http://p.example:3128"}
     settings = load_settings(None, env={**env, "NO_PROXY": no_proxy})
     assert (settings.api.proxy == "http://p.example:3128") is proxied
+
+
+class _Redirecting(BaseHTTPRequestHandler):
+    """A site that sends every request to a sign-in page (with a token in the query)."""
+
+    def _redirect(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(302)
+        self.send_header("Location", "/login?session=secret-session-value")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _redirect
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def redirecting() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_redirect_is_said_and_not_followed(redirecting: str) -> None:
+    client = ExportClient(ApiSettings(url=redirecting, token=Secret(SIM_TOKEN)))
+    with pytest.raises(RequestRejected) as raised:
+        client.open(DAY)
+    message = str(raised.value)
+    assert f"HTTP 302, a redirect to {redirecting}/login" in message and "check api.url" in message
+    assert "secret-session-value" not in message
+    assert raised.value.exit_code == 2
+
+
+def test_an_oauth_token_endpoint_that_redirects_names_the_setting(redirecting: str) -> None:
+    oauth = OAuthSettings(
+        token_url=f"{redirecting}/oauth/token", client_id="c", client_secret=Secret(SIM_SECRET)
+    )
+    client = ExportClient(ApiSettings(url=redirecting, oauth=oauth))
+    with pytest.raises(RequestRejected) as raised:
+        client.open(DAY)
+    assert f"{redirecting}/oauth/token answered HTTP 302" in str(raised.value)
+    assert "check api.oauth.token_url" in str(raised.value)
