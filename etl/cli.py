@@ -476,7 +476,7 @@ def status(obj: _Context, output: str | None, as_json: bool, runs: int) -> None:
         raise click.BadParameter(f"--json is --format json, not {output}", param_hint="--json")
     output = output or ("json" if as_json else "text")
     settings = obj.settings()
-    engine = make_engine(settings.warehouse.url)
+    engine = make_engine(settings.warehouse.url, must_exist=True)
     try:
         snapshot = _with_db_errors(
             lambda: collect_status(engine, build_metadata(settings.warehouse.schema), runs=runs),
@@ -537,7 +537,7 @@ def report(obj: _Context, from_: str, to: str, out: Path, environment: str | Non
     require_renderer()  # before touching the warehouse: the install command, not a traceback
     from etl.load.engine import make_engine
 
-    engine = make_engine(settings.warehouse.url)
+    engine = make_engine(settings.warehouse.url, must_exist=True)
     try:
         data = _with_db_errors(
             lambda: write_report(

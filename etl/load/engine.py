@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from hashlib import blake2b
+from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
@@ -12,15 +13,28 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from etl.errors import ConfigError
 
-def make_engine(url: str, *, connect_timeout: int = 10) -> Engine:
-    """An engine tuned for bulk loads; `url` is a SQLAlchemy URL."""
+
+def make_engine(url: str, *, connect_timeout: int = 10, must_exist: bool = False) -> Engine:
+    """An engine tuned for bulk loads; `url` is a SQLAlchemy URL. `must_exist`: a SQLite file
+    that is not there is a configuration error (a mistyped path), not a new empty warehouse,
+    which only `etl migrate` creates."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if must_exist and path and path != ":memory:" and not Path(path).exists():
+            raise ConfigError(
+                f"warehouse.url names the SQLite file {Path(path).resolve()}, which does not "
+                "exist: check the path (a relative one starts from the working directory), or "
+                "run `etl migrate` to create the warehouse there"
+            )
         # A window's connection passes from the run loop to its loading thread and back, never
         # used by both at once (etl.pipeline.loading): sqlite3 must not pin it to one thread.
         engine = create_engine(
-            parsed, poolclass=NullPool, connect_args={"timeout": 30, "check_same_thread": False}
+            parsed,
+            poolclass=NullPool,
+            connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False},
         )
         event.listen(engine, "connect", _sqlite_on_connect)
         # pysqlite's own transaction handling would commit behind our back; take control.

@@ -173,7 +173,7 @@ class Pipeline:
         self.progress: Progress = progress or LogProgress()
         self.clock = clock
         self.run_id = uuid.uuid4().hex
-        self.engine = engine or make_engine(settings.warehouse.url)
+        self.engine = engine or make_engine(settings.warehouse.url, must_exist=True)
         self.metadata = build_metadata(settings.warehouse.schema)
         self.store = StateStore(self.metadata)
         self.filters = dict(settings.api.filters)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Table, func, select
+from sqlalchemy.engine import make_url
 
 from etl.errors import ExitCode
 from etl.fakeapi import Faults
@@ -198,7 +200,14 @@ def test_prometheus_status_reports_what_the_warehouse_holds(
 
 
 def test_prometheus_status_of_an_unmigrated_warehouse(warehouse: TestWarehouse) -> None:
-    """No schema, then one at an older revision: valid output saying so, and exit code 0."""
+    """No schema, then one at an older revision: valid output saying so, and exit code 0.
+    (A SQLite file that is not there is a mistyped path: exit 2, and no file made.)"""
+    if warehouse.kind == "sqlite":
+        path = Path(make_url(warehouse.url).database or "")
+        missing = etl("status", "--format", "prometheus", wh=warehouse)
+        assert missing.code == 2 and "does not exist" in missing.output
+        assert not path.exists()
+        sqlite3.connect(path).close()  # an empty file: a warehouse without a schema
     for step in ("no schema", "revision 0001"):
         if step == "revision 0001":
             engine = warehouse.engine()
