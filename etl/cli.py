@@ -622,15 +622,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="etl", standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # Every command writes in transactions: a window, an erasure, a batch of a prune.
         _fail(
             ExitCode.INTERRUPTED,
-            "interrupted: the window in progress was rolled back; run again to resume",
-        )
-    except KeyboardInterrupt:
-        _fail(
-            ExitCode.INTERRUPTED,
-            "interrupted: the window in progress was rolled back; run again to resume",
+            "interrupted: the transaction in progress (a window, an erasure, a prune's batch) "
+            "was rolled back; run the command again to resume",
         )
     except click.ClickException as exc:
         if not logging.getLogger().handlers and _json_asked(sys.argv[1:] if argv is None else argv):
