@@ -124,6 +124,8 @@ def database_error(
     )
     # Rows another window held for longer than pipeline.claim_timeout (a frozen holder).
     waited = isinstance(orig, psycopg.errors.LockNotAvailable)
+    # A role without a grant it needs, for a read as for a write.
+    denied = isinstance(orig, psycopg.errors.InsufficientPrivilege)
     # SQLite: another process's write transaction outlasted the busy timeout.
     busy = isinstance(orig, sqlite3.OperationalError) and "database is locked" in str(orig)
     # SQLite raises a file it cannot write as OperationalError too: not a connection, and
@@ -142,6 +144,8 @@ def database_error(
         else f"was busy: another process (a load?) held the SQLite file's write lock for "
         f"more than {SQLITE_BUSY_SECONDS} s"
         if busy
+        else "refused this role (README, 'Least privilege': grant it what is listed there)"
+        if denied
         else "is unreachable"
         if unreachable
         else "connection was lost"

@@ -184,6 +184,7 @@ def test_a_missing_grant_is_a_clear_database_error(
     assert result.code == 7, result.output  # ExitCode.DATABASE
     message = h.error_of(result)
     assert "permission denied for table etl_state" in message, message
+    assert "refused this role" in message and "Least privilege" in message, message
     assert f"window {h.W2}" in message and "rolled back" in message
     assert "Traceback" not in result.output
     h.assert_same(h.snapshot(wh), before)
