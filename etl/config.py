@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -597,6 +598,13 @@ def _ca_bundle(source: str, value: Any) -> Path | None:
     path = Path(str(value)).expanduser()
     if not path.is_file():
         raise ConfigError(f"api.ca_bundle in {source}: {path} is not a file")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, ValueError, OSError):
+        raise ConfigError(
+            f"api.ca_bundle in {source}: {path} holds no certificate TLS can read: give the "
+            "CA's certificates in PEM form (-----BEGIN CERTIFICATE-----)"
+        ) from None
     return path
 
 

@@ -223,9 +223,14 @@ class ExportClient:
             cause = (
                 "certificate verification failed" if _is_cert_error(exc) else "TLS handshake failed"
             )
+            advice = (
+                f"check that api.ca_bundle ({self._api.ca_bundle}) holds the CA that signed the "
+                "site's certificate"
+                if self._api.ca_bundle
+                else "if the site uses a private CA, set api.ca_bundle to its PEM file"
+            )
             raise FatalAPIError(
-                f"{cause} for {self._api.url}; certificates are always verified: if the site uses "
-                "a private CA, set api.ca_bundle to its PEM file",
+                f"{cause} for {self._api.url}; certificates are always verified: {advice}",
                 window,
             ) from None
         except requests.exceptions.ConnectTimeout:

@@ -136,6 +136,30 @@ def test_unverifiable_server_is_refused_clearly(
     assert h.snapshot(wh).conversations == 0 and h.watermark(wh) is None
 
 
+def test_a_ca_bundle_of_another_ca_or_not_pem_says_which_it_is(
+    sqlite_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path, certs: dict[str, Path]
+) -> None:
+    wh = sqlite_warehouse
+    wh.migrate()
+    api, url = https_site(make_sim, certs["server.pem"], certs["server.key"])
+    other = h.config(tmp_path, api={"ca_bundle": str(certs["self.pem"])})  # not the site's CA
+    result = h.run("run", "--until", h.UNTIL, wh=wh, config=other, extra_env=_env(url))
+    assert result.code == 4, result.output
+    message = h.error_of(result)
+    assert f"check that api.ca_bundle ({certs['self.pem']}) holds the CA" in message, message
+    assert "set api.ca_bundle" not in message
+
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    junk_dir = tmp_path / "junk"
+    junk_dir.mkdir()
+    cfg = h.config(junk_dir, api={"ca_bundle": str(junk)})
+    refused = h.run("run", "--until", h.UNTIL, wh=wh, config=cfg, extra_env=_env(url))
+    assert refused.code == 2, refused.output  # ExitCode.CONFIG, before any request
+    assert "holds no certificate TLS can read" in h.error_of(refused)
+    assert api.export_requests == 0
+
+
 def test_verification_cannot_be_turned_off(sqlite_warehouse: TestWarehouse, tmp_path: Path) -> None:
     wh = sqlite_warehouse
     cfg = h.config(tmp_path, api={"verify": False})
