@@ -16,7 +16,8 @@ from sqlalchemy.pool import NullPool
 from etl.load.migrate import downgrade, head_revision, upgrade, upgrade_sql
 from etl.load.revision import HEAD_REVISION, current_revision
 from etl.load.schema import build_metadata
-from tests.conftest import TestWarehouse
+from tests.conftest import SEED_EXPORT, TestWarehouse
+from tests.pipeline.cli_helpers import etl
 
 ALL_TABLES = set(build_metadata().tables)
 
@@ -454,8 +455,6 @@ def test_a_warehouse_a_later_version_migrated_is_refused_with_what_to_do(
     migrated: TestWarehouse,
 ) -> None:
     """Not "run `etl migrate`": this version's migrate does not know the revision either."""
-    from tests.pipeline.cli_helpers import etl
-
     engine = migrated.engine()
     try:
         with engine.begin() as conn:
@@ -464,8 +463,6 @@ def test_a_warehouse_a_later_version_migrated_is_refused_with_what_to_do(
             )
     finally:
         engine.dispose()
-    from tests.conftest import SEED_EXPORT
-
     for command in (["status"], ["migrate"], ["load-file", str(SEED_EXPORT)]):
         result = etl(*command, wh=migrated)
         assert result.code == (0 if command == ["status"] else 2), (command, result.output)
