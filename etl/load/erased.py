@@ -39,6 +39,7 @@ def new_key() -> str:
 
 
 def digest(key: bytes, value: str) -> str:
+    """The hex digest a value is recorded and looked up under."""
     return blake2b(value.encode("utf-8", "surrogatepass"), key=key, digest_size=16).hexdigest()
 
 
@@ -70,7 +71,7 @@ class ErasedKeys:
         not an object)."""
         try:
             conversation = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # quarantined for being neither, maybe
             return False
         return isinstance(conversation, dict) and self.name(
             conversation.get(REFERENCE), conversation.get(IDENTIFIER)
