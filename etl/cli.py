@@ -642,9 +642,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(ExitCode.CONFIG)
     except EtlError as exc:
         _fail(exc.exit_code, str(exc))
-    except Exception as exc:  # noqa: BLE001 - the last line of defence must catch everything
+    except Exception as exc:
         if logging.getLogger("etl").isEnabledFor(logging.DEBUG):
-            click.echo(scrub(traceback.format_exc()), err=True)
+            # Through the log, so that with --log-format json the traceback is a field of one
+            # JSON line (scrubbed there) instead of a block of plain text among them.
+            log.debug("the traceback of what follows", exc_info=True)
         _fail(
             ExitCode.FAILURE,
             f"unexpected {type(exc).__name__}: {exc}. This is a bug; rerun with -v for details and report it",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,28 @@ def test_json_scrubs_secrets_with_characters_json_escapes(
     logging.getLogger("etl.test_log").warning("password %s", secret)
     record = json.loads(capsys.readouterr().err)
     assert secret not in record["message"]
+
+
+def test_an_unexpected_errors_traceback_is_one_json_line_with_json_logs(
+    restore_logging: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """With -v the traceback of a bug goes with the log, so a scheduler reading JSON lines
+    still reads every line."""
+    import etl.pipeline.status
+    from etl.cli import main
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(etl.pipeline.status, "collect_status", broken)
+    monkeypatch.setenv("ETL_DATABASE_URL", f"sqlite:///{tmp_path / 'w.db'}")
+    (tmp_path / "w.db").touch()
+    with pytest.raises(SystemExit) as ended:
+        main(["--log-format", "json", "-v", "status"])
+    assert ended.value.code == 1
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()]
+    assert any("RuntimeError: boom" in line.get("exception", "") for line in lines)
+    assert "This is a bug" in lines[-1]["message"]
