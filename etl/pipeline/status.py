@@ -409,8 +409,8 @@ class _StatusCollector:
         outcomes = GaugeMetricFamily(
             "convo_etl_conversation_outcomes",
             'What the windows that loaded (etl_runs outcome "ok") did with their conversations: '
-            "new, changed, unchanged, older (a later copy was stored) or rejected (quarantined); "
-            "a count, summed over the run log.",
+            "new, changed, unchanged, older (a later copy was stored), rejected (quarantined) "
+            "or forgotten (erased by etl forget, kept out); a count, summed over the run log.",
             labels=["outcome"],
         )
         for outcome, count in totals["conversation_outcomes"].items():
