@@ -675,5 +675,6 @@ def _oauth(source: str, raw: Mapping[str, Any], env: Mapping[str, str]) -> OAuth
         token_url=str(raw["token_url"]),
         client_id=str(raw["client_id"]),
         client_secret=secret,
-        scope=str(raw.get("scope", SCOPE)),
+        # Space-separated scopes (RFC 6749): a TOML list would be sent as its Python repr.
+        scope=_text(source, "api.oauth.scope", raw.get("scope", SCOPE)) or SCOPE,
     )

@@ -268,3 +268,14 @@ def test_a_duration_too_long_to_hold_is_a_configuration_error(tmp_path: Path) ->
     with pytest.raises(ConfigError) as raised:
         load_settings(path, env={})
     assert "pipeline.window" in str(raised.value)
+
+
+def test_an_oauth_scope_that_is_not_text_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "etl.toml"
+    path.write_text(
+        '[api]\nurl = "https://h.example"\n[api.oauth]\ntoken_url = "https://h.example/t"\n'
+        'client_id = "c"\nscope = ["export:v3"]\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, env={"ETL_OAUTH_CLIENT_SECRET": "client-secret-1234"})
+    assert "api.oauth.scope" in str(raised.value) and "is not text" in str(raised.value)
