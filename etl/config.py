@@ -503,17 +503,12 @@ def _api_url(source: str, value: Any, key: str = "api.url") -> str | None:
     if value in (None, ""):
         return None
     # The value is not quoted: a URL with credentials in it, mistyped, would show them.
-    try:
-        parts = urlsplit(str(value))
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:  # an unclosed IPv6 bracket, a port out of range
-        valid = False
-    if not valid:
+    if not _is_http_url(value):
         raise ConfigError(
             f"{key} in {source} is not an http(s) URL with a host name; "
             "give the site's base URL, e.g. https://yoursite.example.com"
         )
+    parts = urlsplit(str(value))
     if parts.username or parts.password:
         raise ConfigError(
             f"{key} in {source}: credentials in the URL are not allowed; use ETL_API_TOKEN"
@@ -537,20 +532,25 @@ def _proxy(source: str, api_raw: Mapping[str, Any], env: Mapping[str, str]) -> s
         value, key = api_raw.get("proxy") or None, f"api.proxy in {source}"
     if value is None:
         return None
-    try:
-        parts = urlsplit(str(value))
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        valid = False
-    if not valid:
+    if not _is_http_url(value):
         raise ConfigError(
             f"the proxy in {key} is not an http(s) URL with a host name: write e.g. "
             "http://proxy.example:3128"
         )
-    if parts.password:  # proxy credentials: masked like any other secret
-        register(parts.password)
+    password = urlsplit(str(value)).password
+    if password:  # proxy credentials: masked like any other secret
+        register(password)
     return str(value)
+
+
+def _is_http_url(value: Any) -> bool:
+    """Whether `value` is an http(s) URL with a host name and, if any, a valid port."""
+    try:
+        parts = urlsplit(str(value))
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:  # an unclosed IPv6 bracket, a port out of range
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _bypassed(host: str, env: Mapping[str, str]) -> bool:
