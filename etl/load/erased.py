@@ -25,6 +25,7 @@ from etl.errors import ConfigError
 from etl.load.engine import dialect_insert
 from etl.load.schema import table_of
 from etl.normalize import TABLE_COLUMNS
+from etl.normalize.clean import as_stored
 
 KEY_SETTING: Final = "erasure.key"
 REFERENCE: Final = "reference"
@@ -54,13 +55,17 @@ class ErasedKeys:
         return bool(self.digests)
 
     def name(self, reference: Any, identifier: Any) -> bool:
-        """Whether a conversation with this reference and identifier was erased."""
-        return (
-            isinstance(reference, str) and (REFERENCE, digest(self.key, reference)) in self.digests
-        ) or (
-            isinstance(identifier, str)
-            and (IDENTIFIER, digest(self.key, identifier)) in self.digests
-        )
+        """Whether a conversation with this reference and identifier was erased: as sent, or
+        as stored (a NUL or lone surrogate replaced, which is the value a user can name)."""
+        return self._erased(REFERENCE, reference) or self._erased(IDENTIFIER, identifier)
+
+    def _erased(self, kind: str, value: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        if (kind, digest(self.key, value)) in self.digests:
+            return True
+        stored = as_stored(value)
+        return stored != value and (kind, digest(self.key, stored)) in self.digests
 
     def name_row(self, row: tuple[Any, ...]) -> bool:
         """`name`, for a `conversations` row in TABLE_COLUMNS order."""

@@ -23,6 +23,7 @@ from etl.load.engine import dialect_insert
 from etl.load.loader import WindowLoader, chunks
 from etl.load.schema import table_of
 from etl.normalize import CHILD_TABLES
+from etl.normalize.clean import as_stored
 
 # The tables a conversation's rows are in, counted for the run log and --dry-run.
 CONVERSATION_TABLES: Final = ("conversations", *CHILD_TABLES)
@@ -83,17 +84,21 @@ def _quarantined(
     ):
         try:
             conversation: Any = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if not isinstance(conversation, dict):
             continue
-        reference = conversation.get("reference")
-        identifier = conversation.get("authentication_identifier")
-        if (isinstance(reference, str) and reference in references) or (
-            isinstance(identifier, str) and identifier in identifiers
+        if _names(conversation.get("reference"), references) or _names(
+            conversation.get("authentication_identifier"), identifiers
         ):
             found.append((row_id, conversation_id))
     return found
+
+
+def _names(value: Any, asked: set[str]) -> bool:
+    """Whether a quarantined copy's value is one asked for: as sent, or as a column stores it
+    (which is what the person asking could see and copy)."""
+    return isinstance(value, str) and (value in asked or as_stored(value) in asked)
 
 
 def count_rows(

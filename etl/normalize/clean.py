@@ -66,6 +66,13 @@ def _scrub(value: Any) -> tuple[Any, bool]:
     return cleaned, scrubber.found
 
 
+def as_stored(text: str) -> str:
+    """`text` as a column holds it: each NUL and lone surrogate replaced by U+FFFD (the value
+    a user sees, and so names, in the warehouse)."""
+    cleaned, _ = _scrub(text)
+    return str(cleaned)
+
+
 def storable(value: Any) -> Any:
     """`value` for a JSON column of the run log: itself, or, when it holds a NUL or a lone
     surrogate (which PostgreSQL refuses), {"_original": its exact text as ASCII JSON}."""

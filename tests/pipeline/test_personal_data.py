@@ -476,3 +476,28 @@ def test_a_window_that_fails_mid_stream_deletes_nothing(
     assert result.code == 4, result.output
     assert set(gone) <= set(_ids(warehouse))  # their only window failed: still stored
     assert set(_ids(warehouse)) >= elsewhere
+
+
+def test_an_identifier_with_a_nul_is_erased_by_the_value_the_warehouse_shows(
+    warehouse: TestWarehouse, tmp_path: Path
+) -> None:
+    """The column holds U+FFFD for the NUL (a command line cannot even carry one): that value
+    erases the quarantined copy, whose text keeps the NUL, and keeps it out of later loads."""
+    seed = json.loads(SEED.read_text())
+    seed[1]["authentication_identifier"] = "user\u0000x@example.com"
+    seed[1]["messages"][0]["id"] = "not an id"  # quarantined, with its text as sent
+    export = tmp_path / "nul.json"
+    export.write_text(json.dumps(seed))
+    etl("migrate", wh=warehouse, check=True)
+    etl("load-file", "--on-bad-conversation=quarantine", str(export), wh=warehouse, check=True)
+    rejects = f"SELECT count(*) FROM {warehouse.table('etl_rejects')}"
+    assert _query(warehouse, rejects) == [(1,)]
+
+    shown = "user\ufffdx@example.com"
+    etl("forget", f"--authentication-identifier={shown}", wh=warehouse, check=True)
+    assert _query(warehouse, rejects) == [(0,)]
+    loaded = etl(
+        "load-file", "--on-bad-conversation=quarantine", str(export), wh=warehouse, check=True
+    )
+    assert _query(warehouse, rejects) == [(0,)]
+    assert "1 forgotten" in loaded.stderr
