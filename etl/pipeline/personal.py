@@ -64,8 +64,16 @@ def forget(
                 asked = len(references) + len(identifiers)
                 return Erased(found.conversations, rows, dry_run=True, recorded=asked)
         with begin_write(pipeline.engine) as conn:
+            # A window frozen mid-load would hold forget up for ever, and with it every window
+            # that starts meanwhile (they wait for forget): it waits as long as a window waits
+            # for another, then fails without erasing anything.
             loader = open_loader(
-                conn, metadata, run_id=pipeline.run_id, exported_at=None, erasing=True
+                conn,
+                metadata,
+                run_id=pipeline.run_id,
+                exported_at=None,
+                erasing=True,
+                lock_wait=pipeline.settings.pipeline.claim_timeout,
             )
             loader.wait_for_windows()
             recorded = erased.record(

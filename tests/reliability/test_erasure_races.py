@@ -96,6 +96,38 @@ def test_forget_by_identifier_during_a_load_erases_what_that_load_brings(
     assert h.query(wh, theirs.replace(":p", f"'{person}'")) == []
 
 
+def test_forget_behind_a_window_that_never_ends_gives_up_and_lets_windows_through(
+    pg_warehouse: TestWarehouse, make_sim: Any, tmp_path: Path
+) -> None:
+    """A window stuck mid-load (here: paused) holds the erasure gate. forget waits for it as a
+    window waits for another (pipeline.claim_timeout), then fails having erased nothing;
+    meanwhile a window that starts behind it is let through, not held by both."""
+    wh = pg_warehouse
+    cfg = h.config(tmp_path, pipeline={"claim_timeout": "3s"})
+    site = h.Site(make_sim)
+    wh.migrate()
+    site.serve()
+    stuck = h.spawn(
+        "backfill", "--from", h.START, "--to", h.MIDDLE, wh=wh, site=site, config=cfg,
+        point="mid-stream",
+    ).wait_paused()  # fmt: skip
+    try:
+        forget = h.start("forget", "--authentication-identifier=someone@example.com", wh=wh,
+                         config=cfg)  # fmt: skip
+        _blocked_or_done(wh, forget)
+        other = h.run("backfill", "--from", h.MIDDLE, "--to", h.UNTIL, wh=wh, site=site,
+                      config=cfg, timeout=120)  # fmt: skip
+        forgot = h.finish(forget)
+    finally:
+        stuck.resume()
+        stuck.finish()
+    assert forgot.code == 7, forgot.output
+    message = h.error_of(forgot)
+    assert "pipeline.claim_timeout" in message and "nothing was erased" in message, message
+    assert other.code == 0, other.output
+    assert h.query(wh, f"SELECT count(*) FROM {wh.table('etl_erased_keys')}") == [(0,)]
+
+
 def _blocked_or_done(wh: TestWarehouse, child: Any) -> None:
     """Let `etl forget` get as far as it can while the window holds its locks: it finishes
     (it must not erase what the window then commits), or waits for a lock (PostgreSQL
