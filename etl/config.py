@@ -46,8 +46,16 @@ class ApiSettings:
     # Export requests in flight at once from one process, over all its windows (None: one
     # per window, pipeline.workers); 429s lower it further for a while (etl.extract.courtesy).
     max_concurrency: int | None = None
-    # The egress proxy every request to the site goes through (None: straight to it).
+    # The egress proxy requests to the site go through (None: straight to it), but for the
+    # hosts `no_proxy` names (NO_PROXY) and this machine itself.
     proxy: str | None = None
+    no_proxy: tuple[str, ...] = ()
+
+    def proxies_for(self, url: str) -> dict[str, str]:
+        """The `proxies` of a request to `url`: none for a host reached without the proxy."""
+        if self.proxy is None or _bypassed(urlsplit(url).hostname or "", self.no_proxy):
+            return {}
+        return {"http": self.proxy, "https": self.proxy}
 
     @property
     def export_url(self) -> str:
@@ -424,6 +432,13 @@ def _build(
         if api_raw.get("max_concurrency") is not None
         else None,
         proxy=_proxy(source, api_raw, env),
+        no_proxy=tuple(
+            entry
+            for entry in (env.get(env_vars.NO_PROXY) or env.get(env_vars.NO_PROXY.lower()) or "")
+            .lower()
+            .split(",")
+            if entry.strip()
+        ),
     )
     reporting = ReportingSettings(
         timezone=_convert(
@@ -517,52 +532,54 @@ def _api_url(source: str, value: Any, key: str = "api.url") -> str | None:
 
 
 def _proxy(source: str, api_raw: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
-    """The egress proxy for api.url: HTTPS_PROXY (or HTTP_PROXY for an http URL) as curl and
-    most tools read it, upper- or lower-case, unless NO_PROXY names the host; else api.proxy.
+    """The egress proxy for the site: HTTPS_PROXY (HTTP_PROXY for an http api.url) as curl and
+    most tools read it, upper- or lower-case, a bare host:port meaning http://; else api.proxy.
     Nothing else comes from the environment: the HTTP client reads none of it (no CA bundle
     or .netrc that would change verification or credentials)."""
-    url = api_raw.get("url")
-    host = (urlsplit(str(url)).hostname or "") if url else ""
-    variable = env_vars.HTTP_PROXY if str(url or "").startswith("http:") else env_vars.HTTPS_PROXY
+    url = str(api_raw.get("url") or "")
+    variable = env_vars.HTTP_PROXY if url.startswith("http:") else env_vars.HTTPS_PROXY
     names = (variable, variable.lower())
     value, key = next(((env[n], f"the environment ({n})") for n in names if env.get(n)), (None, ""))
-    if value is not None and host and _bypassed(host, env):
-        value = None
     if value is None:
         value, key = api_raw.get("proxy") or None, f"api.proxy in {source}"
     if value is None:
         return None
-    if not _is_http_url(value):
+    value = str(value) if "://" in str(value) else f"http://{value}"
+    if not _is_http_url(value, schemes=_PROXY_SCHEMES):
         raise ConfigError(
-            f"the proxy in {key} is not an http(s) URL with a host name: write e.g. "
-            "http://proxy.example:3128"
+            f"the proxy in {key} is not a proxy URL with a host name: write e.g. "
+            "http://proxy.example:3128 (or socks5h://…)"
         )
-    password = urlsplit(str(value)).password
+    password = urlsplit(value).password
     if password:  # proxy credentials: masked like any other secret
         register(password)
-    return str(value)
+    return value
 
 
-def _is_http_url(value: Any) -> bool:
-    """Whether `value` is an http(s) URL with a host name and, if any, a valid port."""
+# What `requests` takes as a proxy (SOCKS with PySocks installed: requests[socks]).
+_PROXY_SCHEMES: Final = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+
+
+def _bypassed(host: str, no_proxy: tuple[str, ...]) -> bool:
+    """Whether `no_proxy` (NO_PROXY's entries) names `host`: `*`, the host, or a domain it is
+    in; and this machine itself, which no proxy reaches."""
+    if host in ("localhost", "::1") or host.startswith("127."):
+        return True
+    for entry in (e.strip().lower().lstrip(".") for e in no_proxy):
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return True
+    return False
+
+
+def _is_http_url(value: Any, *, schemes: tuple[str, ...] = ("http", "https")) -> bool:
+    """Whether `value` is a URL of one of `schemes` with a host name and, if any, a valid
+    port."""
     try:
         parts = urlsplit(str(value))
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:  # an unclosed IPv6 bracket, a port out of range
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def _bypassed(host: str, env: Mapping[str, str]) -> bool:
-    """Whether NO_PROXY (or no_proxy) names `host`: `*`, the host, or a domain it is in; and
-    this machine itself, which no proxy reaches."""
-    if host in ("localhost", "::1") or host.startswith("127."):
-        return True
-    listed = env.get(env_vars.NO_PROXY) or env.get(env_vars.NO_PROXY.lower()) or ""
-    for entry in (e.strip().lower().lstrip(".") for e in listed.split(",")):
-        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
-            return True
-    return False
+    return parts.scheme in schemes and bool(parts.hostname)
 
 
 def _database_url(source: str, value: str) -> str:

@@ -49,9 +49,14 @@ class OAuthClientCredentials:
     """Client-credentials grant; caches the access token and renews it before it expires."""
 
     def __init__(
-        self, settings: OAuthSettings, session: requests.Session, timeout: tuple[float, float]
+        self,
+        settings: OAuthSettings,
+        session: requests.Session,
+        timeout: tuple[float, float],
+        proxies: dict[str, str] | None = None,
     ) -> None:
         self._settings = settings
+        self._proxies = proxies or {}
         self._session = session
         self._timeout = timeout
         self._lock = threading.Lock()
@@ -81,6 +86,7 @@ class OAuthClientCredentials:
                 auth=(s.client_id, s.client_secret.reveal()),
                 timeout=self._timeout,
                 allow_redirects=False,  # the client's credentials go to this URL only
+                proxies=self._proxies,
             )
         except requests.RequestException as exc:
             raise RetriableAPIError(
@@ -122,7 +128,12 @@ def _oauth_error(response: requests.Response) -> str:
 def make_token_provider(api: ApiSettings, session: requests.Session) -> TokenProvider:
     """The provider the settings ask for; OAuth wins when both are configured."""
     if api.oauth is not None:
-        return OAuthClientCredentials(api.oauth, session, (api.connect_timeout, api.read_timeout))
+        return OAuthClientCredentials(
+            api.oauth,
+            session,
+            (api.connect_timeout, api.read_timeout),
+            api.proxies_for(api.oauth.token_url),
+        )
     if api.token is not None:
         return StaticToken(api.token)
     raise FatalAPIError("no API credentials configured")

@@ -8,6 +8,7 @@ import ssl
 from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from importlib.util import find_spec
 from typing import Any
 
 import requests
@@ -15,6 +16,7 @@ import urllib3
 
 from etl import __version__
 from etl.config import ApiSettings
+from etl.errors import ConfigError
 from etl.extract.auth import StaticToken, TokenProvider, make_token_provider
 from etl.extract.courtesy import RequestGate
 from etl.extract.errors import (
@@ -140,8 +142,11 @@ class ExportClient:
         # Never honour an environment setting that would switch verification off; the proxy
         # is the one thing taken from it, in the settings (api.proxy).
         self._session.trust_env = False
-        if api.proxy:
-            self._session.proxies = {"http": api.proxy, "https": api.proxy}
+        if api.proxy and api.proxy.startswith("socks") and find_spec("socks") is None:
+            raise ConfigError(
+                "the proxy (HTTPS_PROXY, HTTP_PROXY or api.proxy) is a SOCKS proxy, which needs "
+                "PySocks: pip install 'requests[socks]'"
+            )
         self._verify: bool | str = str(api.ca_bundle) if api.ca_bundle else True
         self._session.verify = self._verify
         self.tokens: TokenProvider = make_token_provider(api, self._session)
@@ -215,6 +220,7 @@ class ExportClient:
                 stream=True,
                 timeout=(self._api.connect_timeout, self._api.read_timeout),
                 verify=self._verify,
+                proxies=self._api.proxies_for(self._api.export_url),
                 # A redirected POST comes back a GET (a sign-in page's HTML, say): said, not
                 # followed (validate_response).
                 allow_redirects=False,

@@ -454,9 +454,29 @@ def test_a_site_behind_an_egress_proxy_is_reached_through_it(make_sim: Any) -> N
 def test_no_proxy_names_the_hosts_reached_without_it(no_proxy: str, proxied: bool) -> None:
     from etl.config import load_settings
 
-    env = {"ETL_API_URL": "https://chatbot.example", "HTTPS_PROXY": "http://p.example:3128"}
-    settings = load_settings(None, env={**env, "NO_PROXY": no_proxy})
-    assert (settings.api.proxy == "http://p.example:3128") is proxied
+    env = {"ETL_API_URL": "https://chatbot.example", "HTTPS_PROXY": "p.example:3128"}
+    api = load_settings(None, env={**env, "NO_PROXY": no_proxy}).api
+    through = {"http": "http://p.example:3128", "https": "http://p.example:3128"}
+    assert api.proxies_for(api.export_url) == (through if proxied else {})
+    # The OAuth token endpoint is judged by its own host.
+    assert api.proxies_for("https://login.other.x/oauth/token") == (
+        {} if no_proxy in ("*", "other.x") else through
+    )
+
+
+def test_a_socks_proxy_needs_pysocks_and_a_garbage_one_is_refused() -> None:
+    from importlib.util import find_spec
+
+    from etl.config import load_settings
+    from etl.errors import ConfigError
+
+    env = {"ETL_API_URL": "https://chatbot.example", "ETL_API_TOKEN": SIM_TOKEN}
+    socks = load_settings(None, env={**env, "https_proxy": "socks5h://p.example:1080"})
+    if find_spec("socks") is None:
+        with pytest.raises(ConfigError, match="requests\\[socks\\]"):
+            ExportClient(socks.api)
+    with pytest.raises(ConfigError, match="not a proxy URL"):
+        load_settings(None, env={**env, "HTTPS_PROXY": "ftp://p.example"})
 
 
 class _Redirecting(BaseHTTPRequestHandler):
