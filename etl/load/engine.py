@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,7 +23,9 @@ def make_engine(url: str, *, connect_timeout: int = 10, must_exist: bool = False
     which only `etl migrate` creates."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        path = parsed.database
+        path = parsed.database or ""
+        if path.startswith("file:"):  # a URI filename (uri=true): its path, without the query
+            path = "" if parsed.query.get("mode") == "memory" else urlsplit(path).path
         if must_exist and path and path != ":memory:" and not Path(path).exists():
             raise ConfigError(
                 f"warehouse.url names the SQLite file {Path(path).resolve()}, which does not "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
@@ -38,3 +40,23 @@ def test_reader_is_not_blocked_by_an_open_write_transaction(
     finally:
         writer.dispose()
         reader.dispose()
+
+
+def test_a_sqlite_file_must_exist_when_asked_also_as_a_uri_filename(tmp_path: Path) -> None:
+    """status, report and the loads refuse a path that is not there (a typo would otherwise
+    make an empty warehouse); a read-only URI filename of an existing file is fine."""
+    import sqlite3
+
+    from etl.errors import ConfigError
+
+    path = tmp_path / "w.db"
+    for url in (f"sqlite:///{path}", f"sqlite:///file:{path}?mode=ro&uri=true"):
+        with pytest.raises(ConfigError, match="does not exist"):
+            make_engine(url, must_exist=True)
+    assert not path.exists()
+    sqlite3.connect(path).close()
+    for url in (f"sqlite:///{path}", f"sqlite:///file:{path}?mode=ro&uri=true"):
+        engine = make_engine(url, must_exist=True)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+        engine.dispose()
