@@ -87,7 +87,14 @@ class PostgresLoader(WindowLoader):
         assert raw is not None
         self._raw = raw
         # Schemas are warehouses of their own: erasures in one do not hold up loads in another.
-        self._erasure_gate = advisory_key(f"convo-etl erasure {metadata.schema or ''}")
+        # The schema the tables are in, also when the settings name none (the search path's).
+        schema = metadata.schema
+        if schema is None:
+            with raw.cursor() as cur:
+                cur.execute("SELECT current_schema()")
+                row = cur.fetchone()
+                schema = row[0] if row else ""
+        self._erasure_gate = advisory_key(f"convo-etl erasure {schema}")
         if lock_wait is not None:
             # A window waits for the conversations another window holds only so long: a
             # holder frozen mid-window (SIGSTOP, a stuck machine) would hold them for ever.

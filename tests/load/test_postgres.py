@@ -488,3 +488,25 @@ def test_a_program_limit_is_the_warehouse_refusing_the_write_not_a_lost_connecti
     found = database_error(raised.value, "window [a, b)")
     assert not found.retryable
     assert "refused the write" in str(found) and "index row size" in str(found)
+
+
+def test_the_erasure_gate_is_the_schemas_however_the_settings_name_it(
+    pg_warehouse: TestWarehouse,
+) -> None:
+    """A loader whose settings name no schema (the search path's) and an eraser that names it
+    must wait for each other: one gate per schema the tables are in."""
+    pg_warehouse.migrate()
+    engine = pg_warehouse.engine()
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'SET LOCAL search_path = "{pg_warehouse.schema}"'))
+            unnamed = open_loader(conn, build_metadata(None), run_id="t", exported_at=EXPORTED)
+            named = open_loader(
+                conn, build_metadata(pg_warehouse.schema), run_id="t", exported_at=EXPORTED
+            )
+            assert unnamed._erasure_gate == named._erasure_gate  # type: ignore[attr-defined]
+            other = open_loader(conn, build_metadata("elsewhere"), run_id="t", exported_at=None,
+                                erasing=True)  # fmt: skip
+            assert other._erasure_gate != named._erasure_gate  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
