@@ -6,7 +6,9 @@ loading at that moment, one a later backfill of older dates brings, one the vend
 again. Each value is recorded in `etl_erased_keys`, and every load leaves out (as `forgotten`)
 a conversation or quarantined copy that has one. The values themselves are not kept: each is
 hashed with BLAKE2b under a random key that the migration stored in `etl_settings`
-(`erasure.key`), so the table cannot be matched with identifiers from anywhere else.
+(`erasure.key`), so the table cannot be matched with identifiers from anywhere else. Whoever
+can read both the key and the table can still test whether a given value was erased: the
+README's dashboards role is denied the table.
 """
 
 from __future__ import annotations
