@@ -628,21 +628,29 @@ def _ca_bundle(source: str, value: Any) -> Path | None:
 def _secret(what: str, text: str, *, header: bool) -> Secret:
     """A secret from the environment or a file, without the whitespace and byte-order mark
     around it; refused by name (never quoted) when nothing is left, or when it holds what it
-    cannot be sent with: a line break or control character, or, for a token sent in an HTTP
-    header (`header`), anything but printable ASCII."""
+    cannot be sent with (`_sendable`; `header`: a token sent in an HTTP header)."""
     value = text.strip().lstrip("\ufeff").strip()
     if not value:
         raise ConfigError(f"{what} is empty (or only whitespace): set the secret itself")
     for at, char in enumerate(value, start=1):
-        if char.isprintable() and not (header and not "!" <= char <= "~"):
+        if _sendable(char, header=header):
             continue
         kind = "a line break" if char in "\r\n" else f"character U+{ord(char):04X}"
+        needs = "token is one line of printable ASCII" if header else "secret is Latin-1 text"
         raise ConfigError(
-            f"{what} holds {kind} at position {at}: a "
-            f"{'token is one line of printable ASCII' if header else 'secret is one line'}; "
-            "check that it was copied whole and alone"
+            f"{what} holds {kind} at position {at}: a {needs}; check that it was copied whole "
+            "and alone"
         )
     return Secret(value)
+
+
+def _sendable(char: str, *, header: bool) -> bool:
+    """Whether a secret may hold `char`: a bearer token, in an HTTP header, printable ASCII
+    without spaces; a client secret, in HTTP basic authentication (which requests writes as
+    Latin-1), any printable Latin-1 character."""
+    if header:
+        return "!" <= char <= "~"
+    return char.isprintable() and ord(char) <= 0xFF
 
 
 def _read_secret_file(what: str, path_text: str, *, header: bool) -> Secret:

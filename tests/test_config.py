@@ -279,3 +279,16 @@ def test_an_oauth_scope_that_is_not_text_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings(path, env={"ETL_OAUTH_CLIENT_SECRET": "client-secret-1234"})
     assert "api.oauth.scope" in str(raised.value) and "is not text" in str(raised.value)
+
+
+def test_an_oauth_client_secret_beyond_latin_1_is_refused_by_name() -> None:
+    """HTTP basic authentication, as requests writes it, is Latin-1: 'é' goes, '€' cannot."""
+    env = {
+        "ETL_API_URL": "https://h.example",
+        "ETL_OAUTH_TOKEN_URL": "https://h.example/t",
+        "ETL_OAUTH_CLIENT_ID": "c",
+    }
+    assert load_settings(None, env={**env, "ETL_OAUTH_CLIENT_SECRET": "caf\u00e9 secret"}).api
+    with pytest.raises(ConfigError) as raised:
+        load_settings(None, env={**env, "ETL_OAUTH_CLIENT_SECRET": "secret-\u20acuro"})
+    assert "ETL_OAUTH_CLIENT_SECRET holds character U+20AC at position 8" in str(raised.value)
