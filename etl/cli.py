@@ -356,6 +356,10 @@ def forget(
         raise click.UsageError(
             "name what to erase: --conversation-id, --reference or --authentication-identifier"
         )
+    if any(not value.strip() for value in (*references, *identifiers)):
+        # An unset shell variable, say: erasing "" would keep out every conversation with an
+        # empty reference or identifier, for good.
+        raise click.UsageError("an empty --reference or --authentication-identifier names no one")
     from etl.pipeline import personal
 
     settings = obj.settings()

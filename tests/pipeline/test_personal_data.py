@@ -189,6 +189,8 @@ def test_forget_needs_something_to_erase(warehouse: TestWarehouse) -> None:
     assert result.code == 2 and "--conversation-id" in result.output
     beyond = etl("forget", f"--conversation-id={2**63}", wh=warehouse)
     assert beyond.code == 2 and "--conversation-id" in beyond.output and "bug" not in beyond.output
+    empty = etl("forget", "--authentication-identifier=", wh=warehouse)
+    assert empty.code == 2 and "names no one" in empty.output
 
 
 def test_a_person_erased_before_their_conversations_are_loaded_is_never_stored(
