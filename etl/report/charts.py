@@ -7,7 +7,7 @@ allowed), so the SVG is the whole chart: no script, font or request is needed to
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
@@ -131,6 +131,15 @@ def _titled(chart: Any, title: alt.Title, width: int, height: int) -> alt.TopLev
     return done
 
 
+def _count_axis(counts: Iterable[int]) -> alt.Axis:
+    """An axis of whole numbers. Up to a few, Vega would tick at halves (0.5, 1.5), each then
+    labelled as the integer around it, twice: the ticks are the integers themselves."""
+    top = max(counts, default=0)
+    if top < 10:
+        return alt.Axis(format=",d", values=list(range(top + 1)))
+    return alt.Axis(format=",d")
+
+
 def _date_axis(days: Sequence[date], title: str) -> alt.X:
     """One band per date of `days` (those without a value too), labelled in the middle.
 
@@ -190,7 +199,13 @@ def conversations_chart(data: ReportData) -> alt.TopLevelMixin | None:
     )
     bars = base.mark_bar(
         color=BLUE, width=_bar_width(len(rows)), cornerRadiusTopLeft=2, cornerRadiusTopRight=2
-    ).encode(y=alt.Y("conversations:Q", title="Conversations (count)", axis=alt.Axis(format=",d")))
+    ).encode(
+        y=alt.Y(
+            "conversations:Q",
+            title="Conversations (count)",
+            axis=_count_axis(d.conversations for d in data.days),
+        )
+    )
     layers: list[Any] = [bars]
     if len(rows) <= 14:  # the exact figure over each bar while there is room for it
         layers.append(
@@ -323,7 +338,11 @@ def intents_chart(data: ReportData) -> alt.TopLevelMixin | None:
             sort=alt.EncodingSortField("rank", order="ascending"),
             axis=alt.Axis(labelLimit=LABEL_LIMIT, labelFontSize=12, labelColor=INK),
         ),
-        x=alt.X("questions:Q", title="Questions (count)", axis=alt.Axis(format=",d")),
+        x=alt.X(
+            "questions:Q",
+            title="Questions (count)",
+            axis=_count_axis(i.questions for i in data.intents),
+        ),
     )
     bars = base.mark_bar(color=VIOLET, cornerRadiusEnd=2)
     text = base.mark_text(align="left", dx=4, fontSize=11, color=INK).encode(
@@ -401,7 +420,11 @@ def windows_chart(data: ReportData) -> alt.TopLevelMixin | None:
         .mark_bar(width=_bar_width(len(data.load_days)))
         .encode(
             x=_date_axis(_load_dates(data), "Load date (UTC)"),
-            y=alt.Y("sum(windows):Q", title="Windows (count)", axis=alt.Axis(format=",d")),
+            y=alt.Y(
+                "sum(windows):Q",
+                title="Windows (count)",
+                axis=_count_axis(d.windows for d in data.load_days),
+            ),
             color=alt.Color(
                 "outcome:N", scale=alt.Scale(domain=["Not failed", "Failed"], range=[SLATE, RED])
             ),

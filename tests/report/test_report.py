@@ -590,3 +590,28 @@ def test_an_intents_title_survives_a_later_day_without_one(
     assert [(i.intent_id, i.title) for i in data.intents if i.intent_id == 1014] == [
         (1014, "All content")
     ]
+
+
+def test_count_axes_label_each_whole_number_once() -> None:
+    """A day with 2 conversations and one with 1: ticks at 0.5 would read 0, 1, 1, 2, 2."""
+    import re
+
+    from etl.report import charts
+
+    start = date(2024, 6, 3)
+    days = [DayCounts(start, 2, 1, 1, 0, 4, 1, 0), DayCounts(start + timedelta(days=4), 1, 1)]
+    data = ReportData(
+        start=start,
+        end=start + timedelta(days=5),
+        timezone="UTC",
+        warehouse="sqlite:///dw.db",
+        generated_at=GENERATED,
+        days=days,
+        load_days=[LoadDay(start, 1, 0, 3, 1.0), LoadDay(start + timedelta(days=1), 2, 1, 0, 1.0)],
+    )
+    for chart in (charts.conversations_chart(data), charts.windows_chart(data)):
+        assert chart is not None
+        svg = charts.render(chart)
+        groups = re.findall(r'<g class="mark-text role-axis-label"[^>]*>(.*?)</g>', svg, re.S)
+        numbers = [t for g in groups for t in re.findall(r">([0-9,]+)</text>", g)]
+        assert numbers and len(numbers) == len(set(numbers)), numbers
