@@ -11,10 +11,10 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
@@ -340,6 +340,16 @@ def reprocess_rejects(obj: _Context) -> None:
     multiple=True,
     help="Every conversation of this authenticated end user.",
 )
+@click.option(
+    "--from-file",
+    "request_file",
+    type=click.File("r", encoding="utf-8"),
+    help=(
+        "Read what to erase from this file ('-': standard input), one per line as "
+        "conversation-id:ID, reference:REF or authentication-identifier:X, so that the "
+        "person's identifiers appear in no command line (ps, shell history)."
+    ),
+)
 @click.option("--dry-run", is_flag=True, help="Say what would be erased, erase nothing.")
 @pass_ctx
 def forget(
@@ -347,11 +357,17 @@ def forget(
     ids: tuple[int, ...],
     references: tuple[str, ...],
     identifiers: tuple[str, ...],
+    request_file: TextIO | None,
     dry_run: bool,
 ) -> None:
     """Erase conversations for good (a person's erasure request): every row, the quarantined
     copies, a tombstone per conversation id, and the references and identifiers asked for,
     hashed: no later load brings any of them back."""
+    if request_file is not None:
+        more = _erasure_request(request_file)
+        ids = (*ids, *more[0])
+        references = (*references, *more[1])
+        identifiers = (*identifiers, *more[2])
     if not (ids or references or identifiers):
         raise click.UsageError(
             "name what to erase: --conversation-id, --reference or --authentication-identifier"
@@ -429,6 +445,34 @@ def prune(obj: _Context, older_than: str | None, before: str | None, dry_run: bo
     finally:
         pipeline.close()
     _pruned(pruned, retention=None if before else retention)
+
+
+def _erasure_request(lines: Iterable[str]) -> tuple[list[int], list[str], list[str]]:
+    """The ids, references and identifiers of an erasure request file (forget --from-file);
+    a line it cannot read is a usage error naming its number, never its text."""
+    ids: list[int] = []
+    references: list[str] = []
+    identifiers: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        kind, _, value = line.partition(":")
+        kind = kind.strip()
+        if kind == "conversation-id" and value.strip().lstrip("-").isdigit():
+            if not -(2**63) <= int(value) < 2**63:
+                raise click.UsageError(f"--from-file, line {number}: the id is beyond bigint")
+            ids.append(int(value))
+        elif kind == "reference" and value:
+            references.append(value)
+        elif kind == "authentication-identifier" and value:
+            identifiers.append(value)
+        else:
+            raise click.UsageError(
+                f"--from-file, line {number}: write conversation-id:ID, reference:REF or "
+                "authentication-identifier:X"
+            )
+    return ids, references, identifiers
 
 
 def _pruned(pruned: Any, *, retention: timedelta | None) -> None:

@@ -97,15 +97,14 @@ def test_forgotten_conversations_stay_gone_after_a_backfill(
     assert _children(warehouse, erased) > 0
     before = dump_tables(warehouse)
 
+    # The request from a file, as an erasure desk would keep it out of command lines.
+    request = tmp_path / "request.txt"
+    request.write_text(
+        "".join(f"conversation-id:{i}\n" for i in by_id)
+        + f"authentication-identifier:{person}\n\nreference:{reference}\n"
+    )
     dry = etl(
-        "forget",
-        *(f"--conversation-id={i}" for i in by_id),
-        f"--authentication-identifier={person}",
-        f"--reference={reference}",
-        "--dry-run",
-        wh=warehouse,
-        config=config,
-        check=True,
+        "forget", f"--from-file={request}", "--dry-run", wh=warehouse, config=config, check=True
     )
     assert f"would erase {len(erased)} conversation(s)" in dry.stderr
     assert person not in dry.output  # the request's personal data is not echoed
@@ -183,7 +182,7 @@ def test_forget_empties_the_quarantine_of_the_conversation(
     assert "2 forgotten" in loaded.stderr
 
 
-def test_forget_needs_something_to_erase(warehouse: TestWarehouse) -> None:
+def test_forget_needs_something_to_erase(warehouse: TestWarehouse, tmp_path: Path) -> None:
     etl("migrate", wh=warehouse, check=True)
     result = etl("forget", wh=warehouse)
     assert result.code == 2 and "--conversation-id" in result.output
@@ -191,6 +190,14 @@ def test_forget_needs_something_to_erase(warehouse: TestWarehouse) -> None:
     assert beyond.code == 2 and "--conversation-id" in beyond.output and "bug" not in beyond.output
     empty = etl("forget", "--authentication-identifier=", wh=warehouse)
     assert empty.code == 2 and "names no one" in empty.output
+    request = tmp_path / "request.txt"
+    for line, says in (
+        ("email:kari@example.com", "line 1: write"),
+        ("conversation-id:x1", "line 1"),
+    ):
+        request.write_text(line + "\n")
+        bad = etl("forget", f"--from-file={request}", wh=warehouse)
+        assert bad.code == 2 and says in bad.output and "kari" not in bad.output
 
 
 def test_a_person_erased_before_their_conversations_are_loaded_is_never_stored(
