@@ -124,6 +124,7 @@ def database_error(
     )
     # Rows another window held for longer than pipeline.claim_timeout (a frozen holder).
     waited = isinstance(orig, psycopg.errors.LockNotAvailable)
+    # (psycopg raises both as OperationalError, which reads as a lost connection otherwise.)
     # A role without a grant it needs, for a read as for a write.
     denied = isinstance(orig, psycopg.errors.InsufficientPrivilege)
     # SQLite: another process's write transaction outlasted the busy timeout.
@@ -134,7 +135,6 @@ def database_error(
         cause in str(orig) for cause in _SQLITE_REFUSALS
     ):
         lost = False
-    # (psycopg raises both as OperationalError, which reads as a lost connection otherwise.)
     happened = (
         "ended the transaction to break a deadlock with another window"
         if conflict
