@@ -343,7 +343,7 @@ def reprocess_rejects(obj: _Context) -> None:
 @click.option(
     "--from-file",
     "request_file",
-    type=click.File("r", encoding="utf-8"),
+    type=click.File("r", encoding="utf-8-sig"),  # a file saved with a byte-order mark too
     help=(
         "Read what to erase from this file ('-': standard input), one per line as "
         "conversation-id:ID, reference:REF or authentication-identifier:X, so that the "
