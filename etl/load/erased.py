@@ -46,6 +46,16 @@ def digest(key: bytes, value: str) -> str:
     return blake2b(value.encode("utf-8", "surrogatepass"), key=key, digest_size=16).hexdigest()
 
 
+def spellings(value: Any) -> tuple[str, ...]:
+    """The texts an erasure request may name `value` by: as sent, and as a column stores it
+    (a NUL or lone surrogate replaced: what the person asking could see and copy); none for
+    a value that is not text."""
+    if not isinstance(value, str):
+        return ()
+    stored = as_stored(value)
+    return (value,) if stored == value else (value, stored)
+
+
 @dataclass(frozen=True)
 class ErasedKeys:
     """The erased values of one warehouse, as (kind, digest), and the key they are hashed with."""
@@ -62,12 +72,7 @@ class ErasedKeys:
         return self._erased(REFERENCE, reference) or self._erased(IDENTIFIER, identifier)
 
     def _erased(self, kind: str, value: Any) -> bool:
-        if not isinstance(value, str):
-            return False
-        if (kind, digest(self.key, value)) in self.digests:
-            return True
-        stored = as_stored(value)
-        return stored != value and (kind, digest(self.key, stored)) in self.digests
+        return any((kind, digest(self.key, text)) in self.digests for text in spellings(value))
 
     def name_row(self, row: tuple[Any, ...]) -> bool:
         """`name`, for a `conversations` row in TABLE_COLUMNS order."""

@@ -20,10 +20,10 @@ from typing import Any, Final
 from sqlalchemy import ColumnElement, Connection, MetaData, func, or_, select
 
 from etl.load.engine import dialect_insert
+from etl.load.erased import spellings
 from etl.load.loader import WindowLoader, chunks
 from etl.load.schema import table_of
 from etl.normalize import CHILD_TABLES
-from etl.normalize.clean import as_stored
 
 # The tables a conversation's rows are in, counted for the run log and --dry-run.
 CONVERSATION_TABLES: Final = ("conversations", *CHILD_TABLES)
@@ -96,9 +96,8 @@ def _quarantined(
 
 
 def _names(value: Any, asked: set[str]) -> bool:
-    """Whether a quarantined copy's value is one asked for: as sent, or as a column stores it
-    (which is what the person asking could see and copy)."""
-    return isinstance(value, str) and (value in asked or as_stored(value) in asked)
+    """Whether a quarantined copy's value is one asked for (erased.spellings)."""
+    return any(text in asked for text in spellings(value))
 
 
 def count_rows(
