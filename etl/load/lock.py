@@ -61,14 +61,18 @@ def _unlock(conn: Connection, key: str) -> None:
         conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": advisory_key(key)})
         conn.commit()
     except SQLAlchemyError:
-        # The session is gone, and its advisory lock went with it.
-        try:
-            conn.invalidate()
-            conn.close()
-        except SQLAlchemyError:
-            pass
+        _drop(conn)  # the session is gone, and its advisory lock went with it
     else:
         conn.close()
+
+
+def _drop(conn: Connection) -> None:
+    """Close a connection whose session may be gone, without returning it to any pool."""
+    try:
+        conn.invalidate()
+        conn.close()
+    except SQLAlchemyError:
+        pass
 
 
 class RunLock:
@@ -167,11 +171,7 @@ class RunLock:
     def _discard(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
-                conn.invalidate()
-                conn.close()
-            except SQLAlchemyError:
-                pass
+            _drop(conn)
 
     def release(self, *, remove: bool = False) -> None:
         """Let go of the lock; `remove`: also delete its file (a lock no one takes again).
