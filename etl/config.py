@@ -518,7 +518,7 @@ def _api_url(source: str, value: Any, key: str = "api.url") -> str | None:
     if value in (None, ""):
         return None
     # The value is not quoted: a URL with credentials in it, mistyped, would show them.
-    if not _is_http_url(value):
+    if not _is_url(value):
         raise ConfigError(
             f"{key} in {source} is not an http(s) URL with a host name; "
             "give the site's base URL, e.g. https://yoursite.example.com"
@@ -545,7 +545,7 @@ def _proxy(source: str, api_raw: Mapping[str, Any], env: Mapping[str, str]) -> s
     if value is None:
         return None
     value = str(value) if "://" in str(value) else f"http://{value}"
-    if not _is_http_url(value, schemes=_PROXY_SCHEMES):
+    if not _is_url(value, schemes=_PROXY_SCHEMES):
         raise ConfigError(
             f"the proxy in {key} is not a proxy URL with a host name: write e.g. "
             "http://proxy.example:3128 (or socks5h://…)"
@@ -571,7 +571,7 @@ def _bypassed(host: str, no_proxy: tuple[str, ...]) -> bool:
     return False
 
 
-def _is_http_url(value: Any, *, schemes: tuple[str, ...] = ("http", "https")) -> bool:
+def _is_url(value: Any, *, schemes: tuple[str, ...] = ("http", "https")) -> bool:
     """Whether `value` is a URL of one of `schemes` with a host name and, if any, a valid
     port."""
     try:
